@@ -1,0 +1,62 @@
+# tailpipe: every target installs what it needs first, so a fresh clone needs only `make`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK := $(PY) deploy/local/stack.py
+PYTEST_ARGS ?=
+
+.PHONY: help venv stack-up stack-down stack-status migrate check run test lint fmt clean
+
+help:
+	@echo "make run          bring up the local stack, migrate, check, run the pipeline"
+	@echo "make test         lint, bring up the local stack, run the whole test suite"
+	@echo "make stack-up | stack-down | stack-status"
+	@echo "make lint | fmt | clean"
+
+# The virtualenv is rebuilt when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+stack-up: venv
+	$(STACK) up
+
+stack-down:
+	@if [ -x $(PY) ]; then $(STACK) down; else echo "no virtualenv: nothing was started"; fi
+
+stack-status: venv
+	$(STACK) status
+
+migrate: stack-up
+	$(VENV)/bin/tailpipe migrate
+
+check: stack-up
+	$(VENV)/bin/tailpipe check
+
+run: stack-up
+	$(VENV)/bin/tailpipe migrate
+	$(VENV)/bin/tailpipe topics create
+	$(VENV)/bin/tailpipe check
+
+lint: venv
+	$(VENV)/bin/ruff check pipeline tests deploy/local
+	$(VENV)/bin/ruff format --check pipeline tests deploy/local
+	$(VENV)/bin/mypy
+
+fmt: venv
+	$(VENV)/bin/ruff check --fix pipeline tests deploy/local
+	$(VENV)/bin/ruff format pipeline tests deploy/local
+
+# Under CI the stack is stopped afterwards whatever the result, so no server outlives the run.
+test: lint
+	@status=0; { $(STACK) up && $(PY) -m pytest $(PYTEST_ARGS); } || status=$$?; \
+	if [ -n "$$CI" ]; then $(STACK) down; fi; \
+	exit $$status
+
+clean: stack-down
+	rm -rf .local $(VENV)

@@ -1,0 +1,117 @@
+"""The `tailpipe` command: one subcommand per job, all sharing the settings loader.
+
+A deliberate failure (`TailpipeError`) prints one line and exits with its code; a bad setting
+exits 2. Commands import their modules lazily so `tailpipe config` starts fast and needs none
+of the network clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from pipeline import __version__
+from pipeline.errors import TailpipeError
+from pipeline.settings import Settings, field_for_env, load, render_toml
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    if args.get:
+        print(getattr(settings, field_for_env(args.get)))
+    else:
+        sys.stdout.write(render_toml(settings, mask=True))
+    return 0
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import check
+
+    results = asyncio.run(check.run(settings))
+    for result in results:
+        print(result.line())
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline import migrate, postgres
+
+    directory = Path(args.dir) if args.dir else migrate.default_directory()
+    migrations = migrate.discover(directory)
+
+    async def go() -> list[str]:
+        conn = await postgres.connect(settings)
+        try:
+            return await migrate.apply(conn, settings.postgres_schema, migrations)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(go())
+    for name in applied:
+        print(f"applied {name}")
+    schema = settings.postgres_schema
+    print(f"schema {schema}: {len(migrations)} migrations, {len(applied)} applied now")
+    return 0
+
+
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import kafka
+
+    wanted = {settings.topic: args.partitions, settings.alerts_topic: args.alerts_partitions}
+    created = asyncio.run(kafka.ensure_topics(settings, wanted, args.replication_factor))
+    for name, count in wanted.items():
+        state = "created" if name in created else "exists"
+        print(f"{name}: {state}" + (f" ({count} partitions)" if name in created else ""))
+    return 0
+
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML settings file"
+    )
+    parser = argparse.ArgumentParser(
+        prog="tailpipe", description="Tail events from Kafka into PostgreSQL.", parents=[common]
+    )
+    parser.add_argument("--version", action="version", version=f"tailpipe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    p = add("config", cmd_config, "print the effective settings as TOML (secrets masked)")
+    p.add_argument("--get", metavar="TAILPIPE_NAME", help="print one setting, unmasked")
+    add("check", cmd_check, "reach Kafka, PostgreSQL and S3; one line each")
+    p = add("migrate", cmd_migrate, "apply the SQL migrations in schema/ that are missing")
+    p.add_argument("--dir", help="directory of NNNN_name.sql files (default: the shipped ones)")
+    p = add("topics", cmd_topics, "create the events and alerts topics if they are missing")
+    p.add_argument("action", choices=["create"])
+    p.add_argument("--partitions", type=int, default=6, help="partitions of the events topic")
+    p.add_argument("--alerts-partitions", type=int, default=1)
+    p.add_argument("--replication-factor", type=int, default=1)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load(getattr(args, "config", None))
+        code: int = args.func(settings, args)
+    except TailpipeError as exc:
+        print(f"tailpipe: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

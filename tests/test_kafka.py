@@ -1,0 +1,58 @@
+"""Kafka round trip against the real local broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from pipeline import kafka
+from pipeline.settings import Settings
+
+
+async def test_produce_n_and_consume_exactly_those_n(settings: Settings) -> None:
+    created = await kafka.ensure_topics(settings, {settings.topic: 3})
+    assert created == [settings.topic]
+    assert await kafka.ensure_topics(settings, {settings.topic: 3}) == []
+
+    n = 500
+    sent = {f"message-{i}".encode() for i in range(n)}
+    producer = AIOKafkaProducer(**kafka.client_options(settings), acks="all")
+    await producer.start()
+    try:
+        await asyncio.gather(*(producer.send_and_wait(settings.topic, value) for value in sent))
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(
+        **kafka.client_options(settings),
+        group_id=settings.group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    received: list[bytes] = []
+    try:
+        consumer.subscribe([settings.topic])
+        async with asyncio.timeout(60):
+            while len(received) < n:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    received.extend(r.value for r in records)
+        # Nothing beyond the n: every partition's position is at its end.
+        partitions = [TopicPartition(settings.topic, p) for p in range(3)]
+        ends = await consumer.end_offsets(partitions)
+        positions = {tp: await consumer.position(tp) for tp in partitions}
+    finally:
+        await consumer.stop()
+    assert len(received) == n
+    assert set(received) == sent
+    assert positions == ends
+    assert sum(ends.values()) == n
+
+
+async def test_describe_sees_created_topics(settings: Settings) -> None:
+    await kafka.ensure_topics(settings, {settings.topic: 1, settings.alerts_topic: 1})
+    info = await kafka.describe(settings)
+    assert info.brokers == 1
+    assert {settings.topic, settings.alerts_topic} <= info.topics

@@ -1,0 +1,103 @@
+"""`tailpipe migrate` against the real PostgreSQL: ordered, exactly once, edits reported."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from pipeline import migrate
+from pipeline.settings import Settings
+from tests.conftest import ROOT, env_of, tailpipe
+
+SHIPPED = len(migrate.discover(migrate.default_directory()))
+
+
+def applied(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("applied ")]
+
+
+async def test_second_run_applies_nothing(settings: Settings, db: asyncpg.Connection) -> None:
+    first = tailpipe("migrate", env=env_of(settings))
+    assert first.returncode == 0, first.stderr
+    assert len(applied(first.stdout)) == SHIPPED
+    second = tailpipe("migrate", env=env_of(settings))
+    assert second.returncode == 0, second.stderr
+    assert applied(second.stdout) == []
+    assert f"{SHIPPED} migrations, 0 applied now" in second.stdout
+    rows = await db.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    assert [r["version"] for r in rows] == list(range(1, SHIPPED + 1))
+    assert await db.fetchval("SELECT count(*) FROM pipeline_offsets") == 0
+
+
+def _write(directory: Path, files: dict[str, str]) -> None:
+    directory.mkdir(exist_ok=True)
+    for name, sql in files.items():
+        (directory / name).write_text(sql)
+
+
+async def test_concurrent_runs_apply_each_migration_once(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    # 0003 is not idempotent: applied twice, `counter` would hold two rows.
+    _write(
+        tmp_path,
+        {
+            "0001_counter.sql": "CREATE TABLE counter (n integer NOT NULL);",
+            "0002_slow.sql": "SELECT pg_sleep(0.5); CREATE TABLE slow (x integer);",
+            "0003_bump.sql": "INSERT INTO counter VALUES (1);",
+        },
+    )
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pipeline",
+            "migrate",
+            "--dir",
+            str(tmp_path),
+            env={**os.environ, **env_of(settings)},
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    async with asyncio.timeout(120):
+        results = [await p.communicate() for p in procs]
+    outputs = [(out.decode(), err.decode()) for out, err in results]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in outputs]
+    assert sorted(line for out, _ in outputs for line in applied(out)) == [
+        "applied 0001_counter",
+        "applied 0002_slow",
+        "applied 0003_bump",
+    ]
+    assert await db.fetchval("SELECT count(*) FROM counter") == 1
+    rows = await db.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+    assert [(r["version"], r["name"]) for r in rows] == [(1, "counter"), (2, "slow"), (3, "bump")]
+
+
+async def test_edited_migration_is_reported(settings: Settings, tmp_path: Path) -> None:
+    _write(tmp_path, {"0001_a.sql": "CREATE TABLE a (x int);"})
+    assert tailpipe("migrate", "--dir", str(tmp_path), env=env_of(settings)).returncode == 0
+    _write(tmp_path, {"0001_a.sql": "CREATE TABLE a (x bigint);", "0002_b.sql": "SELECT 1;"})
+    edited = tailpipe("migrate", "--dir", str(tmp_path), env=env_of(settings))
+    assert edited.returncode == 1
+    assert "0001_a.sql changed after being applied" in edited.stderr
+    assert "applied 0002_b" not in edited.stdout
+
+
+async def test_failed_migration_leaves_no_trace(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    _write(
+        tmp_path,
+        {"0001_ok.sql": "CREATE TABLE ok (x int);", "0002_bad.sql": "CREATE TABLE t (x nope);"},
+    )
+    result = tailpipe("migrate", "--dir", str(tmp_path), env=env_of(settings))
+    assert result.returncode == 1
+    assert "0002_bad.sql failed" in result.stderr
+    assert await db.fetchval("SELECT max(version) FROM schema_migrations") == 1
