@@ -38,10 +38,19 @@ ENV_PREFIX = "TAILPIPE_"
 Parser = Callable[[str, object], Any]
 
 
-def _local_port(name: str, default: int) -> int:
-    """Ports of the local stack can be moved (deploy/local/stack.py reads the same variables)."""
-    raw = os.environ.get(name, "")
-    return int(raw) if raw.isdigit() else default
+def _local_stack(environ: Mapping[str, str]) -> dict[str, str]:
+    """Defaults that follow the local stack's ports, which `TAILPIPE_LOCAL_*` can move
+    (deploy/local/stack.py reads the same variables)."""
+
+    def port(name: str, default: int) -> int:
+        raw = environ.get(f"TAILPIPE_LOCAL_{name}_PORT", "")
+        return int(raw) if raw.isdigit() else default
+
+    return {
+        "kafka_bootstrap": f"127.0.0.1:{port('KAFKA', 19092)}",
+        "postgres_dsn": f"postgresql://tailpipe@127.0.0.1:{port('POSTGRES', 15432)}/tailpipe",
+        "s3_endpoint": f"http://127.0.0.1:{port('S3', 19000)}",
+    }
 
 
 def _setting(default: Any, parse: Parser, *, secret: bool = False, doc: str = "") -> Any:
@@ -57,7 +66,7 @@ class Settings:
     """Everything a tailpipe process can be told. Validated when it is built."""
 
     kafka_bootstrap: str = _setting(
-        f"127.0.0.1:{_local_port('TAILPIPE_LOCAL_KAFKA_PORT', 19092)}",
+        "127.0.0.1:19092",
         host_ports,
         doc="Kafka bootstrap servers, host:port[,host:port...]",
     )
@@ -72,15 +81,14 @@ class Settings:
     kafka_ssl_certfile: str = _setting("", optional_path, doc="client certificate (mTLS)")
     kafka_ssl_keyfile: str = _setting("", optional_path, doc="client key (mTLS)")
     postgres_dsn: str = _setting(
-        f"postgresql://tailpipe@127.0.0.1:{_local_port('TAILPIPE_LOCAL_POSTGRES_PORT', 15432)}"
-        "/tailpipe",
+        "postgresql://tailpipe@127.0.0.1:15432/tailpipe",
         postgres_dsn,
         secret=True,
         doc="libpq-style URL; TLS through sslmode, sslrootcert, sslcert, sslkey parameters",
     )
     postgres_schema: str = _setting("public", identifier, doc="schema holding the tables")
     s3_endpoint: str = _setting(
-        f"http://127.0.0.1:{_local_port('TAILPIPE_LOCAL_S3_PORT', 19000)}",
+        "http://127.0.0.1:19000",
         http_url,
         doc="S3-compatible endpoint; empty for AWS itself",
     )
@@ -133,7 +141,7 @@ def load(
 ) -> Settings:
     """Build the settings: defaults, then the TOML file, then `TAILPIPE_*` variables."""
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = _local_stack(environ)
     path = config_file or environ.get("TAILPIPE_CONFIG") or None
     if path:
         for key, raw in _read_toml(Path(path)).items():

@@ -19,6 +19,15 @@ def test_defaults_point_at_the_local_stack() -> None:
     assert settings.dlq_bucket == "tailpipe-dlq"
 
 
+def test_defaults_follow_moved_local_ports() -> None:
+    settings = load(
+        environ={"TAILPIPE_LOCAL_KAFKA_PORT": "29092", "TAILPIPE_LOCAL_S3_PORT": "29000"}
+    )
+    assert settings.kafka_bootstrap == "127.0.0.1:29092"
+    assert settings.s3_endpoint == "http://127.0.0.1:29000"
+    assert settings.postgres_dsn == "postgresql://tailpipe@127.0.0.1:15432/tailpipe"
+
+
 def test_environment_wins_over_file(tmp_path: Path) -> None:
     config = tmp_path / "tailpipe.toml"
     config.write_text('topic = "from-file"\ngroup = "file-group"\nbatch_max_rows = 7\n')
