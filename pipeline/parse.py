@@ -85,6 +85,15 @@ def boolean(name: str, raw: object) -> bool:
     raise SettingsError(name, "true or false", raw)
 
 
+def string_list(name: str, raw: object) -> tuple[str, ...]:
+    """A list: comma-separated in the environment, an array of strings in TOML."""
+    if isinstance(raw, str):
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if isinstance(raw, list | tuple) and all(isinstance(item, str) for item in raw):
+        return tuple(item for item in raw if item)
+    raise SettingsError(name, "a comma-separated list of strings", raw)
+
+
 def choice(options: Sequence[str]) -> Callable[[str, object], str]:
     def parse(name: str, raw: object) -> str:
         value = text(name, raw)

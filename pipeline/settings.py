@@ -31,6 +31,7 @@ from pipeline.parse import (
     positive_float,
     positive_int,
     postgres_dsn,
+    string_list,
     text,
 )
 
@@ -100,6 +101,16 @@ class Settings:
     )
     metrics_port: int = _setting(9464, port, doc="Prometheus /metrics of each replica")
     api_port: int = _setting(8080, port, doc="HTTP API")
+    collect_port: int = _setting(8081, port, doc="HTTP collector for Tail Workers and Logpush")
+    collect_tokens: tuple[str, ...] = _setting(
+        (), string_list, secret=True, doc="secrets the collector accepts (comma-separated)"
+    )
+    collect_secret_header: str = _setting(
+        "x-tailpipe-token", nonempty, doc="header carrying a secret, besides Bearer auth"
+    )
+    collect_max_body_bytes: int = _setting(
+        8 << 20, positive_int, doc="largest request body, after decompression"
+    )
     batch_max_rows: int = _setting(20_000, positive_int, doc="flush after this many rows")
     batch_max_bytes: int = _setting(16 << 20, positive_int, doc="flush after this many bytes")
     batch_max_age: float = _setting(1.0, positive_float, doc="flush after this many seconds")
@@ -181,7 +192,9 @@ def shown_value(settings: Settings, name: str, *, mask: bool) -> Any:
         return value
     if name == "postgres_dsn":
         return mask_url_password(value)
-    return "***" if is_secret(name) else value
+    if not is_secret(name):
+        return value
+    return tuple("***" for _ in value) if isinstance(value, tuple) else "***"
 
 
 def render_toml(settings: Settings, *, mask: bool = True) -> str:
@@ -199,6 +212,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
