@@ -68,6 +68,54 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from pipeline import loadgen
+
+    plan = loadgen.Plan(
+        count=args.count,
+        duration_s=args.duration,
+        rate=args.rate,
+        seed=args.seed,
+        poison_ratio=args.poison_ratio,
+        start_ms=args.start_ms if args.start_ms is not None else int(time.time() * 1000),
+    )
+    report = asyncio.run(loadgen.run(settings, args.topic or settings.topic, plan))
+    print(report.line())
+    return 0
+
+
+def _duration(raw: str) -> float:
+    """`90`, `90s`, `5m`, `1h` -> seconds."""
+    scale = {"s": 1, "m": 60, "h": 3600}.get(raw[-1:], 0)
+    try:
+        value = float(raw[:-1] if scale else raw) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 30s or 5m, got {raw!r}"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration, got {raw!r}")
+    return value
+
+
+def _ratio(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {raw!r}")
+    return value
+
+
+def _positive(raw: str) -> int:
+    if not raw.isdigit() or int(raw) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}")
+    return int(raw)
+
+
 Command = Callable[[Settings, argparse.Namespace], int]
 
 
@@ -97,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=6, help="partitions of the events topic")
     p.add_argument("--alerts-partitions", type=int, default=1)
     p.add_argument("--replication-factor", type=int, default=1)
+    p = add("loadgen", cmd_loadgen, "publish realistic synthetic tail events")
+    amount = p.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--count", type=_positive, help="publish this many messages")
+    amount.add_argument("--duration", type=_duration, help="publish for this long (30s, 5m)")
+    p.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
+    p.add_argument("--seed", type=int, default=1, help="same seed and start: same messages")
+    p.add_argument("--poison-ratio", type=_ratio, default=0.0, help="share of malformed messages")
+    p.add_argument("--start-ms", type=int, help="event time of the first message (default: now)")
+    p.add_argument("--topic", help="default: TAILPIPE_TOPIC")
     return parser
 
 

@@ -1,0 +1,68 @@
+"""`tailpipe loadgen`: publish synthetic tail events to the topic, as fast or as paced as asked.
+
+Generation is `synth.messages` (deterministic for a seed and start time); publishing is the
+bulk publisher (acknowledged batches). Pacing sleeps per slice of messages, not per message,
+so a requested rate costs no per-event timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from pipeline.publisher import BulkPublisher
+from pipeline.settings import Settings
+from pipeline.synth import messages
+
+_SLICE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    count: int | None
+    duration_s: float | None
+    rate: float | None
+    seed: int
+    poison_ratio: float
+    start_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    sent: int
+    poison: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"sent {self.sent} messages ({self.poison} malformed) in {self.seconds:.2f} s: "
+            f"{self.rate:,.0f} messages/s"
+        )
+
+
+async def run(settings: Settings, topic: str, plan: Plan) -> Report:
+    stream = messages(plan.seed, plan.start_ms, poison_ratio=plan.poison_ratio)
+    sent = poison = 0
+    started = time.monotonic()
+    deadline = started + plan.duration_s if plan.duration_s is not None else None
+    async with BulkPublisher(settings, topic) as publisher:
+        while plan.count is None or sent < plan.count:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if plan.rate:
+                ahead = sent / plan.rate - (now - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            todo = _SLICE if plan.count is None else min(_SLICE, plan.count - sent)
+            for _ in range(todo):
+                message = next(stream)
+                await publisher.add(message.key, message.value)
+                poison += message.poison
+            sent += todo
+    return Report(sent, poison, time.monotonic() - started)
