@@ -55,10 +55,20 @@ class Message:
     poison: bool
 
 
+# random.Random.choice and randint cost about a microsecond each in pure Python; these two use
+# the C-level random() and keep generation well above the publishing rate.
+def _pick(rng: random.Random, options: tuple[Any, ...]) -> Any:
+    return options[int(rng.random() * len(options))]
+
+
+def _int(rng: random.Random, low: int, high: int) -> int:
+    return low + int(rng.random() * (high - low + 1))
+
+
 def _stack(rng: random.Random) -> str:
     return "\n".join(
-        f"    at {fn} (worker.js:{rng.randint(1, 400)}:{rng.randint(1, 80)})"
-        for fn in ("handle", "route", "fetch")[: rng.randint(1, 3)]
+        f"    at {fn} (worker.js:{_int(rng, 1, 400)}:{_int(rng, 1, 80)})"
+        for fn in ("handle", "route", "fetch")[: _int(rng, 1, 3)]
     )
 
 
@@ -66,17 +76,17 @@ def _logs(rng: random.Random, ts: int) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
     for _ in range(3):
         roll = rng.random()
-        level, message = "log", ["handled request", {"ms": rng.randint(1, 90)}]
+        level, message = "log", ["handled request", {"ms": _int(rng, 1, 90)}]
         if roll < 0.25:
-            status = rng.choice((200, 200, 200, 201, 304, 403, 404, 429, 500))
-            repo = rng.choice(REPOS)
+            status = _pick(rng, (200, 200, 200, 201, 304, 403, 404, 429, 500))
+            repo = _pick(rng, REPOS)
             level = "info" if status < 400 else "warn"
-            message = [f"GET /repos/{repo} {status} in {rng.randint(20, 900)}ms"]
+            message = [f"GET /repos/{repo} {status} in {_int(rng, 20, 900)}ms"]
         elif roll < 0.35:
-            message = [f"github ratelimit remaining={rng.randint(0, 5000)} limit=5000"]
+            message = [f"github ratelimit remaining={_int(rng, 0, 5000)} limit=5000"]
         elif roll < 0.45:
-            usage = {"input_tokens": rng.randint(10, 8000), "output_tokens": rng.randint(5, 2000)}
-            model = rng.choice(MODELS)
+            usage = {"input_tokens": _int(rng, 10, 8000), "output_tokens": _int(rng, 5, 2000)}
+            model = _pick(rng, MODELS)
             message = [
                 f"llm usage model={model} input_tokens={usage['input_tokens']} "
                 f"output_tokens={usage['output_tokens']}"
@@ -85,26 +95,24 @@ def _logs(rng: random.Random, ts: int) -> list[dict[str, Any]]:
                 payload = {"event": "llm_usage", "model": model, "usage": usage}
                 message = [orjson.dumps(payload).decode()]
         elif roll < 0.52:
-            repo, files = rng.choice(REPOS), rng.randint(1, 4000)
-            state = rng.choice(("started", "completed", "completed", "failed"))
-            message = [
-                f"scan {state} repo={repo} files={files} duration_ms={rng.randint(50, 60000)}"
-            ]
+            repo, files = _pick(rng, REPOS), _int(rng, 1, 4000)
+            state = _pick(rng, ("started", "completed", "completed", "failed"))
+            message = [f"scan {state} repo={repo} files={files} duration_ms={_int(rng, 50, 60000)}"]
         elif roll < 0.55:
             level = "error"
-            message = ["upstream failed", {"status": 502, "attempt": rng.randint(1, 3)}]
+            message = ["upstream failed", {"status": 502, "attempt": _int(rng, 1, 3)}]
         elif roll < 0.57:
-            secret = rng.choice(SECRETS)
+            secret = _pick(rng, SECRETS)
             token = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=36))
             message = [secret.format(r=token, R=token[:16].upper())]
-        lines.append({"timestamp": ts + rng.randint(0, 40), "level": level, "message": message})
+        lines.append({"timestamp": ts + _int(rng, 0, 40), "level": level, "message": message})
     return lines
 
 
 def _event(rng: random.Random, kind: str) -> dict[str, Any] | None:
     if kind == "fetch":
-        method = rng.choice(("GET", "GET", "GET", "POST", "PUT", "DELETE"))
-        url = f"https://{rng.choice(('api', 'www', 'hooks'))}.example.com{rng.choice(PATHS)}"
+        method = _pick(rng, ("GET", "GET", "GET", "POST", "PUT", "DELETE"))
+        url = f"https://{_pick(rng, ('api', 'www', 'hooks'))}.example.com{_pick(rng, PATHS)}"
         if rng.random() < 0.02:
             url += "?api_key=" + "".join(rng.choices("0123456789abcdef", k=24))
         return {
@@ -116,18 +124,18 @@ def _event(rng: random.Random, kind: str) -> dict[str, Any] | None:
                     "accept": "application/json",
                     "cf-ray": f"{rng.getrandbits(64):016x}-FRA",
                 },
-                "cf": {"colo": rng.choice(("FRA", "AMS", "IAD", "SJC")), "country": "DE"},
+                "cf": {"colo": _pick(rng, ("FRA", "AMS", "IAD", "SJC")), "country": "DE"},
             },
-            "response": {"status": rng.choice((200,) * 12 + (201, 204, 301, 400, 404, 500))},
+            "response": {"status": _pick(rng, (200,) * 12 + (201, 204, 301, 400, 404, 500))},
         }
     if kind == "scheduled":
         return {"cron": "*/5 * * * *", "scheduledTime": 1_700_000_000_000}
     if kind == "queue":
-        return {"queue": "jobs", "batchSize": rng.randint(1, 100)}
+        return {"queue": "jobs", "batchSize": _int(rng, 1, 100)}
     if kind == "alarm":
         return {"scheduledTime": "2026-11-29T00:00:00.000Z"}
     if kind == "rpc":
-        return {"rpcMethod": rng.choice(("getUser", "charge", ""))}
+        return {"rpcMethod": _pick(rng, ("getUser", "charge", ""))}
     if kind == "email":
         return {"mailFrom": "a@example.com", "rcptTo": "b@example.com", "rawSize": 2048}
     if kind == "websocket":
@@ -137,27 +145,27 @@ def _event(rng: random.Random, kind: str) -> dict[str, Any] | None:
 
 def trace_item(rng: random.Random, ts: int) -> dict[str, Any]:
     """One Workers trace item, as a Tail Worker's `tail(events)` receives it."""
-    outcome = rng.choice(OUTCOMES)
+    outcome = _pick(rng, OUTCOMES)
     item: dict[str, Any] = {
-        "scriptName": rng.choice(SCRIPTS),
+        "scriptName": _pick(rng, SCRIPTS),
         "outcome": outcome,
         "eventTimestamp": ts,
-        "event": _event(rng, rng.choice(EVENTS)),
+        "event": _event(rng, _pick(rng, EVENTS)),
         "logs": _logs(rng, ts),
         "exceptions": [],
         "diagnosticsChannelEvents": [],
         "executionModel": "stateless",
         "truncated": False,
-        "cpuTime": rng.randint(0, 30),
+        "cpuTime": _int(rng, 0, 30),
         "wallTime": int(rng.lognormvariate(3.5, 0.9)),
-        "scriptVersion": {"id": f"{rng.getrandbits(64):016x}-v{rng.randint(1, 9)}"},
+        "scriptVersion": {"id": f"{rng.getrandbits(64):016x}-v{_int(rng, 1, 9)}"},
     }
     if outcome == "exception":
         item["exceptions"] = [
             {
                 "timestamp": ts + item["wallTime"],
                 "name": "TypeError",
-                "message": f"Cannot read properties of undefined (reading 'id{rng.randint(1, 9)}')",
+                "message": f"Cannot read properties of undefined (reading 'id{_int(rng, 1, 9)}')",
                 "stack": _stack(rng),
             }
         ]
@@ -172,7 +180,7 @@ def messages(
     ts = start_ms
     while True:
         if poison_ratio and rng.random() < poison_ratio:
-            yield Message(None, rng.choice(POISON), poison=True)
+            yield Message(None, _pick(rng, POISON), poison=True)
         else:
             item = trace_item(rng, ts)
             yield Message(item["scriptName"].encode(), orjson.dumps(item), poison=False)
