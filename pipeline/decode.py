@@ -1,0 +1,107 @@
+"""One Kafka message value -> the invocations it holds, or a `DecodeError`.
+
+Accepted (docs/events.md has examples and the field mapping):
+
+- a Workers trace item (`pipeline.trace`), or tailpipe's envelope (a trace item with
+  `"envelope": "tailpipe/1"`);
+- a Logpush `workers_trace_events` record (`pipeline.logpush`);
+- a JSON array of any of these (a Tail Worker forwarding its whole batch);
+- several of these concatenated: NDJSON lines, or `wrangler tail --format json`'s pretty-printed
+  stream (`pipeline.jsonstream`).
+
+Pure and fast by construction: one `orjson.loads` per message (the split and per-value parse
+of concatenated values runs only when that fails), field checks are type tests and dict
+lookups, and the parsed objects move into the records without copies. Whatever the bytes,
+the only exception is `DecodeError`: its `field` is a path like `logs[2].level`, `[3].outcome`
+(element 3 of an array), `line 7:event` (the value starting on line 7 of a multi-value
+message) or `$` (the whole value).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from pipeline import logpush, trace
+from pipeline.errors import DecodeError
+from pipeline.fields import MAX_DEPTH, at, deep_field, describe, too_deep
+from pipeline.jsonstream import split
+from pipeline.records import JSON, Invocation
+
+# Keys that only trace items have; with none of these, nor Logpush's, nor `envelope`, an
+# object is none of the formats.
+_TRACE_KEYS = frozenset(
+    ("outcome", "scriptName", "event", "eventTimestamp", "logs", "exceptions", "truncated")
+)
+_loads = orjson.loads
+
+
+def decode(value: bytes) -> list[Invocation]:
+    """The invocations in one message value, in order."""
+    try:
+        document = _loads(value)
+    except orjson.JSONDecodeError as error:
+        return _decode_concatenated(value, error)
+    _check_depth(value, document, "")
+    return _decode_document(document, "")
+
+
+def _decode_concatenated(value: bytes, error: orjson.JSONDecodeError) -> list[Invocation]:
+    """Several values in one message, or one value that is not JSON as it stands."""
+    chunks = split(value)
+    if not chunks:
+        raise DecodeError("$", "empty message")
+    # One chunk: a broken value (reported with orjson's position in the whole message), or one
+    # the splitter could clean up (a leading byte-order mark).
+    single = len(chunks) == 1
+    found: list[Invocation] = []
+    for chunk in chunks:
+        prefix = "" if single else f"line {chunk.line}:"
+        try:
+            document = _loads(chunk.data)
+        except orjson.JSONDecodeError as bad:
+            raise DecodeError(at(prefix, ""), f"invalid JSON: {error if single else bad}") from None
+        _check_depth(chunk.data, document, prefix)
+        found += _decode_document(document, prefix)
+    return found
+
+
+def _check_depth(raw: bytes, document: JSON, prefix: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH. The bracket count is a C-speed upper bound on the
+    depth: the probe runs only for messages with many containers (arrays of items, mostly)."""
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and too_deep(document):
+        raise DecodeError(deep_field(document, prefix), f"nested deeper than {MAX_DEPTH} levels")
+
+
+def _decode_document(document: JSON, prefix: str) -> list[Invocation]:
+    if type(document) is dict:
+        return [_decode_object(document, prefix)]
+    if type(document) is list:
+        found = []
+        for i, element in enumerate(document):
+            where = f"{prefix}[{i}]."
+            if type(element) is not dict:
+                raise DecodeError(
+                    at(where, ""),
+                    f"expected a trace item, Logpush record or envelope, got {describe(element)}",
+                )
+            found.append(_decode_object(element, where))
+        return found
+    raise DecodeError(
+        at(prefix, ""),
+        "expected a trace item, Logpush record, envelope or an array of them, "
+        f"got {describe(document)}",
+    )
+
+
+def _decode_object(obj: dict[str, JSON], prefix: str) -> Invocation:
+    # Most messages are trace items: `outcome` settles it in one lookup. An envelope also has
+    # `outcome`, so `envelope` goes first.
+    if "envelope" in obj or "outcome" in obj:
+        return trace.invocation(obj, prefix)
+    if not logpush.KEYS.isdisjoint(obj):
+        return logpush.invocation(obj, prefix)
+    if not _TRACE_KEYS.isdisjoint(obj):
+        return trace.invocation(obj, prefix)  # reports the missing outcome
+    raise DecodeError(
+        at(prefix, ""), "not a trace item, Logpush record or tailpipe envelope: no known key"
+    )

@@ -1,0 +1,100 @@
+"""Log entries and exceptions of trace-shaped items (trace items and tailpipe envelopes).
+
+A log entry is `{timestamp, level, message, errorInfo?}`, plus `context?` and `record?` from
+tailpipe's structured logger; an exception is `{timestamp, name, message, stack?}`. Other keys
+of an entry are dropped: `LogLine` and `ExceptionInfo` have no place for them, and the runtime
+sends none.
+
+The runtime's size-limit markers are recognised here (workerd's `tracer.c++`): past the 256 KB
+budget it adds one `warn` log whose message starts with "Log size limit exceeded" (or "Trace
+resource limit exceeded; could not capture event info." for an oversized request), and one
+synthetic exception "Error: Trace resource limit exceeded; subsequent exceptions not recorded."
+"""
+
+from __future__ import annotations
+
+from pipeline.console import render
+from pipeline.fields import MAX_MS, MIN_MS, epoch_ms, expected, opt_str, text
+from pipeline.logrecord import context, typed
+from pipeline.records import JSON, LOG_LEVELS, ExceptionInfo, LogLine
+
+LIMIT_LOG_PREFIXES = ("Log size limit exceeded", "Trace resource limit exceeded")
+LIMIT_EXCEPTION_PREFIX = "Trace resource limit exceeded"
+
+# Case-insensitive, and Python's "warning" is taken for "warn": the structured logger may pass
+# logging's level names through. Anything else is refused rather than stored as a new level.
+_LEVELS = {level: level for level in LOG_LEVELS} | {"warning": "warn"}
+_LEVEL_LIST = ", ".join(LOG_LEVELS)
+
+
+def log_line(entry: JSON, prefix: str) -> LogLine:
+    """One `logs[]` entry at `prefix` (e.g. `logs[2].`)."""
+    if type(entry) is not dict:
+        expected(prefix, "", "an object", entry)
+    get = entry.get
+    raw_level = get("level")
+    level = _LEVELS.get(raw_level) if type(raw_level) is str else None
+    if level is None:
+        level = _level(raw_level, prefix)
+    timestamp = get("timestamp")
+    if not (type(timestamp) is int and MIN_MS <= timestamp < MAX_MS):
+        timestamp = epoch_ms(timestamp, prefix, "timestamp")
+    line_text, data = render(get("message"))
+    kind = None
+    if "record" in entry or "context" in entry or "errorInfo" in entry:
+        data, kind = _optional_parts(entry, prefix, data)
+    return LogLine(timestamp, level, line_text, data, kind)
+
+
+def is_limit_marker(line: LogLine) -> bool:
+    return line.level == "warn" and line.text.startswith(LIMIT_LOG_PREFIXES)
+
+
+def exception_info(entry: JSON, prefix: str) -> ExceptionInfo:
+    """One `exceptions[]` entry at `prefix` (e.g. `exceptions[0].`)."""
+    if type(entry) is not dict:
+        expected(prefix, "", "an object", entry)
+    get = entry.get
+    timestamp = get("timestamp")
+    if not (type(timestamp) is int and MIN_MS <= timestamp < MAX_MS):
+        timestamp = epoch_ms(timestamp, prefix, "timestamp")
+    name = get("name")
+    if type(name) is not str:
+        name = text(name, prefix, "name")
+    message = get("message")
+    if type(message) is not str:
+        message = text(message, prefix, "message")
+    stack = opt_str(get("stack"), prefix, "stack")
+    return ExceptionInfo(timestamp, name, message, stack)
+
+
+def _level(raw: JSON, prefix: str) -> str:
+    if type(raw) is str:
+        level = _LEVELS.get(raw.lower())
+        if level is not None:
+            return level
+    expected(prefix, "level", f"one of {_LEVEL_LIST}", raw)
+
+
+def _optional_parts(
+    entry: dict[str, JSON], prefix: str, data: dict[str, JSON] | None
+) -> tuple[dict[str, JSON] | None, str | None]:
+    """Merge errorInfo, context and record into `data`, in that order (later keys win)."""
+    merged = dict(data) if data else {}
+    error_info = entry.get("errorInfo")
+    if error_info is not None:
+        if type(error_info) is not list:
+            expected(prefix, "errorInfo", "an array", error_info)
+        # Aligned with the message arguments, null where an argument is not an Error: worth
+        # keeping only when some argument is one (it holds the stack).
+        if any(item is not None for item in error_info):
+            merged["errorInfo"] = error_info
+    bound = context(entry.get("context"), prefix + "context.")
+    if bound:
+        merged.update(bound)
+    kind = None
+    record = entry.get("record")
+    if record is not None:
+        kind, fields = typed(record, prefix + "record.")
+        merged.update(fields)
+    return merged or None, kind
