@@ -86,6 +86,34 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import collect
+
+    return collect.serve(settings, host=args.host)
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import produce
+
+    topic = args.topic or settings.topic
+    try:
+        source = produce.open_source(args.file)
+    except OSError as exc:
+        print(f"tailpipe: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with source:
+        outcome = asyncio.run(
+            produce.run(
+                settings, topic, source, fail_on_invalid=args.fail_on_invalid, errors=sys.stderr
+            )
+        )
+    print(
+        f"produced {outcome.sent} messages to {topic}; {len(outcome.invalid)} invalid values "
+        + ("(stopped at the first)" if args.fail_on_invalid and outcome.invalid else "skipped")
+    )
+    return 1 if outcome.invalid and args.fail_on_invalid else 0
+
+
 def _duration(raw: str) -> float:
     """`90`, `90s`, `5m`, `1h` -> seconds."""
     scale = {"s": 1, "m": 60, "h": 3600}.get(raw[-1:], 0)
@@ -145,6 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=6, help="partitions of the events topic")
     p.add_argument("--alerts-partitions", type=int, default=1)
     p.add_argument("--replication-factor", type=int, default=1)
+    p = add("collect", cmd_collect, "HTTP collector: Tail Workers and Logpush into Kafka")
+    p.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (port: TAILPIPE_COLLECT_PORT)"
+    )
+    p = add("produce", cmd_produce, "publish JSON values (one per line or concatenated)")
+    p.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="default: stdin")
+    p.add_argument("--topic", help="default: TAILPIPE_TOPIC")
+    p.add_argument(
+        "--fail-on-invalid",
+        action="store_true",
+        help="stop at the first invalid value (exit 1) instead of skipping it",
+    )
     p = add("loadgen", cmd_loadgen, "publish realistic synthetic tail events")
     amount = p.add_mutually_exclusive_group(required=True)
     amount.add_argument("--count", type=_positive, help="publish this many messages")

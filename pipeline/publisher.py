@@ -99,10 +99,14 @@ class BulkPublisher:
         future = await self._producer.send_batch(batch, self._topic, partition=partition)
         self._pending.add(future)
 
-    async def flush(self) -> None:
-        """Submit the partial batches and wait for every acknowledgement."""
+    async def submit(self) -> None:
+        """Send the partial batches now (a live stream went quiet); acknowledgements later."""
         for partition in list(self._batches):
             await self._submit(partition)
+
+    async def flush(self) -> None:
+        """Submit the partial batches and wait for every acknowledgement."""
+        await self.submit()
         if self._pending:
             pending, self._pending = self._pending, set()
             for future in pending:

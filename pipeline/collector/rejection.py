@@ -1,0 +1,23 @@
+"""A request the collector refuses, with the status and the message the sender sees."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Rejection(Exception):
+    """Raised anywhere while handling a request; the route turns it into a JSON answer.
+
+    `reason` is the `tailpipe_collect_rejects_total` label, so it must stay a small fixed set:
+    `unauthorized`, `too_large`, `malformed`, `invalid`, `disconnected`.
+    """
+
+    def __init__(self, status: int, reason: str, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.detail = detail
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, **self.detail}

@@ -1,0 +1,472 @@
+"""`tailpipe collect` over real HTTP (uvicorn on a free port) against the real Kafka.
+
+Each test gets its own topic; what the collector published is read back with a consumer, and
+"nothing published" means the topic's end offsets are still 0. The outage test runs its own
+broker (tests/broker.py) so it can kill it without disturbing the shared one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from pipeline.collect import create_app, serve
+from pipeline.errors import SettingsError
+from pipeline.kafka import client_options, ensure_topics
+from pipeline.settings import Settings
+from tests.broker import Broker
+from tests.conftest import ROOT, env_of, free_port
+
+TOKEN = "tok-" + uuid.uuid4().hex
+PARTITIONS = 3
+BASE_MS = 1_764_000_000_000
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def trace_item(script: str | None, n: int) -> dict[str, Any]:
+    """A fetch invocation as a Tail Worker's `events` carries it."""
+    ts = BASE_MS + n
+    return {
+        "scriptName": script,
+        "entrypoint": "default",
+        "event": {
+            "request": {
+                "url": f"https://{script or 'anon'}.example.com/items/{n}",
+                "method": "GET",
+                "headers": {"user-agent": "curl/8.5.0", "cookie": "REDACTED"},
+            },
+            "response": {"status": 200},
+        },
+        "eventTimestamp": ts,
+        "logs": [{"timestamp": ts, "level": "log", "message": [f"handled {n}", {"ok": True}]}],
+        "exceptions": [],
+        "diagnosticsChannelEvents": [],
+        "outcome": "ok",
+        "executionModel": "stateless",
+        "truncated": False,
+        "cpuTime": 1,
+        "wallTime": 4,
+    }
+
+
+def logpush_record(script: str, n: int) -> dict[str, Any]:
+    """A `workers_trace_events` record as a Logpush job writes it."""
+    ts = BASE_MS + n
+    return {
+        "CPUTimeMs": 2,
+        "DispatchNamespace": "",
+        "Entrypoint": "",
+        "Event": {
+            "RayID": f"8f{n:014x}",
+            "Request": {"URL": f"https://{script}.example.com/{n}", "Method": "POST"},
+            "Response": {"Status": 201},
+        },
+        "EventTimestampMs": ts,
+        "EventType": "fetch",
+        "Exceptions": [],
+        "Logs": [{"Level": "info", "Message": [f"stored {n}"], "TimestampMs": ts}],
+        "Outcome": "ok",
+        "ScriptName": script,
+        "ScriptTags": [],
+        "ScriptVersion": {"ID": "2d1bd0b6-0000-4000-8000-000000000001", "Message": "", "Tag": ""},
+        "WallTimeMs": 9,
+    }
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], deadline_s: float, what: str) -> None:
+    """Poll `check` until it passes; fail naming `what` after `deadline_s`."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        pytest.fail(f"{what} within {deadline_s} s")
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The collector on a free port, ready (Kafka connected); a client pointed at it."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+
+            async def ready() -> bool:
+                if task.done():
+                    task.result()  # raises what stopped the server
+                    pytest.fail("the collector stopped during start-up")
+                if not server.started:
+                    return False
+                return (await client.get("/readyz")).status_code == 200
+
+            await eventually(ready, 30, "collector ready")
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def topic_end(settings: Settings) -> int:
+    """How many messages the topic holds (the sum of its partitions' end offsets)."""
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(settings.topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return sum(ends.values())
+
+
+async def read_topic(settings: Settings, count: int) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every message of the topic, once `count` arrived; fails if more than `count` are there."""
+    consumer = AIOKafkaConsumer(
+        **client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        partitions = [TopicPartition(settings.topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        async with asyncio.timeout(30):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    records.extend(batch)
+        total = sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+    assert total == count, f"the topic holds {total} messages, expected {count}"
+    return records
+
+
+@pytest.fixture
+async def collect_settings(settings: Settings) -> Settings:
+    await ensure_topics(settings, {settings.topic: PARTITIONS})
+    return replace(settings, collect_tokens=("another-token", TOKEN))
+
+
+async def test_tail_events_arrive_intact_keyed_by_script_in_order(
+    collect_settings: Settings,
+) -> None:
+    scripts = ["api", "auth", "api", None, "billing", "api", "auth"]
+    events = [trace_item(script, n) for n, script in enumerate(scripts)]
+    single = trace_item("cron", 99)
+    async with running(collect_settings) as client:
+        response = await client.post("/v1/tail", content=orjson.dumps(events), headers=bearer())
+        assert response.status_code == 202, response.text
+        assert response.json() == {"published": len(events)}
+        response = await client.post("/v1/tail", json=single, headers=bearer())
+        assert (response.status_code, response.json()) == (202, {"published": 1})
+        metrics = (await client.get("/metrics")).text
+
+    records = await read_topic(collect_settings, len(events) + 1)
+    assert sorted(r.value for r in records) == sorted(map(orjson.dumps, [*events, single]))
+    by_key: dict[bytes | None, list[Any]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_key.setdefault(record.key, []).append(orjson.loads(record.value))
+    expected: dict[bytes | None, list[Any]] = {}
+    for event in [*events, single]:
+        key = event["scriptName"].encode() if event["scriptName"] else None
+        expected.setdefault(key, []).append(event)
+    assert by_key == expected  # intact, keyed by script name, one script's events in order
+    assert 'tailpipe_collect_items_total{route="/v1/tail"} 8.0' in metrics
+    assert 'tailpipe_collect_requests_total{route="/v1/tail",status="202"} 2.0' in metrics
+    assert "tailpipe_collect_publish_seconds_count 2.0" in metrics
+
+
+async def test_logpush_batches_arrive_line_for_line(collect_settings: Settings) -> None:
+    lines = [orjson.dumps(logpush_record(["api", "www"][n % 2], n)) for n in range(6)]
+    batch = b"\n".join(lines[:4]) + b"\n"
+    async with running(collect_settings) as client:
+        gzipped = {**bearer(), "Content-Encoding": "gzip"}
+        response = await client.post("/v1/logpush", content=gzip.compress(batch), headers=gzipped)
+        assert (response.status_code, response.json()) == (202, {"published": 4}), response.text
+        # Gzip recognised by its magic bytes alone, token in the secret header as Logpush sends
+        # it (`header_x-tailpipe-token=` in destination_conf), CRLF line ends.
+        plain = gzip.compress(b"\r\n".join(lines[4:]))
+        response = await client.post(
+            "/v1/logpush", content=plain, headers={"X-Tailpipe-Token": TOKEN}
+        )
+        assert (response.status_code, response.json()) == (202, {"published": 2}), response.text
+
+    records = await read_topic(collect_settings, len(lines))
+    assert sorted(r.value for r in records) == sorted(lines)
+    for record in records:
+        assert record.key == orjson.loads(record.value)["ScriptName"].encode()
+
+
+async def test_logpush_destination_check_is_accepted_and_publishes_nothing(
+    collect_settings: Settings,
+) -> None:
+    probe = gzip.compress(b'{"content":"tests"}')
+    async with running(collect_settings) as client:
+        response = await client.post(
+            "/v1/logpush", content=probe, headers={"x-tailpipe-token": TOKEN}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"published": 0, "validation": True}
+        unauthorised = await client.post("/v1/logpush", content=probe)
+        assert unauthorised.status_code == 401
+    assert await topic_end(collect_settings) == 0
+
+
+async def test_requests_without_a_known_token_are_refused(collect_settings: Settings) -> None:
+    body = orjson.dumps([trace_item("api", 1)])
+    attempts = [
+        {},
+        bearer("wrong-token"),
+        bearer(TOKEN[:-1]),
+        {"Authorization": f"Basic {TOKEN}"},
+        {"x-tailpipe-token": "wrong-token"},
+        {"x-other-header": TOKEN},
+    ]
+    async with running(collect_settings) as client:
+        for headers in attempts:
+            response = await client.post("/v1/tail", content=body, headers=headers)
+            assert response.status_code == 401, headers
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert "token" in response.json()["error"]
+        metrics = (await client.get("/metrics")).text
+    assert f'tailpipe_collect_rejects_total{{reason="unauthorized"}} {len(attempts)}.0' in metrics
+    assert await topic_end(collect_settings) == 0
+
+
+async def test_oversized_bodies_are_refused_raw_and_decompressed(
+    collect_settings: Settings,
+) -> None:
+    limit = 256 * 1024
+    small = replace(collect_settings, collect_max_body_bytes=limit)
+    events = [trace_item("api", n) for n in range(400)]  # ~230 KiB: fits
+    big = orjson.dumps(events * 2)  # ~460 KiB
+
+    async def streamed() -> AsyncIterator[bytes]:  # chunked: no Content-Length to go by
+        for start in range(0, len(big), 16 * 1024):
+            yield big[start : start + 16 * 1024]
+
+    bomb = gzip.compress(b"\n" * (64 << 20), compresslevel=9)  # 64 MiB of newlines, ~64 KiB
+    assert len(bomb) < limit
+    async with running(small) as client:
+        response = await client.post("/v1/tail", content=big, headers=bearer())
+        assert response.status_code == 413, response.text
+        assert "Content-Length" in response.json()["error"]
+        response = await client.post("/v1/tail", content=streamed(), headers=bearer())
+        assert response.status_code == 413, response.text
+        assert "request body" in response.json()["error"]
+        gzipped = {**bearer(), "Content-Encoding": "gzip"}
+        response = await client.post("/v1/logpush", content=bomb, headers=gzipped)
+        assert response.status_code == 413, response.text
+        assert "decompressed" in response.json()["error"]
+        # The connection and the collector are fine afterwards.
+        fits = orjson.dumps(events)
+        assert len(fits) < limit
+        response = await client.post("/v1/tail", content=fits, headers=bearer())
+        assert (response.status_code, response.json()) == (202, {"published": 400})
+        metrics = (await client.get("/metrics")).text
+    assert 'tailpipe_collect_rejects_total{reason="too_large"} 3.0' in metrics
+    assert await topic_end(small) == 400
+
+
+async def test_malformed_bodies_get_a_clear_400_and_publish_nothing(
+    collect_settings: Settings,
+) -> None:
+    good = trace_item("api", 1)
+    bad_field = {**trace_item("api", 2), "outcome": 42}
+    line = orjson.dumps(logpush_record("api", 1))
+    cases: list[tuple[str, bytes, dict[str, str], dict[str, Any]]] = [
+        ("/v1/tail", b"{not json", {}, {"error": "body: not JSON"}),
+        ("/v1/tail", b"", {}, {"error": "body: not JSON"}),
+        ("/v1/tail", b"[1, 2]", {}, {"error": "item 0: expected a trace item", "item": 0}),
+        (
+            "/v1/tail",
+            orjson.dumps([good, good, bad_field]),
+            {},
+            {"error": "item 2: outcome: ", "item": 2, "field": "outcome"},
+        ),
+        ("/v1/logpush", line + b"\n{oops\n" + line, {}, {"error": "line 2: not JSON", "line": 2}),
+        ("/v1/logpush", line + b"\n\n[1]", {}, {"error": "line 3: expected a JSON object"}),
+        ("/v1/logpush", b"\n \n", {}, {"error": "body: no NDJSON records"}),
+        ("/v1/logpush", gzip.compress(line)[:-12], {}, {"error": "body: the gzip stream"}),
+        (
+            "/v1/logpush",
+            line,
+            {"Content-Encoding": "gzip"},
+            {"error": "body: not valid gzip"},
+        ),
+    ]
+    async with running(collect_settings) as client:
+        for route, body, headers, wanted in cases:
+            response = await client.post(route, content=body, headers={**bearer(), **headers})
+            assert response.status_code == 400, (route, body[:60], response.text)
+            answer = response.json()
+            for key, value in wanted.items():
+                if key == "error":
+                    assert answer["error"].startswith(value), answer
+                else:
+                    assert answer[key] == value, answer
+        response = await client.post(
+            "/v1/tail", content=b"[]", headers={**bearer(), "Content-Encoding": "br"}
+        )
+        assert response.status_code == 415
+    assert await topic_end(collect_settings) == 0
+
+
+async def test_kafka_outage_answers_503_and_the_retry_lands_after_it_returns(
+    settings: Settings, tmp_path: Path
+) -> None:
+    broker = Broker(tmp_path)
+    await broker.start()
+    try:
+        own = replace(settings, kafka_bootstrap=broker.bootstrap, collect_tokens=(TOKEN,))
+        await ensure_topics(own, {own.topic: PARTITIONS})
+        before = [trace_item(f"s{n % 3}", n) for n in range(5)]
+        during = [trace_item(f"s{n % 3}", n) for n in range(5, 10)]
+        async with running(own) as client:
+            response = await client.post("/v1/tail", json=before, headers=bearer())
+            assert response.status_code == 202, response.text
+
+            broker.kill()
+            started = time.monotonic()
+            response = await client.post("/v1/tail", json=during, headers=bearer())
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "5"
+            assert "Kafka unavailable" in response.json()["error"]
+            assert time.monotonic() - started < 15  # bounded, never a hang
+
+            async def not_ready() -> bool:
+                return (await client.get("/readyz")).status_code == 503
+
+            await eventually(not_ready, 30, "/readyz turning 503 while Kafka is down")
+            response = await client.post("/v1/tail", json=during, headers=bearer())
+            assert response.status_code == 503  # still down: refused, not held
+
+            await broker.start()
+            answers: list[int] = []
+
+            async def retried() -> bool:  # the sender retrying, as the Tail Worker does
+                answer = await client.post("/v1/tail", json=during, headers=bearer())
+                answers.append(answer.status_code)
+                return answer.status_code == 202
+
+            await eventually(retried, 60, "the retried request accepted after Kafka returned")
+            assert set(answers) <= {202, 503}
+            assert (await client.get("/readyz")).status_code == 200
+            metrics = (await client.get("/metrics")).text
+        assert 'tailpipe_collect_rejects_total{reason="unavailable"}' in metrics
+
+        records = await read_topic(own, len(before) + len(during))
+        assert sorted(r.value for r in records) == sorted(map(orjson.dumps, before + during))
+    finally:
+        broker.kill()
+
+
+async def test_a_missing_topic_keeps_it_unready_with_the_reason(settings: Settings) -> None:
+    absent = replace(settings, collect_tokens=(TOKEN,))  # its topic was never created
+    app = create_app(absent)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def explained() -> bool:
+                if not server.started:
+                    return False
+                answer = await client.get("/readyz")
+                assert answer.status_code == 503
+                return "does not exist" in answer.json()["problem"]
+
+            await eventually(explained, 30, "/readyz naming the missing topic")
+            response = await client.post("/v1/tail", json=[trace_item("api", 1)], headers=bearer())
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "5"
+            assert absent.topic in response.json()["error"]
+            assert (await client.get("/healthz")).status_code == 200
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_refuses_to_start_without_tokens(settings: Settings) -> None:
+    open_collector = replace(settings, collect_tokens=())
+    with pytest.raises(SettingsError, match="TAILPIPE_COLLECT_TOKENS"):
+        create_app(open_collector)
+    with pytest.raises(SettingsError, match="TAILPIPE_COLLECT_TOKENS"):
+        serve(open_collector)
+
+
+async def test_serve_runs_until_sigterm_and_returns_0(collect_settings: Settings) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        **env_of(collect_settings),
+        "TAILPIPE_COLLECT_PORT": str(port),
+        "TAILPIPE_COLLECT_TOKENS": TOKEN,
+    }
+    code = (
+        "import sys; from pipeline.collect import serve; from pipeline.settings import load; "
+        "sys.exit(serve(load(), host='127.0.0.1'))"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def ready() -> bool:
+                if process.returncode is not None:
+                    output = await process.stdout.read() if process.stdout else b""
+                    pytest.fail(f"serve() exited {process.returncode}: {output.decode()}")
+                try:
+                    return (await client.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(ready, 30, "the served collector ready")
+            response = await client.post("/v1/tail", json=[trace_item("api", 1)], headers=bearer())
+            assert response.status_code == 202
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            output, _ = await process.communicate()
+        assert process.returncode == 0, output.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert await topic_end(collect_settings) == 1

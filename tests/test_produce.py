@@ -1,0 +1,82 @@
+"""`tailpipe produce` round-trips wrangler output and NDJSON through the real Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from pipeline import kafka
+from pipeline.settings import Settings
+from tests.conftest import ROOT, env_of, tailpipe
+
+ITEMS = [
+    {"scriptName": "alpha", "outcome": "ok", "eventTimestamp": 1764374400000 + i, "logs": []}
+    for i in range(3)
+] + [{"ScriptName": "beta", "Outcome": "ok", "EventTimestampMs": 1764374400100}]
+
+
+def wrangler_style() -> str:
+    """Pretty-printed values one after another, as `wrangler tail --format json` prints."""
+    return "".join(json.dumps(item, indent=2) + "\n" for item in ITEMS[:3])
+
+
+async def _read(settings: Settings, n: int) -> list[tuple[bytes | None, bytes]]:
+    consumer = AIOKafkaConsumer(
+        **kafka.client_options(settings), auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    out: list[tuple[bytes | None, bytes]] = []
+    try:
+        consumer.subscribe([settings.topic])
+        async with asyncio.timeout(30):
+            while len(out) < n:
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    out.extend((r.key, r.value) for r in records)
+        # Nothing more arrives: the count is exact, not a lower bound.
+        assert not await consumer.getmany(timeout_ms=1000)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def test_wrangler_stream_and_ndjson_with_an_invalid_value(
+    settings: Settings, tmp_path: Path
+) -> None:
+    await kafka.ensure_topics(settings, {settings.topic: 2})
+    source = tmp_path / "tail.json"
+    bad_line = wrangler_style().count("\n") + 1
+    source.write_text(
+        wrangler_style() + '{"scriptName": "broken" "outcome": 1}\n' + json.dumps(ITEMS[3]) + "\n"
+    )
+    result = tailpipe("produce", str(source), env=env_of(settings))
+    assert result.returncode == 0, result.stderr
+    assert f"line {bad_line}: invalid JSON" in result.stderr
+    assert "produced 4 messages" in result.stdout
+    assert "1 invalid values skipped" in result.stdout
+    received = await _read(settings, 4)
+    assert sorted(received) == sorted(
+        ((i.get("scriptName") or i["ScriptName"]).encode(), orjson.dumps(i)) for i in ITEMS
+    )
+
+
+async def test_stdin_and_fail_on_invalid(settings: Settings) -> None:
+    await kafka.ensure_topics(settings, {settings.topic: 1})
+    text = json.dumps(ITEMS[0]) + "\n[1, 2\n" + json.dumps(ITEMS[1]) + "\n"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "produce", "-", "--fail-on-invalid",
+        env={**os.environ, **env_of(settings)},
+        cwd=ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(text.encode()), 60)
+    assert proc.returncode == 1
+    assert b"line 2: invalid JSON" in err
+    assert b"produced 1 messages" in out
+    assert await _read(settings, 1) == [(b"alpha", orjson.dumps(ITEMS[0]))]
