@@ -1,0 +1,124 @@
+"""Log entries and exception entries in the Workers trace-item shape, redacted.
+
+A log entry is `{"timestamp": ms, "level": ..., "message": [text], "context"?, "record"?}`; an
+exception entry `{"timestamp": ms, "name": ..., "message": ..., "stack"?}` with Python's
+traceback frames as the stack. Every string in either passes through `pipeline.redact` here, so
+nothing built by this module can carry a secret out of the process.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import Counter
+from typing import Any
+
+from pipeline.redact import redact_json, redact_text
+
+Entry = dict[str, Any]
+
+LEVELS: dict[str, int] = {"debug": 10, "info": 20, "log": 20, "warn": 30, "error": 40}
+"""The envelope's level names and their stdlib `logging` numbers (`log` is console.log: info)."""
+
+MAX_EXCEPTION_MESSAGE = 8 * 1024
+MAX_STACK = 16 * 1024
+"""Characters kept of an exception's message and stack: one runaway `repr` in a message must
+not use up the whole trace item's budget."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def level_name(levelno: int) -> str:
+    """A stdlib `logging` level number as an envelope level (CRITICAL is `error`)."""
+    if levelno >= 40:
+        return "error"
+    if levelno >= 30:
+        return "warn"
+    if levelno >= 20:
+        return "info"
+    return "debug"
+
+
+def render(message: object, args: tuple[object, ...]) -> str:
+    """The message text; `%`-style arguments as stdlib logging takes them."""
+    try:
+        text = message if type(message) is str else str(message)
+        if args:
+            try:
+                text = text % args
+            except (TypeError, ValueError, KeyError):
+                # A mismatched format must not lose the message: show both, as logging would not.
+                text = " ".join([text, *map(str, args)])
+        return text
+    except Exception:
+        return f"<unprintable {type(message).__name__}>"
+
+
+def log_entry(
+    level: str,
+    text: str,
+    context: dict[str, Any] | None,
+    record: dict[str, Any] | None,
+    timestamp_ms: int,
+) -> Entry:
+    """An unredacted entry; `context` and `record` are left out when empty."""
+    entry: Entry = {"timestamp": timestamp_ms, "level": level, "message": [text]}
+    if context:
+        entry["context"] = context
+    if record:
+        entry["record"] = record
+    return entry
+
+
+def redact_entry(entry: Entry, counts: Counter[str] | None) -> Entry:
+    """A redacted copy of an entry: message, context and record (the record's strings too: an
+    `endpoint` may be a full URL with its query). Unknown keys a processor added are redacted
+    like JSON."""
+    out: Entry = {}
+    for key, value in entry.items():
+        if key == "timestamp" or key == "level":
+            out[key] = value
+        elif key == "message" and type(value) is list:
+            out[key] = [
+                redact_text(part, counts) if type(part) is str else redact_json(part, counts)
+                for part in value
+            ]
+        else:
+            out[key] = redact_json(value, counts)
+    return out
+
+
+def exception_entry(
+    exc: BaseException, counts: Counter[str] | None, timestamp_ms: int | None = None
+) -> Entry:
+    """The exception as the runtime reports an uncaught one, redacted: its class name, message
+    and the traceback frames (`  File "...", line N, in f` and the source line)."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<unprintable {type(exc).__name__}>"
+    if len(message) > MAX_EXCEPTION_MESSAGE:
+        message = message[:MAX_EXCEPTION_MESSAGE] + "..."
+    entry: Entry = {
+        "timestamp": now_ms() if timestamp_ms is None else timestamp_ms,
+        "name": type(exc).__name__,
+        "message": redact_text(message, counts),
+    }
+    stack = _stack(exc)
+    if stack:
+        entry["stack"] = redact_text(stack, counts)
+    return entry
+
+
+def _stack(exc: BaseException) -> str:
+    try:
+        stack = "".join(traceback.format_tb(exc.__traceback__)).rstrip("\n")
+    except Exception:
+        return ""
+    if len(stack) > MAX_STACK:
+        # The innermost frames, at the end, say where it failed: keep those.
+        cut = stack.find("\n  File ", len(stack) - MAX_STACK)
+        stack = "  ...\n" + stack[cut + 1 if cut >= 0 else len(stack) - MAX_STACK :]
+    return stack

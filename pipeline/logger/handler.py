@@ -1,0 +1,60 @@
+"""A stdlib `logging.Handler` that feeds a tailpipe logger, so existing `logging.info(...)`
+calls end up in the same traces as the structured logger's.
+
+Levels map to the envelope's (`WARNING` -> `warn`, `CRITICAL` -> `error`); `exc_info` becomes an
+exception entry; fields passed with `extra=` become context, with the logger's name under
+`logger`. Records of aiokafka (which the Kafka publisher itself causes) are skipped, and so is a
+record emitted while this handler is already handling one in the same thread: neither may feed
+back into the publisher.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from pipeline.logger.core import Logger
+from pipeline.logger.entry import level_name
+
+# The attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+class TailpipeHandler(logging.Handler):
+    def __init__(
+        self,
+        logger: Logger,
+        level: int = logging.NOTSET,
+        *,
+        ignore: tuple[str, ...] = ("aiokafka", "kafka"),
+    ) -> None:
+        super().__init__(level)
+        self.logger = logger
+        self.ignore = ignore
+        self._busy = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = record.name
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in self.ignore):
+            return
+        if getattr(self._busy, "on", False):
+            return
+        self._busy.on = True
+        try:
+            context: dict[str, Any] = {"logger": name}
+            for key, value in record.__dict__.items():
+                if key not in _STANDARD and not key.startswith("_"):
+                    context[key] = value
+            exc = record.exc_info[1] if record.exc_info else None
+            self.logger.emit(
+                level_name(record.levelno),
+                record.getMessage(),
+                context=context,
+                exc_info=exc,
+                timestamp_ms=int(record.created * 1000),
+            )
+        except Exception as error:
+            self.logger.core.failed(error)
+        finally:
+            self._busy.on = False

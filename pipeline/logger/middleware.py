@@ -1,0 +1,121 @@
+"""ASGI middleware: one trace item per HTTP request.
+
+Everything logged while the request is handled (by any tailpipe logger or the stdlib handler,
+in the handler's task, its child tasks or its thread pool) lands in the request's trace, which
+is published once the application returns: event `{"request": {"url", "method", "headers"},
+"response": {"status"}}`, URL and headers redacted. If the application raises, the outcome is
+`exception`, the exception is recorded, the status is 500 unless a response had started, and
+the exception is re-raised to the server. Other scope types (lifespan, websocket) pass through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+from pipeline.logger.core import Logger
+from pipeline.logger.job import finish
+from pipeline.logger.trace import CURRENT, Trace
+from pipeline.redact import redact_headers, redact_url
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class TailpipeMiddleware:
+    def __init__(self, app: ASGIApp, logger: Logger) -> None:
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        trace = self._trace(scope)
+        status: int | None = None
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message.get("type") == "http.response.start":
+                status = message.get("status")
+            await send(message)
+
+        token = CURRENT.set(trace)
+        failure: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            CURRENT.reset(token)
+            if status is None and failure is not None:
+                status = 500  # what the server answers for an application that raised
+            if status is not None:
+                trace.event["response"] = {"status": status}
+            finish(self.logger, trace, failure)
+
+    def _trace(self, scope: Scope) -> Trace:
+        core = self.logger.core
+        try:
+            counts = core.redactions
+            request = {
+                "url": redact_url(request_url(scope), counts),
+                "method": str(scope.get("method", "")),
+                "headers": redact_headers(request_headers(scope), counts),
+            }
+        except Exception as exc:  # a malformed scope must not fail the request
+            core.failed(exc)
+            request = {"url": "", "method": str(scope.get("method", "")), "headers": {}}
+        return Trace(
+            core.service,
+            {"request": request},
+            max_lines=core.max_lines,
+            max_bytes=core.max_bytes,
+        )
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """Lower-cased names; a repeated header joined as HTTP allows (`; ` for cookies)."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers") or ():
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        if name in headers:
+            headers[name] += ("; " if name == "cookie" else ", ") + value
+        else:
+            headers[name] = value
+    return headers
+
+
+def request_url(scope: Scope) -> str:
+    scheme = scope.get("scheme") or "http"
+    host = None
+    for raw_name, raw_value in scope.get("headers") or ():
+        if raw_name.lower() == b"host":
+            host = raw_value.decode("latin-1")
+            break
+    if host is None:
+        server = scope.get("server")
+        if server:
+            name, port = server[0], server[1]
+            default = (scheme in ("http", "ws") and port == 80) or (
+                scheme in ("https", "wss") and port == 443
+            )
+            host = name if default or port is None else f"{name}:{port}"
+        else:
+            host = "localhost"
+    raw_path = scope.get("raw_path")
+    if raw_path:
+        path = raw_path.decode("latin-1")
+    else:
+        path = quote(
+            str(scope.get("root_path", "")) + str(scope.get("path", "")), safe="/:@!$&'()*+,;=~%"
+        )
+    query = scope.get("query_string") or b""
+    url = f"{scheme}://{host}{path}"
+    return f"{url}?{query.decode('latin-1')}" if query else url
