@@ -86,6 +86,12 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import consumer
+
+    return consumer.serve(settings)
+
+
 def cmd_collect(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline import collect
 
@@ -173,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=6, help="partitions of the events topic")
     p.add_argument("--alerts-partitions", type=int, default=1)
     p.add_argument("--replication-factor", type=int, default=1)
+    add("run", cmd_run, "run one consumer replica (Kafka -> PostgreSQL) until SIGTERM")
     p = add("collect", cmd_collect, "HTTP collector: Tail Workers and Logpush into Kafka")
     p.add_argument(
         "--host", default="0.0.0.0", help="address to listen on (port: TAILPIPE_COLLECT_PORT)"

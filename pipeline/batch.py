@@ -1,0 +1,68 @@
+"""A batch: rows for every table, kept per Kafka partition with the offsets they cover.
+
+Rows are kept per partition so that a partition lost in a rebalance can be dropped from a batch
+without touching the others; the flush combines the parts. A batch knows its size in rows and
+bytes and its age, which are the flush triggers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.rollup import Rollups
+
+Row = tuple[Any, ...]
+TopicPartition = tuple[str, int]
+
+
+@dataclass(slots=True)
+class Part:
+    """What one partition contributed: rows, rollups, and the offsets [first, next)."""
+
+    first_offset: int
+    next_offset: int
+    events: list[Row] = field(default_factory=list)
+    logs: list[Row] = field(default_factory=list)
+    dead: list[Row] = field(default_factory=list)
+    rollups: Rollups = field(default_factory=Rollups)
+    messages: int = 0
+    bytes: int = 0
+
+
+@dataclass(slots=True)
+class Batch:
+    parts: dict[TopicPartition, Part] = field(default_factory=dict)
+    redactions: Counter[str] = field(default_factory=Counter)
+    decode_failures: Counter[str] = field(default_factory=Counter)
+    created: float = field(default_factory=time.monotonic)
+    rows: int = 0
+    bytes: int = 0
+    messages: int = 0
+    oldest_event_ms: int | None = None
+
+    def part(self, topic: str, partition: int, offset: int) -> Part:
+        key = (topic, partition)
+        part = self.parts.get(key)
+        if part is None:
+            part = self.parts[key] = Part(offset, offset)
+        return part
+
+    def drop(self, lost: set[TopicPartition]) -> int:
+        """Forget the rows of partitions this consumer no longer owns; returns messages lost."""
+        dropped = 0
+        for key in lost & self.parts.keys():
+            part = self.parts.pop(key)
+            dropped += part.messages
+            self.messages -= part.messages
+            self.bytes -= part.bytes
+            self.rows -= len(part.events) + len(part.logs) + len(part.dead)
+        return dropped
+
+    def age(self) -> float:
+        return time.monotonic() - self.created
+
+    def __len__(self) -> int:
+        return self.messages

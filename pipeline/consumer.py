@@ -1,0 +1,282 @@
+"""`tailpipe run`: one consumer replica. Kafka in, batches out, PostgreSQL the source of truth.
+
+Two tasks and a bounded hand-off between them:
+- the poll loop fetches (`getmany`), transforms into the filling batch, and hands a full batch
+  to the writer through a queue of one. While the writer is busy with one batch and another is
+  queued, the loop pauses its partitions and keeps polling, so memory stays bounded and the
+  consumer stays in its group;
+- the writer flushes batches in order, each in one transaction with its offsets
+  (`store.flush`), retrying transient failures with capped, jittered backoff.
+
+Offsets: on assignment each partition is sought to its offset stored in PostgreSQL (else the
+group's committed offset, else `auto_offset_reset`). A flush that finds a partition's stored
+offset moved (another consumer stored it) rolls back whole; partitions we still own are sought
+back to the stored offset and their unflushed rows dropped, the others are forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from pipeline import kafka, postgres, store
+from pipeline.batch import Batch
+from pipeline.partitions import PartitionManager
+from pipeline.settings import Settings
+from pipeline.transform import Transformer
+
+log = logging.getLogger("tailpipe.consumer")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    max_rows: int
+    max_bytes: int
+    max_age_s: float
+    poll_records: int = 5000
+    shutdown_grace_s: float = 30.0
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(settings.batch_max_rows, settings.batch_max_bytes, settings.batch_max_age)
+
+
+@dataclass(slots=True)
+class Totals:
+    messages: int = 0
+    flushes: int = 0
+    events: int = 0
+    logs: int = 0
+    dead: int = 0
+
+
+class Consumer:
+    def __init__(self, settings: Settings, transformer: Transformer, policy: Policy) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.transformer = transformer
+        self.totals = Totals()
+        self.stopping = asyncio.Event()
+        self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
+        self._stored: dict[tuple[str, int], int] = {}
+        self._batch = Batch()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._partitions = PartitionManager()
+        self._kafka: AIOKafkaConsumer | None = None
+        self._control: asyncpg.Connection | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        settings = self.settings
+        self._control = await postgres.connect(settings)
+        writer_conn = await postgres.connect(settings)
+        self._kafka = AIOKafkaConsumer(
+            **kafka.client_options(settings),
+            group_id=settings.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_bytes=32 << 20,
+        )
+        self._kafka.subscribe([settings.topic], listener=_Rebalance(self))
+        await self._kafka.start()
+        writer = asyncio.create_task(self._write(writer_conn), name="tailpipe-writer")
+        try:
+            await self._poll()
+            await self._hand_off()
+            await asyncio.wait_for(self._drained(), self.policy.shutdown_grace_s)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await self._kafka.stop()
+            await writer_conn.close()
+            await self._control.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    # -- poll loop ---------------------------------------------------------------------------
+    async def _poll(self) -> None:
+        assert self._kafka is not None
+        add = self.transformer.add
+        while not self.stopping.is_set():
+            fetched = await self._kafka.getmany(
+                timeout_ms=100, max_records=self.policy.poll_records
+            )
+            batch = self._batch
+            for tp, records in fetched.items():
+                topic, partition = tp.topic, tp.partition
+                for r in records:
+                    add(batch, topic, partition, r.offset, r.timestamp, r.key, r.value)
+                self.totals.messages += len(records)
+            if batch.messages and self._full(batch):
+                await self._hand_off()
+
+    def _full(self, batch: Batch) -> bool:
+        p = self.policy
+        return batch.rows >= p.max_rows or batch.bytes >= p.max_bytes or batch.age() >= p.max_age_s
+
+    async def _hand_off(self) -> None:
+        """Queue the filling batch; while the queue is full, pause and keep polling."""
+        assert self._kafka is not None
+        batch, self._batch = self._batch, Batch()
+        if not batch.parts:
+            return
+        if self._queue.full():
+            paused = self._kafka.assignment()
+            self._kafka.pause(*paused)
+            try:
+                while self._queue.full():
+                    # Paused partitions return nothing; the call keeps us in the group.
+                    await self._kafka.getmany(timeout_ms=100)
+            finally:
+                self._kafka.resume(*(tp for tp in paused if tp in self._kafka.assignment()))
+        self._idle.clear()
+        self._queue.put_nowait(batch)
+
+    async def _drained(self) -> None:
+        await self._queue.join()
+
+    # -- writer ------------------------------------------------------------------------------
+    async def _write(self, conn: asyncpg.Connection) -> None:
+        while True:
+            batch = await self._queue.get()
+            try:
+                await self._flush(conn, batch)
+            finally:
+                self._queue.task_done()
+                if self._queue.empty():
+                    self._idle.set()
+
+    async def _flush(self, conn: asyncpg.Connection, batch: Batch) -> None:
+        attempt = 0
+        while batch.parts:
+            try:
+                await self._partitions.ensure(conn, store.days_of(batch))
+                written = await store.flush(conn, batch, self._stored)
+            except store.PartitionsLost as lost:
+                log.warning("%s", lost)
+                await self._recover(lost.lost, batch)
+                continue
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                attempt += 1
+                delay = random.uniform(0, min(self.policy.backoff_cap_s, 0.2 * 2**attempt))
+                log.warning("flush failed (%s: %s); retry in %.2fs", type(exc).__name__, exc, delay)
+                if conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        conn = await postgres.connect(self.settings)
+                await asyncio.sleep(delay)
+                continue
+            self._stored.update(
+                {tp: part.next_offset for tp, part in batch.parts.items() if tp in self._owned()}
+            )
+            self.totals.flushes += 1
+            self.totals.events += written["tail_events"]
+            self.totals.logs += written["tail_logs"]
+            self.totals.dead += written["dead_letters"]
+            await self._commit_to_kafka(batch)
+            return
+
+    def _owned(self) -> set[tuple[str, int]]:
+        assert self._kafka is not None
+        return {(tp.topic, tp.partition) for tp in self._kafka.assignment()}
+
+    async def _commit_to_kafka(self, batch: Batch) -> None:
+        """A copy of the stored offsets for lag tools; PostgreSQL stays the truth."""
+        assert self._kafka is not None
+        owned = self._owned()
+        offsets = {
+            TopicPartition(t, p): part.next_offset
+            for (t, p), part in batch.parts.items()
+            if (t, p) in owned
+        }
+        if offsets:
+            try:
+                await self._kafka.commit(offsets)
+            except Exception as exc:  # the group may be rebalancing; the next flush commits
+                log.info("Kafka commit skipped: %s", exc)
+
+    async def _recover(self, lost: set[tuple[str, int]], batch: Batch) -> None:
+        """Drop what we cannot store; re-seek partitions we still own to their stored offset."""
+        assert self._kafka is not None
+        assert self._control is not None
+        batch.drop(lost)
+        self._batch.drop(lost)
+        owned = self._owned() & lost
+        for tp in lost - owned:
+            self._stored.pop(tp, None)
+        if owned:
+            await self._seek({tp for tp in owned})
+
+    async def _seek(self, tps: set[tuple[str, int]]) -> None:
+        assert self._kafka is not None
+        assert self._control is not None
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in tps:
+            by_topic.setdefault(topic, []).append(partition)
+        for topic, partitions in by_topic.items():
+            stored = await store.stored_offsets(self._control, topic, partitions)
+            for partition in partitions:
+                tp = (topic, partition)
+                if tp in stored:
+                    self._stored[tp] = stored[tp]
+                    self._kafka.seek(TopicPartition(topic, partition), stored[tp])
+                else:
+                    self._stored.pop(tp, None)
+
+    # -- rebalance ---------------------------------------------------------------------------
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        keys = {(tp.topic, tp.partition) for tp in revoked}
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.policy.shutdown_grace_s)
+        self._batch.drop(keys)
+        for key in keys:
+            self._stored.pop(key, None)
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._seek({(tp.topic, tp.partition) for tp in assigned})
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._consumer.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._consumer.on_assigned(assigned)
+
+
+def serve(settings: Settings) -> int:
+    """Run one replica until SIGTERM or SIGINT; flush, store offsets, exit 0."""
+    from pipeline.extract import Extractor
+
+    async def main() -> None:
+        consumer = Consumer(
+            settings, Transformer(Extractor.from_files()), Policy.from_settings(settings)
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, consumer.stop)
+        await consumer.run()
+        t = consumer.totals
+        log.info(
+            "stopped: %d messages, %d flushes, %d events, %d log rows, %d dead letters",
+            t.messages, t.flushes, t.events, t.logs, t.dead,
+        )  # fmt: skip
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(main())
+    return 0

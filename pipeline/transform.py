@@ -1,0 +1,250 @@
+"""From a Kafka message to rows: decode, redact, extract, aggregate. Pure and synchronous.
+
+`Transformer.add` is the whole hot path of a consumer and of `tailpipe inspect`, so both print
+and store exactly the same thing. It allocates one tuple per row and updates the batch's
+rollups in place; nothing here reads a clock or does I/O (the Kafka timestamp is given).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pipeline.batch import Batch, Part
+from pipeline.decode import decode
+from pipeline.errors import DecodeError
+from pipeline.extract import Extracted, Extractor
+from pipeline.fingerprint import fingerprint, template
+from pipeline.records import Invocation
+from pipeline.redact import redact_json, redact_text
+from pipeline.rollup import (
+    DAY_MS,
+    HOUR_MS,
+    ApiUsage,
+    ErrorGroup,
+    HourlyMetrics,
+    Rollups,
+    ScanActivity,
+)
+
+EVENT_COLUMNS = (
+    "ts", "script", "event_type", "outcome", "method", "url", "status", "cpu_ms", "wall_ms",
+    "log_count", "exception_count", "truncated", "script_version", "entrypoint",
+    "dispatch_namespace", "script_tags", "source", "extra", "topic", "kafka_partition",
+    "kafka_offset", "item",
+)  # fmt: skip
+LOG_COLUMNS = (
+    "ts", "script", "event_type", "outcome", "level", "message", "data", "kind",
+    "exception_name", "stack", "fingerprint", "topic", "kafka_partition", "kafka_offset",
+    "item", "seq",
+)  # fmt: skip
+DEAD_COLUMNS = (
+    "topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "key", "value",
+    "error_class", "error",
+)  # fmt: skip
+
+PROVIDER_WIDE = "*"
+"""api_usage_daily's model for readings that concern a provider, not one model or endpoint
+(e.g. `github ratelimit remaining=4981`)."""
+
+
+def _ts(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _json(value: Any) -> str | None:
+    return orjson.dumps(value).decode() if value else None
+
+
+class Transformer:
+    def __init__(self, extractor: Extractor) -> None:
+        self._extract = extractor.extract
+
+    def add(
+        self,
+        batch: Batch,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        key: bytes | None,
+        value: bytes,
+    ) -> None:
+        """Add one message to the batch: its invocations' rows, or a dead-letter row."""
+        part = batch.part(topic, partition, offset)
+        part.next_offset = offset + 1
+        part.messages += 1
+        part.bytes += len(value)
+        batch.messages += 1
+        batch.bytes += len(value)
+        try:
+            invocations = decode(value)
+        except DecodeError as exc:
+            part.dead.append(
+                (topic, partition, offset, _ts(timestamp_ms), key, value, "DecodeError", str(exc))
+            )
+            batch.decode_failures[exc.problem.split(":")[0][:60]] += 1
+            batch.rows += 1
+            return
+        counts = batch.redactions
+        for item, invocation in enumerate(invocations):
+            ts_ms = invocation.timestamp_ms or timestamp_ms
+            rows = self._rows(part, invocation, ts_ms, (topic, partition, offset, item), counts)
+            batch.rows += rows
+            if batch.oldest_event_ms is None or ts_ms < batch.oldest_event_ms:
+                batch.oldest_event_ms = ts_ms
+
+    def _rows(
+        self,
+        part: Part,
+        inv: Invocation,
+        ts_ms: int,
+        origin: tuple[str, int, int, int],
+        counts: Counter[str],
+    ) -> int:
+        ts = _ts(ts_ms)
+        script = inv.script or ""
+        context = (ts, script, inv.event_type, inv.outcome)
+        extra = redact_json(inv.extra, counts) if inv.extra else None
+        part.events.append(
+            (
+                *context,
+                inv.method,
+                redact_text(inv.url, counts) if inv.url else None,
+                inv.status,
+                inv.cpu_ms,
+                inv.wall_ms,
+                len(inv.logs),
+                len(inv.exceptions),
+                inv.truncated,
+                inv.script_version,
+                inv.entrypoint,
+                inv.dispatch_namespace,
+                list(inv.script_tags) if inv.script_tags else None,
+                inv.source,
+                _json(extra),
+                *origin,
+            )
+        )
+        levels: Counter[str] = Counter()
+        seq = 0
+        for line in inv.logs:
+            levels[line.level] += 1
+            data = redact_json(line.data, counts) if line.data else None
+            part.logs.append(
+                (
+                    _ts(line.timestamp_ms) if line.timestamp_ms else ts,
+                    *context[1:],
+                    line.level,
+                    redact_text(line.text, counts),
+                    _json(data),
+                    line.kind,
+                    None,
+                    None,
+                    None,
+                    *origin,
+                    seq,
+                )
+            )
+            seq += 1
+        errors = part.rollups.errors
+        for exc in inv.exceptions:
+            levels["exception"] += 1
+            message = redact_text(exc.message, counts)
+            stack = redact_text(exc.stack, counts) if exc.stack else None
+            fp = fingerprint(exc.name, message)
+            exc_ms = exc.timestamp_ms or ts_ms
+            part.logs.append(
+                (
+                    _ts(exc_ms),
+                    *context[1:],
+                    "exception",
+                    f"{exc.name}: {message}",
+                    None,
+                    None,
+                    exc.name,
+                    stack,
+                    fp,
+                    *origin,
+                    seq,
+                )
+            )
+            seq += 1
+            group = errors.get(fp)
+            if group is None:
+                group = errors[fp] = ErrorGroup(
+                    exc.name, template(message), exc_ms, exc_ms, message, stack
+                )
+            group.add_occurrence(exc_ms, script, message, stack)
+        _metrics(part.rollups, inv, ts_ms, script, levels)
+        _extracted(part.rollups, self._extract(inv), ts_ms, script)
+        return 1 + seq
+
+
+def _metrics(
+    rollups: Rollups, inv: Invocation, ts_ms: int, script: str, levels: Counter[str]
+) -> None:
+    key = (ts_ms - ts_ms % HOUR_MS, script, inv.event_type)
+    hour = rollups.hourly.get(key)
+    if hour is None:
+        hour = rollups.hourly[key] = HourlyMetrics()
+    hour.requests += 1
+    hour.outcomes[inv.outcome] += 1
+    if inv.outcome != "ok":
+        hour.errors += 1
+    if levels:
+        hour.levels.update(levels)
+    if inv.wall_ms is not None:
+        hour.wall_sum += inv.wall_ms
+        hour.wall_max = max(hour.wall_max, inv.wall_ms)
+        hour.wall.add(inv.wall_ms)
+    if inv.cpu_ms is not None:
+        hour.cpu_sum += inv.cpu_ms
+        hour.cpu_max = max(hour.cpu_max, inv.cpu_ms)
+        hour.cpu.add(inv.cpu_ms)
+
+
+def _extracted(rollups: Rollups, found: Extracted, ts_ms: int, script: str) -> None:
+    for call in found.api_calls:
+        at = call.ts_ms or ts_ms
+        reading = call.endpoint is None and call.status is None and call.model is None
+        name = PROVIDER_WIDE if reading else (call.model or call.endpoint or "")
+        key = (at - at % DAY_MS, call.provider, name)
+        usage = rollups.api.get(key)
+        if usage is None:
+            usage = rollups.api[key] = ApiUsage()
+        if call.rate_limit_remaining is not None and at >= usage.remaining_at_ms:
+            usage.remaining, usage.remaining_at_ms = call.rate_limit_remaining, at
+        if reading:
+            continue
+        usage.calls += 1
+        usage.failures += not call.ok
+        usage.rate_limited += call.rate_limited
+        usage.tokens_in += call.tokens_in or 0
+        usage.tokens_out += call.tokens_out or 0
+        if call.cost_usd is not None:
+            usage.cost = (usage.cost or 0) + call.cost_usd
+        elif call.model is not None:
+            usage.unpriced += 1
+    for scan in found.scans:
+        at = scan.ts_ms or ts_ms
+        scan_key = (at - at % HOUR_MS, script)
+        activity = rollups.scans.get(scan_key)
+        if activity is None:
+            activity = rollups.scans[scan_key] = ScanActivity()
+        if scan.repo:
+            activity.repositories.add(scan.repo)
+        if scan.status == "started":
+            activity.started += 1
+            continue  # files and duration are known when a scan ends
+        if scan.status == "completed":
+            activity.completed += 1
+        else:
+            activity.failed += 1
+        activity.files += scan.files or 0
+        if scan.duration_ms is not None:
+            activity.duration_sum += int(scan.duration_ms)
+            activity.duration_max = max(activity.duration_max, int(scan.duration_ms))

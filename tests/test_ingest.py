@@ -1,0 +1,229 @@
+"""Ingest, end to end against the real Kafka and PostgreSQL: exactly once, whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from pipeline import kafka, store, synth
+from pipeline.batch import Batch
+from pipeline.decode import decode
+from pipeline.errors import DecodeError
+from pipeline.extract import Extractor
+from pipeline.partitions import PartitionManager
+from pipeline.publisher import BulkPublisher
+from pipeline.settings import Settings
+from pipeline.transform import Transformer
+from tests.conftest import ROOT, env_of, tailpipe
+
+START = 1_764_374_400_000
+
+
+@dataclass
+class Produced:
+    count: int
+    invocations: int
+    log_rows: int
+    poison: int
+
+
+async def produce(settings: Settings, n: int, seed: int, poison_ratio: float = 0.0) -> Produced:
+    """Publish n synthetic messages and count, independently of the pipeline, what they hold."""
+    invocations = log_rows = poison = 0
+    async with BulkPublisher(settings, settings.topic) as publisher:
+        for message in itertools.islice(synth.messages(seed, START, poison_ratio=poison_ratio), n):
+            await publisher.add(message.key, message.value)
+            try:
+                decoded = decode(message.value)
+            except DecodeError:
+                poison += 1
+                continue
+            invocations += len(decoded)
+            log_rows += sum(len(i.logs) + len(i.exceptions) for i in decoded)
+    return Produced(n, invocations, log_rows, poison)
+
+
+class Replica:
+    """A real `tailpipe run` process."""
+
+    def __init__(self, settings: Settings) -> None:
+        env = {
+            **os.environ,
+            **env_of(settings),
+            "TAILPIPE_BATCH_MAX_AGE": "0.2",
+            "TAILPIPE_BATCH_MAX_ROWS": "4000",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "run"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[Replica]]:
+    started: list[Replica] = []
+    yield started
+    for replica in started:
+        if replica.proc.poll() is None:
+            replica.kill()
+
+
+@pytest.fixture
+async def migrated(settings: Settings) -> Settings:
+    result = tailpipe("migrate", env=env_of(settings))
+    assert result.returncode == 0, result.stderr
+    return settings
+
+
+async def stored_total(db: asyncpg.Connection, topic: str) -> int:
+    return int(
+        await db.fetchval(
+            "SELECT coalesce(sum(next_offset), 0) FROM pipeline_offsets WHERE topic = $1", topic
+        )
+    )
+
+
+async def wait_stored(db: asyncpg.Connection, topic: str, at_least: int, deadline: float) -> int:
+    async with asyncio.timeout(deadline):
+        # Another process makes the progress; PostgreSQL is where it shows, so poll it.
+        while (total := await stored_total(db, topic)) < at_least:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    return total
+
+
+async def assert_exactly_once(db: asyncpg.Connection, produced: Produced) -> None:
+    events = await db.fetchval("SELECT count(*) FROM tail_events")
+    distinct = await db.fetchval(
+        "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset, item"
+        " FROM tail_events) AS d"
+    )
+    assert events == distinct == produced.invocations
+    assert await db.fetchval("SELECT count(*) FROM tail_logs") == produced.log_rows
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == produced.poison
+    hourly = await db.fetchval("SELECT coalesce(sum(requests), 0) FROM tail_metrics_hourly")
+    assert hourly == produced.invocations
+
+
+async def test_n_events_stored_exactly_once_and_rollups_match(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await kafka.ensure_topics(settings, {settings.topic: 3})
+    produced = await produce(settings, 3000, seed=11, poison_ratio=0.02)
+    replicas.append(Replica(settings))
+    await wait_stored(db, settings.topic, produced.count, 90)
+    assert replicas[0].terminate() == 0
+    await assert_exactly_once(db, produced)
+    await assert_rollups_match_raw_rows(db)
+
+
+async def assert_rollups_match_raw_rows(db: asyncpg.Connection) -> None:
+    mismatched = await db.fetch(
+        """
+        WITH raw AS (
+            SELECT date_trunc('hour', ts) AS hour, script, event_type, count(*) AS requests,
+                   count(*) FILTER (WHERE outcome <> 'ok') AS errors,
+                   coalesce(sum(wall_ms), 0) AS wall_sum, coalesce(max(wall_ms), 0) AS wall_max,
+                   coalesce(sum(cpu_ms), 0) AS cpu_sum
+            FROM tail_events GROUP BY 1, 2, 3
+        )
+        SELECT * FROM raw FULL JOIN tail_metrics_hourly m USING (hour, script, event_type)
+        WHERE m.requests IS DISTINCT FROM raw.requests OR m.errors IS DISTINCT FROM raw.errors
+           OR m.wall_ms_sum IS DISTINCT FROM raw.wall_sum
+           OR m.wall_ms_max IS DISTINCT FROM raw.wall_max
+           OR m.cpu_ms_sum IS DISTINCT FROM raw.cpu_sum
+        """
+    )
+    assert mismatched == []
+    errors = await db.fetch(
+        """
+        SELECT fingerprint, count(*) AS n FROM tail_logs WHERE level = 'exception'
+        GROUP BY 1 EXCEPT SELECT fingerprint, occurrences FROM error_summary
+        """
+    )
+    assert errors == []
+    levels = await db.fetch(
+        """
+        SELECT key, sum(value::bigint) FROM tail_metrics_hourly, jsonb_each_text(levels)
+        GROUP BY 1 EXCEPT SELECT level, count(*) FROM tail_logs GROUP BY 1
+        """
+    )
+    assert levels == []
+
+
+async def test_kill_9_mid_stream_then_restart(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await kafka.ensure_topics(settings, {settings.topic: 3})
+    produced = await produce(settings, 20_000, seed=12)
+    replicas.append(Replica(settings))
+    stored = await wait_stored(db, settings.topic, 1, 90)
+    replicas[0].kill()
+    assert stored < produced.count, "the replica finished before it could be killed"
+    replicas.append(Replica(settings))
+    await wait_stored(db, settings.topic, produced.count, 120)
+    assert replicas[1].terminate() == 0
+    await assert_exactly_once(db, produced)
+
+
+async def test_two_replicas_one_stopped_mid_stream(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await kafka.ensure_topics(settings, {settings.topic: 6})
+    produced = await produce(settings, 20_000, seed=13, poison_ratio=0.01)
+    replicas.extend([Replica(settings), Replica(settings)])
+    await wait_stored(db, settings.topic, 1, 90)
+    assert replicas[0].terminate() == 0
+    await wait_stored(db, settings.topic, produced.count, 120)
+    assert replicas[1].terminate() == 0
+    await assert_exactly_once(db, produced)
+
+
+def _batch(topic: str, offsets: range) -> Batch:
+    transformer = Transformer(Extractor.from_files())
+    batch = Batch()
+    stream = synth.messages(14, START)
+    for offset in offsets:
+        message = next(stream)
+        transformer.add(batch, topic, 0, offset, START, message.key, message.value)
+    return batch
+
+
+async def test_zombie_flush_is_rejected(migrated: Settings, db: asyncpg.Connection) -> None:
+    topic = migrated.topic
+    await PartitionManager().ensure(db, store.days_of(_batch(topic, range(0, 20))))
+    await store.flush(db, _batch(topic, range(0, 10)), {})
+    # The partition moved on: a new owner stored 10..20.
+    await store.flush(db, _batch(topic, range(10, 20)), {(topic, 0): 10})
+    before = await db.fetchval("SELECT count(*) FROM tail_events")
+    # A zombie that still believes the stored offset is 10 flushes its late batch: rejected.
+    with pytest.raises(store.PartitionsLost) as lost:
+        await store.flush(db, _batch(topic, range(10, 20)), {(topic, 0): 10})
+    assert lost.value.lost == {(topic, 0)}
+    # And one that never saw a stored offset cannot claim the partition either.
+    with pytest.raises(store.PartitionsLost):
+        await store.flush(db, _batch(topic, range(0, 10)), {})
+    assert await db.fetchval("SELECT count(*) FROM tail_events") == before == 20
+    assert await stored_total(db, topic) == 20
