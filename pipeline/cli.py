@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -90,6 +91,42 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline import consumer
 
     return consumer.serve(settings)
+
+
+def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from pipeline import inspect
+    from pipeline.extract import Extractor
+    from pipeline.transform import Transformer
+
+    transformer = Transformer(Extractor.from_files())
+    source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    out = sys.stdout.buffer
+    with source:
+        for line in inspect.inspect(transformer, source, int(time.time() * 1000)):
+            out.write(inspect.dumps(line))
+    return 0
+
+
+def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    import datetime
+
+    from pipeline import partitions, postgres
+
+    async def go() -> list[str]:
+        conn = await postgres.connect(settings)
+        try:
+            today = datetime.datetime.now(datetime.UTC).date()
+            return await partitions.drop_older_than(conn, args.keep_days, today)
+        finally:
+            await conn.close()
+
+    dropped = asyncio.run(go())
+    for name in dropped:
+        print(f"dropped {name}")
+    print(f"{len(dropped)} partitions dropped (keeping {args.keep_days} days)")
+    return 0
 
 
 def cmd_collect(settings: Settings, args: argparse.Namespace) -> int:
@@ -180,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alerts-partitions", type=int, default=1)
     p.add_argument("--replication-factor", type=int, default=1)
     add("run", cmd_run, "run one consumer replica (Kafka -> PostgreSQL) until SIGTERM")
+    p = add("inspect", cmd_inspect, "print the rows the pipeline would store (no services)")
+    p.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="one message per line")
+    p = add("retention", cmd_retention, "drop whole day partitions older than N days")
+    p.add_argument("--keep-days", type=_positive, required=True, help="days to keep (>= 1)")
     p = add("collect", cmd_collect, "HTTP collector: Tail Workers and Logpush into Kafka")
     p.add_argument(
         "--host", default="0.0.0.0", help="address to listen on (port: TAILPIPE_COLLECT_PORT)"
@@ -214,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `tailpipe inspect ... | head`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # stop the exit-time flush failing
+        return 0
     return code
 
 

@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 def tailpipe(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
     """Run the real command line (`python -m pipeline`) in a child process."""
     full_env = {**os.environ, **(env or {})}
@@ -48,6 +48,7 @@ def tailpipe(
         cwd=ROOT,
         capture_output=True,
         text=True,
+        input=stdin,
         timeout=timeout,
         check=False,
     )

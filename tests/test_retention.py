@@ -1,0 +1,34 @@
+"""`tailpipe retention --keep-days N` drops whole old day partitions and keeps the rest."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from pipeline.partitions import PartitionManager, partition_name
+from pipeline.settings import Settings
+from tests.conftest import env_of, tailpipe
+
+
+async def test_cli_drops_only_old_days(settings: Settings, db: asyncpg.Connection) -> None:
+    assert tailpipe("migrate", env=env_of(settings)).returncode == 0
+    today = datetime.now(UTC).date()
+    old, kept = today - timedelta(days=10), today - timedelta(days=1)
+    await PartitionManager().ensure(db, [old, kept, today])
+    result = tailpipe("retention", "--keep-days", "3", env=env_of(settings))
+    assert result.returncode == 0, result.stderr
+    assert f"dropped {partition_name('tail_events', old)}" in result.stdout
+    assert f"dropped {partition_name('tail_logs', old)}" in result.stdout
+    assert "2 partitions dropped" in result.stdout
+    left = await db.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1",
+        settings.postgres_schema,
+    )
+    assert [r[0] for r in left] == sorted(
+        partition_name(t, d) for t in ("tail_events", "tail_logs") for d in (kept, today)
+    )
+    bad = tailpipe("retention", "--keep-days", "0", env=env_of(settings))
+    assert bad.returncode == 2
