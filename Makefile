@@ -42,7 +42,7 @@ run: stack-up
 	$(VENV)/bin/tailpipe migrate
 	$(VENV)/bin/tailpipe topics create
 	$(VENV)/bin/tailpipe check
-	$(VENV)/bin/tailpipe loadgen --count 20000 --poison-ratio 0.01
+	$(PY) deploy/local/demo.py --count 50000 --replicas 2
 
 lint: venv
 	$(VENV)/bin/ruff check pipeline tests deploy/local

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 
@@ -102,3 +103,20 @@ async def ensure_topics(
             message = topic_error[2] if len(topic_error) > 2 else ""
             raise DependencyError(f"Kafka refused to create topic {name}: error {code} {message}")
     return created
+
+
+async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """Each partition's high watermark: where a consumer that has read everything stands."""
+    producer = AIOKafkaProducer(**client_options(settings))
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}
