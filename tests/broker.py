@@ -9,21 +9,20 @@ back on the same ports with the same data, so clients see the cluster they knew 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import importlib.util
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from types import ModuleType
 
 from aiokafka.client import AIOKafkaClient
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 
 START_DEADLINE_S = 90.0
 
@@ -45,20 +44,25 @@ def _stack() -> ModuleType:
 class Broker:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.port = free_port()
-        self.controller_port = free_port()
+        # Both ports stay reserved (bound) until the first launch: two free_port() calls in a
+        # row may return the same port, and a released port may be taken meanwhile.
+        self._reserved = _reserve_ports(2)
+        self.port, self.controller_port = (sock.getsockname()[1] for sock in self._reserved)
         self.log = directory / "kafka.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._stack = _stack()
         self._properties = self._write_properties()
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         command = self._stack.java(
             "kafka.tools.StorageTool",
-            *("format", "-t", cluster_id, "-c", str(self._properties)),
+            *("format", "-t", _stack().cluster_id(), "-c", str(self._properties)),
             heap="128m",
         )
         with self.log.open("ab") as out:
-            subprocess.run(command, stdout=out, stderr=out, check=True, timeout=120)
+            formatted = subprocess.run(command, stdout=out, stderr=out, timeout=120, check=False)
+        if formatted.returncode != 0:
+            self._release()
+            message = f"formatting the test broker failed ({formatted.returncode}): {self._tail()}"
+            raise RuntimeError(message)
 
     @property
     def bootstrap(self) -> str:
@@ -112,6 +116,7 @@ class Broker:
 
     def _launch(self) -> subprocess.Popen[bytes]:
         command = self._stack.java("kafka.Kafka", str(self._properties), heap="256m")
+        self._release()  # the broker binds them now
         with self.log.open("ab") as out:
             # Its own session, so kill() takes the JVM and anything it spawned.
             self._process = subprocess.Popen(
@@ -119,8 +124,14 @@ class Broker:
             )
         return self._process
 
+    def _release(self) -> None:
+        for sock in self._reserved:
+            sock.close()
+        self._reserved = []
+
     def kill(self) -> None:
         """Crash the broker (SIGKILL) and wait until it is gone."""
+        self._release()
         process, self._process = self._process, None
         if process is None:
             return
@@ -143,3 +154,18 @@ class Broker:
     def _tail(self) -> str:
         lines = self.log.read_text(errors="replace").splitlines()
         return "\n".join(lines[-30:])
+
+
+def _reserve_ports(count: int) -> list[socket.socket]:
+    """`count` distinct loopback ports, each held by a bound (not listening) socket."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets

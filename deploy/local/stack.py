@@ -198,14 +198,22 @@ def write_kafka_properties() -> Path:
     return path
 
 
+def cluster_id() -> str:
+    """A random KRaft cluster id, as Kafka's `Uuid.randomUuid()` makes them: URL-safe base64
+    of 16 bytes, never starting with "-", which the storage tool would take for an option."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not candidate.startswith("-"):
+            return candidate
+
+
 def kafka_launch() -> None:
     log = LOGS / "kafka.log"
     log.write_text("")  # a fresh log per launch: a failure tail must show this attempt
     resolve_kafka_jars(log)
     props = str(write_kafka_properties())
     if not (KAFKA / "data" / "meta.properties").exists():  # format once, never over data
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        fmt = ["format", "-t", cluster_id, "-c", props]
+        fmt = ["format", "-t", cluster_id(), "-c", props]
         run_logged(log, java("kafka.tools.StorageTool", *fmt, heap="256m"))
     spawn("kafka", java("kafka.Kafka", props, heap="512m"))
 
