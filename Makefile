@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STACK := $(PY) deploy/local/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help venv stack-up stack-down stack-status migrate check run test lint fmt clean
+.PHONY: help venv stack-up stack-down stack-status migrate check run test bench lint fmt clean
 
 help:
 	@echo "make run          bring up the local stack, migrate, check, run the pipeline"
 	@echo "make test         lint, bring up the local stack, run the whole test suite"
+	@echo "make bench        ingest benchmark (BENCH_ARGS='--messages 200000' for a quick one)"
 	@echo "make stack-up | stack-down | stack-status"
 	@echo "make lint | fmt | clean"
 
@@ -44,14 +45,20 @@ run: stack-up
 	$(VENV)/bin/tailpipe check
 	$(PY) deploy/local/demo.py --count 50000 --replicas 2
 
+# Ingest benchmark (not a test): 1,000,000 events through one replica, against the Kafka and
+# PostgreSQL ceilings and a naive baseline; table printed, JSON in .local/bench/.
+BENCH_ARGS ?=
+bench: stack-up
+	$(PY) bench/ingest.py $(BENCH_ARGS)
+
 lint: venv
-	$(VENV)/bin/ruff check pipeline tests deploy/local
-	$(VENV)/bin/ruff format --check pipeline tests deploy/local
+	$(VENV)/bin/ruff check pipeline tests deploy/local bench
+	$(VENV)/bin/ruff format --check pipeline tests deploy/local bench
 	$(VENV)/bin/mypy
 
 fmt: venv
-	$(VENV)/bin/ruff check --fix pipeline tests deploy/local
-	$(VENV)/bin/ruff format pipeline tests deploy/local
+	$(VENV)/bin/ruff check --fix pipeline tests deploy/local bench
+	$(VENV)/bin/ruff format pipeline tests deploy/local bench
 
 # Under CI the stack is stopped afterwards whatever the result, so no server outlives the run.
 test: lint

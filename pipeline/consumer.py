@@ -259,6 +259,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._consumer.on_assigned(assigned)
 
 
+def kafka_extensions_loaded() -> bool:
+    """Whether aiokafka decodes record batches with its C extensions. Without them (a wheel
+    missing for this platform, or AIOKAFKA_NO_EXTENSIONS set) fetching costs several times more
+    CPU, and the poll loop becomes the bottleneck."""
+    from aiokafka.record.default_records import DefaultRecordBatch
+
+    module: str = DefaultRecordBatch.__module__
+    return module.startswith("aiokafka.record._crecords")
+
+
 def serve(settings: Settings) -> int:
     """Run one replica until SIGTERM or SIGINT; flush, store offsets, exit 0."""
     from pipeline.extract import Extractor
@@ -278,5 +288,11 @@ def serve(settings: Settings) -> int:
         )  # fmt: skip
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not kafka_extensions_loaded():
+        log.warning(
+            "aiokafka C extensions are NOT loaded: Kafka record decoding runs in pure Python "
+            "and ingest will be several times slower; reinstall aiokafka from a binary wheel "
+            "for this platform (and unset AIOKAFKA_NO_EXTENSIONS)"
+        )
     asyncio.run(main())
     return 0

@@ -361,6 +361,15 @@ _ALL_TRIGGERS = tuple(sorted({trigger for rule in RULES for trigger in rule.trig
 # --- entry points -----------------------------------------------------------------------------
 
 
+def has_trigger(lowered: str) -> bool:
+    """Whether lower-cased text contains a trigger of some rule: without one, no rule can
+    match and no name is a secret name, so redaction changes nothing."""
+    for trigger in _ALL_TRIGGERS:  # noqa: SIM110 (a loop is faster than any() on a genexpr)
+        if trigger in lowered:
+            return True
+    return False
+
+
 def redact_text(text: str, counts: Counts | None = None) -> str:
     """`text` with every secret replaced by its rule's marker."""
     lowered = text.lower()
@@ -369,6 +378,26 @@ def redact_text(text: str, counts: Counts | None = None) -> str:
             break
     else:
         return text  # the fast path: most log lines
+    if len(text) > _CACHED_LENGTH:
+        return _apply_rules(text, lowered, counts)
+    redacted, found = _redact_cached(text)
+    if found and counts is not None:
+        counts.update(found)
+    return redacted
+
+
+_CACHED_LENGTH = 256
+"""Texts up to this long that reach the rules are cached with the redactions made: the same
+URLs and templated lines (`llm usage ... input_tokens=...`) come back over and over."""
+
+
+@lru_cache(maxsize=16384)
+def _redact_cached(text: str) -> tuple[str, Counts]:
+    found: Counts = Counter()
+    return _apply_rules(text, text.lower(), found), found
+
+
+def _apply_rules(text: str, lowered: str, counts: Counts | None) -> str:
     for rule in RULES:
         for trigger in rule.triggers:
             if trigger in lowered:

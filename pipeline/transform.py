@@ -19,7 +19,7 @@ from pipeline.errors import DecodeError
 from pipeline.extract import Extracted, Extractor
 from pipeline.fingerprint import fingerprint, template
 from pipeline.records import Invocation
-from pipeline.redact import redact_json, redact_text
+from pipeline.redact import has_trigger, redact_json, redact_text
 from pipeline.rollup import (
     DAY_MS,
     HOUR_MS,
@@ -57,6 +57,27 @@ def _ts(ms: int) -> datetime:
 
 def _json(value: Any) -> str | None:
     return orjson.dumps(value).decode() if value else None
+
+
+def _redacted_json(value: Any, counts: Counter[str]) -> str | None:
+    """`_json(redact_json(value))`, with a fast path for the usual value that holds nothing
+    to redact: serialize once and look for the rules' triggers in the whole text.
+
+    Sound because every rule (and every secret name, see `redact._NAME_TRIGGERS`) needs one of
+    the triggers (`redact.has_trigger`) in the lower-cased string it acts on, and a trigger in
+    any key or string of the value is also in the lower-cased JSON text: orjson writes strings
+    as UTF-8 and escapes only `"`, `\\` and control characters, none of which a trigger
+    contains. Percent-encoded names
+    (`is_secret_name` unquotes) and anything orjson cannot serialize take the full walk."""
+    if not value:
+        return None
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        return _json(redact_json(value, counts))
+    if "%" in text or has_trigger(text.lower()):
+        return _json(redact_json(value, counts))
+    return text
 
 
 class Transformer:
@@ -108,7 +129,8 @@ class Transformer:
         ts = _ts(ts_ms)
         script = inv.script or ""
         context = (ts, script, inv.event_type, inv.outcome)
-        extra = redact_json(inv.extra, counts) if inv.extra else None
+        hour = _hour(part.rollups, inv, ts_ms, script)
+        levels = hour.levels
         part.events.append(
             (
                 *context,
@@ -125,22 +147,20 @@ class Transformer:
                 inv.dispatch_namespace,
                 list(inv.script_tags) if inv.script_tags else None,
                 inv.source,
-                _json(extra),
+                _redacted_json(inv.extra, counts),
                 *origin,
             )
         )
-        levels: Counter[str] = Counter()
         seq = 0
         for line in inv.logs:
             levels[line.level] += 1
-            data = redact_json(line.data, counts) if line.data else None
             part.logs.append(
                 (
                     _ts(line.timestamp_ms) if line.timestamp_ms else ts,
                     *context[1:],
                     line.level,
                     redact_text(line.text, counts),
-                    _json(data),
+                    _redacted_json(line.data, counts),
                     line.kind,
                     None,
                     None,
@@ -179,14 +199,13 @@ class Transformer:
                     exc.name, template(message), exc_ms, exc_ms, message, stack
                 )
             group.add_occurrence(exc_ms, script, message, stack)
-        _metrics(part.rollups, inv, ts_ms, script, levels)
         _extracted(part.rollups, self._extract(inv), ts_ms, script)
         return 1 + seq
 
 
-def _metrics(
-    rollups: Rollups, inv: Invocation, ts_ms: int, script: str, levels: Counter[str]
-) -> None:
+def _hour(rollups: Rollups, inv: Invocation, ts_ms: int, script: str) -> HourlyMetrics:
+    """The invocation counted in its hour's metrics (log levels are counted by the caller,
+    straight into the returned `levels`)."""
     key = (ts_ms - ts_ms % HOUR_MS, script, inv.event_type)
     hour = rollups.hourly.get(key)
     if hour is None:
@@ -195,8 +214,6 @@ def _metrics(
     hour.outcomes[inv.outcome] += 1
     if inv.outcome != "ok":
         hour.errors += 1
-    if levels:
-        hour.levels.update(levels)
     if inv.wall_ms is not None:
         hour.wall_sum += inv.wall_ms
         hour.wall_max = max(hour.wall_max, inv.wall_ms)
@@ -205,6 +222,7 @@ def _metrics(
         hour.cpu_sum += inv.cpu_ms
         hour.cpu_max = max(hour.cpu_max, inv.cpu_ms)
         hour.cpu.add(inv.cpu_ms)
+    return hour
 
 
 def _extracted(rollups: Rollups, found: Extracted, ts_ms: int, script: str) -> None:

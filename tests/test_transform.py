@@ -1,0 +1,68 @@
+"""The transform's redaction fast path stores exactly what the full redaction walk would."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import synth
+from pipeline.decode import decode
+from pipeline.errors import DecodeError
+from pipeline.redact import redact_json
+from pipeline.transform import _json, _redacted_json
+
+SECRETS = st.sampled_from(
+    [
+        "Bearer abcdef1234567890",
+        "ghp_" + "a1" * 18,
+        "sk-ant-api03-" + "x9" * 20,
+        "AKIA" + "ABCDEFGHIJKLMNOP",
+        "https://u:hunter2@db.example/x",
+        "?token=s3cr3t&page=2",
+        "password=letmein",
+        "pass%77ord",
+    ]
+)
+KEYS = st.one_of(
+    st.sampled_from(["token", "apiKey", "client_secret", "Authorization", "ms", "repo", "%70w"]),
+    st.text(max_size=8),
+)
+# Values as orjson.loads produces them (64-bit integers), which is all the decoder hands over.
+LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), SECRETS, st.text(max_size=30)
+)
+VALUES = st.recursive(
+    LEAVES,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(KEYS, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+def full_walk(value: Any) -> tuple[str | None, Counter[str]]:
+    counts: Counter[str] = Counter()
+    return (_json(redact_json(value, counts)) if value else None), counts
+
+
+@given(st.dictionaries(KEYS, VALUES, max_size=5))
+@settings(max_examples=1500, deadline=None)
+def test_fast_path_equals_full_walk(value: dict[str, Any]) -> None:
+    counts: Counter[str] = Counter()
+    assert (_redacted_json(value, counts), counts) == full_walk(value)
+
+
+def test_fast_path_on_synthetic_load() -> None:
+    for message in itertools.islice(synth.messages(21, 1_764_374_400_000), 3000):
+        try:
+            invocations = decode(message.value)
+        except DecodeError:
+            continue
+        for inv in invocations:
+            for value in (inv.extra, *(line.data for line in inv.logs)):
+                counts: Counter[str] = Counter()
+                assert (_redacted_json(value, counts), counts) == full_walk(value)
+    assert orjson.loads(_redacted_json({"token": "x"}, Counter()) or "{}") != {"token": "x"}
