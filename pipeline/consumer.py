@@ -22,13 +22,14 @@ import logging
 import random
 import signal
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from pipeline import kafka, postgres, store
 from pipeline.batch import Batch
-from pipeline.partitions import PartitionManager
+from pipeline.partitions import PartitionManager, ahead
 from pipeline.settings import Settings
 from pipeline.transform import Transformer
 
@@ -47,7 +48,12 @@ class Policy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
-        return cls(settings.batch_max_rows, settings.batch_max_bytes, settings.batch_max_age)
+        return cls(
+            settings.batch_max_rows,
+            settings.batch_max_bytes,
+            settings.batch_max_age,
+            shutdown_grace_s=settings.shutdown_grace,
+        )
 
 
 @dataclass(slots=True)
@@ -163,7 +169,7 @@ class Consumer:
         attempt = 0
         while batch.parts:
             try:
-                await self._partitions.ensure(conn, store.days_of(batch))
+                await self._partitions.ensure(conn, store.days_of(batch) | self._ahead())
                 written = await store.flush(conn, batch, self._stored)
             except store.PartitionsLost as lost:
                 log.warning("%s", lost)
@@ -187,6 +193,11 @@ class Consumer:
             self.totals.dead += written["dead_letters"]
             await self._commit_to_kafka(batch)
             return
+
+    def _ahead(self) -> set[date]:
+        """Today and the next two days, so a new day's partition exists before it is needed
+        (the manager's cache makes this free once they exist)."""
+        return set(ahead(datetime.now(UTC).date()))
 
     def _owned(self) -> set[tuple[str, int]]:
         assert self._kafka is not None

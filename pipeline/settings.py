@@ -114,6 +114,9 @@ class Settings:
     batch_max_rows: int = _setting(20_000, positive_int, doc="flush after this many rows")
     batch_max_bytes: int = _setting(16 << 20, positive_int, doc="flush after this many bytes")
     batch_max_age: float = _setting(1.0, positive_float, doc="flush after this many seconds")
+    shutdown_grace: float = _setting(
+        30.0, positive_float, doc="seconds a replica may take to flush and stop on SIGTERM"
+    )
     connect_timeout: float = _setting(5.0, positive_float, doc="seconds to reach a dependency")
     log_json: bool = _setting(True, boolean, doc="JSON log lines (else human-readable)")
 

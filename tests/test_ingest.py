@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -19,7 +20,7 @@ from pipeline.batch import Batch
 from pipeline.decode import decode
 from pipeline.errors import DecodeError
 from pipeline.extract import Extractor
-from pipeline.partitions import PartitionManager
+from pipeline.partitions import PartitionManager, ahead, partition_name
 from pipeline.publisher import BulkPublisher
 from pipeline.settings import Settings
 from pipeline.transform import Transformer
@@ -135,6 +136,16 @@ async def test_n_events_stored_exactly_once_and_rollups_match(
     assert replicas[0].terminate() == 0
     await assert_exactly_once(db, produced)
     await assert_rollups_match_raw_rows(db)
+    # Partitions ahead of need: today and the next two days exist before any event needs them.
+    attached = {
+        r[0]
+        for r in await db.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"
+        )
+    }
+    today = datetime.now(UTC).date()
+    assert {partition_name("tail_logs", d) for d in ahead(today)} <= attached
 
 
 async def assert_rollups_match_raw_rows(db: asyncpg.Connection) -> None:
