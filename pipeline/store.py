@@ -222,6 +222,14 @@ async def _rollups(conn: asyncpg.Connection, r: Rollups) -> None:
         )  # fmt: skip
 
 
+_RAW_TABLES = (
+    ("tail_events", "events", EVENT_COLUMNS),
+    ("tail_logs", "logs", LOG_COLUMNS),
+    ("dead_letters", "dead", DEAD_COLUMNS),
+)
+"""Each raw table, the `Part` list holding its rows, and their columns."""
+
+
 def days_of(batch: Batch) -> set[date]:
     """The UTC days the batch's raw rows fall on: their partitions must exist before COPY."""
     days: set[date] = set()
@@ -237,31 +245,16 @@ async def flush(
     """Store the batch exactly once; returns rows written per table. Raises PartitionsLost
     (nothing stored) when another consumer owns one of its partitions now."""
     parts = list(batch.parts.values())
-    written = {
-        "tail_events": sum(len(p.events) for p in parts),
-        "tail_logs": sum(len(p.logs) for p in parts),
-        "dead_letters": sum(len(p.dead) for p in parts),
-    }
+    written = {table: sum(len(getattr(p, rows)) for p in parts) for table, rows, _ in _RAW_TABLES}
     async with conn.transaction():
         await _advance(conn, batch, stored)
-        if written["tail_events"]:
-            await conn.copy_records_to_table(
-                "tail_events",
-                records=itertools.chain.from_iterable(p.events for p in parts),
-                columns=EVENT_COLUMNS,
-            )
-        if written["tail_logs"]:
-            await conn.copy_records_to_table(
-                "tail_logs",
-                records=itertools.chain.from_iterable(p.logs for p in parts),
-                columns=LOG_COLUMNS,
-            )
-        if written["dead_letters"]:
-            await conn.copy_records_to_table(
-                "dead_letters",
-                records=itertools.chain.from_iterable(p.dead for p in parts),
-                columns=DEAD_COLUMNS,
-            )
+        for table, rows, columns in _RAW_TABLES:
+            if written[table]:
+                await conn.copy_records_to_table(
+                    table,
+                    records=itertools.chain.from_iterable(getattr(p, rows) for p in parts),
+                    columns=columns,
+                )
         await _rollups(conn, Rollups.combine(p.rollups for p in parts))
     return written
 

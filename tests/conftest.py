@@ -18,8 +18,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer
 
-from pipeline import postgres
+from pipeline import kafka, postgres
 from pipeline.settings import Settings, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,3 +110,22 @@ async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+async def read_topic(settings: Settings, n: int) -> list[tuple[bytes | None, bytes]]:
+    """The (key, value) of every message on the test's topic: exactly n, none after them."""
+    consumer = AIOKafkaConsumer(
+        **kafka.client_options(settings), auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    out: list[tuple[bytes | None, bytes]] = []
+    try:
+        consumer.subscribe([settings.topic])
+        async with asyncio.timeout(60):
+            while len(out) < n:
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    out.extend((r.key, r.value) for r in records)
+        assert not await consumer.getmany(timeout_ms=1000), "more messages than expected"
+    finally:
+        await consumer.stop()
+    return out

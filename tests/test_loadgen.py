@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections import defaultdict
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from pipeline import kafka, synth
 from pipeline.settings import Settings
-from tests.conftest import env_of, tailpipe
+from tests.conftest import env_of, read_topic, tailpipe
 
 START = 1_764_374_400_000
 
@@ -39,23 +37,6 @@ def test_mix_is_realistic() -> None:
     assert 600 < sum(len(m.value) for m in stream) / len(stream) < 1000
 
 
-async def _consume(settings: Settings, n: int) -> list[tuple[bytes | None, bytes]]:
-    consumer = AIOKafkaConsumer(
-        **kafka.client_options(settings), auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    out: list[tuple[bytes | None, bytes]] = []
-    try:
-        consumer.subscribe([settings.topic])
-        async with asyncio.timeout(60):
-            while len(out) < n:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    out.extend((r.key, r.value) for r in records)
-    finally:
-        await consumer.stop()
-    return out
-
-
 async def test_round_trip_through_kafka(settings: Settings) -> None:
     await kafka.ensure_topics(settings, {settings.topic: 3})
     n = 3000
@@ -70,7 +51,7 @@ async def test_round_trip_through_kafka(settings: Settings) -> None:
     assert result.returncode == 0, result.stderr
     expected = list(itertools.islice(synth.messages(5, START, poison_ratio=0.05), n))
     assert f"sent {n} messages ({sum(m.poison for m in expected)} malformed)" in result.stdout
-    received = await _consume(settings, n)
+    received = await read_topic(settings, n)
     assert len(received) == n
     assert sorted(v for _, v in received) == sorted(m.value for m in expected)
     # One script's events keep their order: keyed, so one partition each.

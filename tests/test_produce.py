@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from pipeline import kafka
 from pipeline.settings import Settings
-from tests.conftest import ROOT, env_of, tailpipe
+from tests.conftest import ROOT, env_of, read_topic, tailpipe
 
 ITEMS = [
     {"scriptName": "alpha", "outcome": "ok", "eventTimestamp": 1764374400000 + i, "logs": []}
@@ -25,25 +24,6 @@ ITEMS = [
 def wrangler_style() -> str:
     """Pretty-printed values one after another, as `wrangler tail --format json` prints."""
     return "".join(json.dumps(item, indent=2) + "\n" for item in ITEMS[:3])
-
-
-async def _read(settings: Settings, n: int) -> list[tuple[bytes | None, bytes]]:
-    consumer = AIOKafkaConsumer(
-        **kafka.client_options(settings), auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    out: list[tuple[bytes | None, bytes]] = []
-    try:
-        consumer.subscribe([settings.topic])
-        async with asyncio.timeout(30):
-            while len(out) < n:
-                for records in (await consumer.getmany(timeout_ms=300)).values():
-                    out.extend((r.key, r.value) for r in records)
-        # Nothing more arrives: the count is exact, not a lower bound.
-        assert not await consumer.getmany(timeout_ms=1000)
-    finally:
-        await consumer.stop()
-    return out
 
 
 async def test_wrangler_stream_and_ndjson_with_an_invalid_value(
@@ -60,7 +40,7 @@ async def test_wrangler_stream_and_ndjson_with_an_invalid_value(
     assert f"line {bad_line}: invalid JSON" in result.stderr
     assert "produced 4 messages" in result.stdout
     assert "1 invalid values skipped" in result.stdout
-    received = await _read(settings, 4)
+    received = await read_topic(settings, 4)
     assert sorted(received) == sorted(
         ((i.get("scriptName") or i["ScriptName"]).encode(), orjson.dumps(i)) for i in ITEMS
     )
@@ -79,4 +59,4 @@ async def test_stdin_and_fail_on_invalid(settings: Settings) -> None:
     assert proc.returncode == 1
     assert b"line 2: invalid JSON" in err
     assert b"produced 1 messages" in out
-    assert await _read(settings, 1) == [(b"alpha", orjson.dumps(ITEMS[0]))]
+    assert await read_topic(settings, 1) == [(b"alpha", orjson.dumps(ITEMS[0]))]
