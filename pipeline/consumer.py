@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from pipeline import kafka, postgres, store
 from pipeline.batch import Batch
@@ -74,7 +74,13 @@ class Consumer:
         self.stopping = asyncio.Event()
         self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
         self._stored: dict[tuple[str, int], int] = {}
+        self._position: dict[tuple[str, int], int] = {}
+        """Per partition, the next offset to add: records below it are stale."""
         self._batch = Batch()
+        self._unflushed: list[Batch] = []
+        """Handed-off batches not yet stored (waiting, queued or being flushed): a partition
+        dropped or re-sought must be dropped from every one of them, or a later batch would
+        store offsets past rows that were never stored."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._partitions = PartitionManager()
@@ -115,19 +121,32 @@ class Consumer:
     # -- poll loop ---------------------------------------------------------------------------
     async def _poll(self) -> None:
         assert self._kafka is not None
-        add = self.transformer.add
         while not self.stopping.is_set():
             fetched = await self._kafka.getmany(
                 timeout_ms=100, max_records=self.policy.poll_records
             )
+            self._take(fetched)
             batch = self._batch
-            for tp, records in fetched.items():
-                topic, partition = tp.topic, tp.partition
-                for r in records:
-                    add(batch, topic, partition, r.offset, r.timestamp, r.key, r.value)
-                self.totals.messages += len(records)
             if batch.messages and self._full(batch):
                 await self._hand_off()
+
+    def _take(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Add fetched records to the filling batch, skipping any the partition is past."""
+        add = self.transformer.add
+        batch = self._batch
+        for tp, records in fetched.items():
+            topic, partition = tp.topic, tp.partition
+            key = (topic, partition)
+            expected = self._position.get(key)
+            if expected is not None and records[0].offset < expected:
+                # Fetched before a rebalance moved this partition on: already stored.
+                records = [r for r in records if r.offset >= expected]
+                if not records:
+                    continue
+            for r in records:
+                add(batch, topic, partition, r.offset, r.timestamp, r.key, r.value)
+            self._position[key] = records[-1].offset + 1
+            self.totals.messages += len(records)
 
     def _full(self, batch: Batch) -> bool:
         p = self.policy
@@ -139,13 +158,16 @@ class Consumer:
         batch, self._batch = self._batch, Batch()
         if not batch.parts:
             return
+        self._unflushed.append(batch)
         if self._queue.full():
             paused = self._kafka.assignment()
             self._kafka.pause(*paused)
             try:
                 while self._queue.full():
                     # Paused partitions return nothing; the call keeps us in the group.
-                    await self._kafka.getmany(timeout_ms=100)
+                    # Partitions assigned by a rebalance meanwhile are not paused: keep what
+                    # they return (dropping it would skip those offsets).
+                    self._take(await self._kafka.getmany(timeout_ms=100))
             finally:
                 self._kafka.resume(*(tp for tp in paused if tp in self._kafka.assignment()))
         self._idle.clear()
@@ -161,6 +183,7 @@ class Consumer:
             try:
                 await self._flush(conn, batch)
             finally:
+                self._unflushed.remove(batch)
                 self._queue.task_done()
                 if self._queue.empty():
                     self._idle.set()
@@ -174,6 +197,13 @@ class Consumer:
             except store.PartitionsLost as lost:
                 log.warning("%s", lost)
                 await self._recover(lost.lost, batch)
+                continue
+            except asyncpg.UniqueViolationError as exc:
+                # Rows of this batch are stored already: our view of some partition is stale.
+                # The key stopped a duplicate; re-read every partition of the batch from its
+                # stored offset rather than retry the same rows forever.
+                log.error("flush refused duplicate rows (%s); re-seeking from stored offsets", exc)
+                await self._recover(set(batch.parts), batch)
                 continue
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 attempt += 1
@@ -222,13 +252,17 @@ class Consumer:
         """Drop what we cannot store; re-seek partitions we still own to their stored offset."""
         assert self._kafka is not None
         assert self._control is not None
-        batch.drop(lost)
-        self._batch.drop(lost)
+        self._drop(lost)
         owned = self._owned() & lost
         for tp in lost - owned:
             self._stored.pop(tp, None)
+            self._position.pop(tp, None)
         if owned:
             await self._seek({tp for tp in owned})
+
+    def _drop(self, keys: set[tuple[str, int]]) -> None:
+        for batch in (*self._unflushed, self._batch):
+            batch.drop(keys)
 
     async def _seek(self, tps: set[tuple[str, int]]) -> None:
         assert self._kafka is not None
@@ -241,19 +275,21 @@ class Consumer:
             for partition in partitions:
                 tp = (topic, partition)
                 if tp in stored:
-                    self._stored[tp] = stored[tp]
+                    self._stored[tp] = self._position[tp] = stored[tp]
                     self._kafka.seek(TopicPartition(topic, partition), stored[tp])
                 else:
                     self._stored.pop(tp, None)
+                    self._position.pop(tp, None)
 
     # -- rebalance ---------------------------------------------------------------------------
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in revoked}
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.policy.shutdown_grace_s)
-        self._batch.drop(keys)
+        self._drop(keys)
         for key in keys:
             self._stored.pop(key, None)
+            self._position.pop(key, None)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._seek({(tp.topic, tp.partition) for tp in assigned})

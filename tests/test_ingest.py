@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -63,17 +65,26 @@ class Replica:
             "TAILPIPE_BATCH_MAX_AGE": "0.2",
             "TAILPIPE_BATCH_MAX_ROWS": "4000",
         }
+        # A file, not a pipe: a replica must never block on a log line nobody reads.
+        self.log = tempfile.NamedTemporaryFile(prefix="replica-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "run"],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
         )
 
+    def tail(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-6000:]
+
     def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM; the exit code. A replica that fails to stop cleanly shows why."""
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        code = self.proc.wait(timeout)
+        if code != 0:
+            print(self.tail(), file=sys.stderr)
+        return code
 
     def kill(self) -> None:
         self.proc.kill()
@@ -84,9 +95,10 @@ class Replica:
 def replicas() -> Iterator[list[Replica]]:
     started: list[Replica] = []
     yield started
-    for replica in started:
+    for number, replica in enumerate(started):
         if replica.proc.poll() is None:
             replica.kill()
+        print(f"--- replica {number} log tail ---\n{replica.tail()}", file=sys.stderr)
 
 
 @pytest.fixture
