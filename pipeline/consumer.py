@@ -196,14 +196,14 @@ class Consumer:
                 written = await store.flush(conn, batch, self._stored)
             except store.PartitionsLost as lost:
                 log.warning("%s", lost)
-                await self._recover(lost.lost, batch)
+                await self._recover(lost.lost)
                 continue
             except asyncpg.UniqueViolationError as exc:
                 # Rows of this batch are stored already: our view of some partition is stale.
                 # The key stopped a duplicate; re-read every partition of the batch from its
                 # stored offset rather than retry the same rows forever.
                 log.error("flush refused duplicate rows (%s); re-seeking from stored offsets", exc)
-                await self._recover(set(batch.parts), batch)
+                await self._recover(set(batch.parts))
                 continue
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 attempt += 1
@@ -248,7 +248,7 @@ class Consumer:
             except Exception as exc:  # the group may be rebalancing; the next flush commits
                 log.info("Kafka commit skipped: %s", exc)
 
-    async def _recover(self, lost: set[tuple[str, int]], batch: Batch) -> None:
+    async def _recover(self, lost: set[tuple[str, int]]) -> None:
         """Drop what we cannot store; re-seek partitions we still own to their stored offset."""
         assert self._kafka is not None
         assert self._control is not None
