@@ -28,6 +28,8 @@ class Part:
     logs: list[Row] = field(default_factory=list)
     dead: list[Row] = field(default_factory=list)
     rollups: Rollups = field(default_factory=Rollups)
+    redactions: Counter[str] = field(default_factory=Counter)
+    decode_failures: Counter[str] = field(default_factory=Counter)
     messages: int = 0
     bytes: int = 0
 
@@ -35,8 +37,6 @@ class Part:
 @dataclass(slots=True)
 class Batch:
     parts: dict[TopicPartition, Part] = field(default_factory=dict)
-    redactions: Counter[str] = field(default_factory=Counter)
-    decode_failures: Counter[str] = field(default_factory=Counter)
     created: float = field(default_factory=time.monotonic)
     rows: int = 0
     bytes: int = 0
@@ -60,6 +60,15 @@ class Batch:
             self.bytes -= part.bytes
             self.rows -= len(part.events) + len(part.logs) + len(part.dead)
         return dropped
+
+    @property
+    def redactions(self) -> Counter[str]:
+        """Secrets replaced, by rule, in the rows of the partitions still in the batch."""
+        return sum((p.redactions for p in self.parts.values()), Counter())
+
+    @property
+    def decode_failures(self) -> Counter[str]:
+        return sum((p.decode_failures for p in self.parts.values()), Counter())
 
     def age(self) -> float:
         return time.monotonic() - self.created

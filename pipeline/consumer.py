@@ -19,18 +19,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
-from dataclasses import dataclass
+import socket
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from pipeline import kafka, postgres, store
 from pipeline.batch import Batch
+from pipeline.errors import DependencyError
+from pipeline.metrics import Metrics
+from pipeline.outage import Backoff, Outages
 from pipeline.partitions import PartitionManager, ahead
 from pipeline.settings import Settings
+from pipeline.status import StatusServer
 from pipeline.transform import Transformer
 
 log = logging.getLogger("tailpipe.consumer")
@@ -43,8 +49,7 @@ class Policy:
     max_age_s: float
     poll_records: int = 5000
     shutdown_grace_s: float = 30.0
-    backoff_base_s: float = 0.2
-    backoff_cap_s: float = 10.0
+    backoff: Backoff = field(default_factory=Backoff)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -71,6 +76,9 @@ class Consumer:
         self.policy = policy
         self.transformer = transformer
         self.totals = Totals()
+        self.metrics = Metrics.create()
+        self.outages = Outages(self.metrics, policy.backoff)
+        self.started = False
         self.stopping = asyncio.Event()
         self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
         self._stored: dict[tuple[str, int], int] = {}
@@ -102,6 +110,7 @@ class Consumer:
         )
         self._kafka.subscribe([settings.topic], listener=_Rebalance(self))
         await self._kafka.start()
+        self.started = True
         writer = asyncio.create_task(self._write(writer_conn), name="tailpipe-writer")
         try:
             await self._poll()
@@ -162,6 +171,7 @@ class Consumer:
         if self._queue.full():
             paused = self._kafka.assignment()
             self._kafka.pause(*paused)
+            self.metrics.paused_partitions.set(len(paused))
             try:
                 while self._queue.full():
                     # Paused partitions return nothing; the call keeps us in the group.
@@ -170,6 +180,7 @@ class Consumer:
                     self._take(await self._kafka.getmany(timeout_ms=100))
             finally:
                 self._kafka.resume(*(tp for tp in paused if tp in self._kafka.assignment()))
+                self.metrics.paused_partitions.set(0)
         self._idle.clear()
         self._queue.put_nowait(batch)
 
@@ -189,7 +200,7 @@ class Consumer:
                     self._idle.set()
 
     async def _flush(self, conn: asyncpg.Connection, batch: Batch) -> None:
-        attempt = 0
+        started = time.perf_counter()
         while batch.parts:
             try:
                 await self._partitions.ensure(conn, store.days_of(batch) | self._ahead())
@@ -206,9 +217,7 @@ class Consumer:
                 await self._recover(set(batch.parts))
                 continue
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                attempt += 1
-                delay = random.uniform(0, min(self.policy.backoff_cap_s, 0.2 * 2**attempt))
-                log.warning("flush failed (%s: %s); retry in %.2fs", type(exc).__name__, exc, delay)
+                delay = self.outages.failed("postgres", exc)
                 if conn.is_closed():
                     with contextlib.suppress(Exception):
                         conn = await postgres.connect(self.settings)
@@ -217,12 +226,25 @@ class Consumer:
             self._stored.update(
                 {tp: part.next_offset for tp, part in batch.parts.items() if tp in self._owned()}
             )
+            self.outages.recovered("postgres")
+            self.metrics.flushed(batch, written, time.perf_counter() - started)
             self.totals.flushes += 1
             self.totals.events += written["tail_events"]
             self.totals.logs += written["tail_logs"]
             self.totals.dead += written["dead_letters"]
             await self._commit_to_kafka(batch)
             return
+
+    def readiness(self) -> dict[str, Any]:
+        """Ready: started (partitions assigned, or waiting for an assignment) and PostgreSQL
+        taking our flushes."""
+        assignment = self._kafka.assignment() if self._kafka is not None else set()
+        failing = self.outages.describe()
+        return {
+            "ready": self.started and not self.outages.down("postgres"),
+            "partitions": len(assignment),
+            "failing": failing,
+        }
 
     def _ahead(self) -> set[date]:
         """Today and the next two days, so a new day's partition exists before it is needed
@@ -320,6 +342,8 @@ def serve(settings: Settings) -> int:
     """Run one replica until SIGTERM or SIGINT; flush, store offsets, exit 0."""
     from pipeline.extract import Extractor
 
+    listener = _listen(settings.metrics_port)
+
     async def main() -> None:
         consumer = Consumer(
             settings, Transformer(Extractor.from_files()), Policy.from_settings(settings)
@@ -327,7 +351,13 @@ def serve(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, consumer.stop)
-        await consumer.run()
+        status = StatusServer.create(consumer.metrics, consumer.readiness, settings.metrics_port)
+        serving = asyncio.create_task(status.serve(sockets=[listener]), name="tailpipe-status")
+        try:
+            await consumer.run()
+        finally:
+            status.should_exit = True
+            await serving
         t = consumer.totals
         log.info(
             "stopped: %d messages, %d flushes, %d events, %d log rows, %d dead letters",
@@ -335,6 +365,7 @@ def serve(settings: Settings) -> int:
         )  # fmt: skip
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log.info("metrics, health and readiness on port %d", listener.getsockname()[1])
     if not kafka_extensions_loaded():
         log.warning(
             "aiokafka C extensions are NOT loaded: Kafka record decoding runs in pure Python "
@@ -343,3 +374,18 @@ def serve(settings: Settings) -> int:
         )
     asyncio.run(main())
     return 0
+
+
+def _listen(port: int) -> socket.socket:
+    """Bind the status port before anything else starts, so a taken port fails fast."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("0.0.0.0", port))
+    except OSError as exc:
+        sock.close()
+        problem = f"TAILPIPE_METRICS_PORT {port}: cannot listen: {exc.strerror}"
+        raise DependencyError(problem) from None
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock

@@ -62,6 +62,13 @@ def port(name: str, raw: object) -> int:
     return value
 
 
+def listen_port(name: str, raw: object) -> int:
+    """A port to listen on; 0 lets the system pick a free one (the log says which)."""
+    if raw in (0, "0"):
+        return 0
+    return port(name, raw)
+
+
 def positive_float(name: str, raw: object) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         raise SettingsError(name, "a positive number", raw)

@@ -24,6 +24,7 @@ from pipeline.parse import (
     host_ports,
     http_url,
     identifier,
+    listen_port,
     mask_url_password,
     nonempty,
     optional_path,
@@ -99,7 +100,9 @@ class Settings:
     dlq_url: str = _setting(
         "s3://tailpipe-dlq/dead-letters", dlq_url, doc="s3://bucket/prefix or file:///path"
     )
-    metrics_port: int = _setting(9464, port, doc="Prometheus /metrics of each replica")
+    metrics_port: int = _setting(
+        9464, listen_port, doc="each replica's /metrics, /healthz, /readyz (0: any free port)"
+    )
     api_port: int = _setting(8080, port, doc="HTTP API")
     collect_port: int = _setting(8081, port, doc="HTTP collector for Tail Workers and Logpush")
     collect_tokens: tuple[str, ...] = _setting(

@@ -107,10 +107,10 @@ class Transformer:
             part.dead.append(
                 (topic, partition, offset, _ts(timestamp_ms), key, value, "DecodeError", str(exc))
             )
-            batch.decode_failures[exc.problem.split(":")[0][:60]] += 1
+            part.decode_failures[exc.problem.split(":")[0][:60]] += 1
             batch.rows += 1
             return
-        counts = batch.redactions
+        counts = part.redactions
         for item, invocation in enumerate(invocations):
             ts_ms = invocation.timestamp_ms or timestamp_ms
             rows = self._rows(part, invocation, ts_ms, (topic, partition, offset, item), counts)

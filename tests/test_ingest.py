@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,8 +18,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import kafka, store, synth
+from pipeline import __version__, kafka, store, synth
 from pipeline.batch import Batch
 from pipeline.decode import decode
 from pipeline.errors import DecodeError
@@ -26,7 +29,7 @@ from pipeline.partitions import PartitionManager, ahead, partition_name
 from pipeline.publisher import BulkPublisher
 from pipeline.settings import Settings
 from pipeline.transform import Transformer
-from tests.conftest import ROOT, env_of, tailpipe
+from tests.conftest import ROOT, env_of, free_port, tailpipe
 
 START = 1_764_374_400_000
 
@@ -37,14 +40,20 @@ class Produced:
     invocations: int
     log_rows: int
     poison: int
+    redactions: Counter[str]
 
 
 async def produce(settings: Settings, n: int, seed: int, poison_ratio: float = 0.0) -> Produced:
-    """Publish n synthetic messages and count, independently of the pipeline, what they hold."""
+    """Publish n synthetic messages and count, independently of the pipeline, what they hold
+    (the redactions as the transform counts them: the rules are tested on their own)."""
     invocations = log_rows = poison = 0
+    transformer = Transformer(Extractor.from_files())
+    batch = Batch()
     async with BulkPublisher(settings, settings.topic) as publisher:
-        for message in itertools.islice(synth.messages(seed, START, poison_ratio=poison_ratio), n):
+        stream = synth.messages(seed, START, poison_ratio=poison_ratio)
+        for offset, message in enumerate(itertools.islice(stream, n)):
             await publisher.add(message.key, message.value)
+            transformer.add(batch, "t", 0, offset, START, message.key, message.value)
             try:
                 decoded = decode(message.value)
             except DecodeError:
@@ -52,16 +61,18 @@ async def produce(settings: Settings, n: int, seed: int, poison_ratio: float = 0
                 continue
             invocations += len(decoded)
             log_rows += sum(len(i.logs) + len(i.exceptions) for i in decoded)
-    return Produced(n, invocations, log_rows, poison)
+    return Produced(n, invocations, log_rows, poison, batch.redactions)
 
 
 class Replica:
     """A real `tailpipe run` process."""
 
     def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
         env = {
             **os.environ,
             **env_of(settings),
+            "TAILPIPE_METRICS_PORT": str(self.port),
             "TAILPIPE_BATCH_MAX_AGE": "0.2",
             "TAILPIPE_BATCH_MAX_ROWS": "4000",
         }
@@ -74,6 +85,17 @@ class Replica:
             stdout=subprocess.DEVNULL,
             stderr=self.log,
         )
+
+    def scrape(self) -> dict[str, float]:
+        """The replica's /metrics as {'name{labels}': value}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        samples: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return samples
 
     def tail(self) -> str:
         return Path(self.log.name).read_text(errors="replace")[-6000:]
@@ -145,9 +167,18 @@ async def test_n_events_stored_exactly_once_and_rollups_match(
     produced = await produce(settings, 3000, seed=11, poison_ratio=0.02)
     replicas.append(Replica(settings))
     await wait_stored(db, settings.topic, produced.count, 90)
+    metrics = replicas[0].scrape()
     assert replicas[0].terminate() == 0
     await assert_exactly_once(db, produced)
     await assert_rollups_match_raw_rows(db)
+    # Counted once per batch, and exactly: redactions by rule, messages, rows by table.
+    assert produced.redactions, "the synthetic stream carries secrets"
+    for rule, n in produced.redactions.items():
+        assert metrics[f'tailpipe_redactions_total{{rule="{rule}"}}'] == n
+    assert metrics["tailpipe_messages_total"] == produced.count
+    assert metrics["tailpipe_invocations_total"] == produced.invocations
+    assert metrics['tailpipe_rows_written_total{table="tail_logs"}'] == produced.log_rows
+    assert metrics['tailpipe_build_info{version="' + __version__ + '"}'] == 1
     # Partitions ahead of need: today and the next two days exist before any event needs them.
     attached = {
         r[0]

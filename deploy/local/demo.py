@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -47,10 +48,14 @@ async def main(count: int, replicas: int, deadline_s: float) -> int:
     settings = load()
     before_stored = await stored(settings)
     before_rows = await row_counts(settings)
+    # Replica i serves its metrics on metrics_port + i, so each can be scraped.
     procs = [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "pipeline", "run", cwd=ROOT)
-        for _ in range(replicas)
-    ]
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeline", "run", cwd=ROOT,
+            env={**os.environ, "TAILPIPE_METRICS_PORT": str(settings.metrics_port + i)},
+        )
+        for i in range(replicas)
+    ]  # fmt: skip
     started = time.monotonic()
     try:
         loadgen = await asyncio.create_subprocess_exec(

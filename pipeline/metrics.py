@@ -1,0 +1,134 @@
+"""Every Prometheus metric of a consumer replica, defined in this one place.
+
+A registry per replica rather than the global one: tests and embedders run several consumers in
+one process. On the hot path nothing here is touched per event: `Metrics.flushed` is called
+once per stored batch with the batch's own counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from pipeline import __version__
+from pipeline.batch import Batch
+
+FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+ROW_BUCKETS = (10, 100, 500, 1000, 2500, 5000, 10_000, 20_000, 50_000, 100_000)
+DELAY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    registry: CollectorRegistry
+    messages: Counter
+    invocations: Counter
+    decode_failures: Counter
+    rows: Counter
+    flushes: Counter
+    flush_seconds: Histogram
+    batch_rows: Histogram
+    delay_seconds: Histogram
+    redactions: Counter
+    dead_letters: Counter
+    retries: Counter
+    dependency_up: Gauge
+    paused_partitions: Gauge
+    guard_tripped: Gauge
+    build_info: Gauge
+
+    @classmethod
+    def create(cls) -> Metrics:
+        r = CollectorRegistry()
+        metrics = cls(
+            registry=r,
+            messages=Counter(
+                "tailpipe_messages_total", "Kafka messages stored (as rows or dead letters)",
+                registry=r,
+            ),
+            invocations=Counter(
+                "tailpipe_invocations_total", "invocations decoded and stored", registry=r
+            ),
+            decode_failures=Counter(
+                "tailpipe_decode_failures_total", "messages no accepted format describes",
+                ["reason"], registry=r,
+            ),
+            rows=Counter(
+                "tailpipe_rows_written_total", "rows committed to PostgreSQL", ["table"],
+                registry=r,
+            ),
+            flushes=Counter("tailpipe_flushes_total", "batches committed", registry=r),
+            flush_seconds=Histogram(
+                "tailpipe_flush_duration_seconds",
+                "one batch: dead letters, COPY, rollups and offsets, until commit",
+                buckets=FLUSH_BUCKETS, registry=r,
+            ),
+            batch_rows=Histogram(
+                "tailpipe_batch_rows", "rows per committed batch", buckets=ROW_BUCKETS,
+                registry=r,
+            ),
+            delay_seconds=Histogram(
+                "tailpipe_end_to_end_delay_seconds",
+                "from the oldest event time of a batch to its commit",
+                buckets=DELAY_BUCKETS, registry=r,
+            ),
+            redactions=Counter(
+                "tailpipe_redactions_total", "secrets replaced before storage, by rule",
+                ["rule"], registry=r,
+            ),
+            dead_letters=Counter(
+                "tailpipe_dead_letters_total", "messages dead-lettered, by error class",
+                ["reason"], registry=r,
+            ),
+            retries=Counter(
+                "tailpipe_retries_total", "transient failures retried, by dependency",
+                ["dependency"], registry=r,
+            ),
+            dependency_up=Gauge(
+                "tailpipe_dependency_up", "1 unless the last call to it failed transiently",
+                ["dependency"], registry=r,
+            ),
+            paused_partitions=Gauge(
+                "tailpipe_paused_partitions", "partitions paused by backpressure or an outage",
+                registry=r,
+            ),
+            guard_tripped=Gauge(
+                "tailpipe_guard_rail_tripped",
+                "1 once too many recent messages were bad: consumption stopped",
+                registry=r,
+            ),
+            build_info=Gauge(
+                "tailpipe_build_info", "always 1; the version in a label", ["version"],
+                registry=r,
+            ),
+        )  # fmt: skip
+        metrics.build_info.labels(__version__).set(1)
+        for dependency in ("postgres", "s3", "kafka"):
+            metrics.dependency_up.labels(dependency).set(1)
+        return metrics
+
+    def flushed(
+        self, batch: Batch, written: Mapping[str, int], seconds: float, now: float | None = None
+    ) -> None:
+        """Count one committed batch: once per batch, never per event."""
+        self.messages.inc(batch.messages)
+        self.flushes.inc()
+        self.flush_seconds.observe(seconds)
+        self.batch_rows.observe(batch.rows)
+        for table, n in written.items():
+            if n:
+                self.rows.labels(table).inc(n)
+        self.invocations.inc(written.get("tail_events", 0))
+        for rule, n in batch.redactions.items():
+            self.redactions.labels(rule).inc(n)
+        for reason, n in batch.decode_failures.items():
+            self.decode_failures.labels(reason).inc(n)
+        if batch.oldest_event_ms is not None:
+            now = time.time() if now is None else now
+            self.delay_seconds.observe(max(0.0, now - batch.oldest_event_ms / 1000))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
