@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.deadletter import DeadLetter, Raw
 from pipeline.rollup import Rollups
 
 Row = tuple[Any, ...]
@@ -20,13 +21,15 @@ TopicPartition = tuple[str, int]
 
 @dataclass(slots=True)
 class Part:
-    """What one partition contributed: rows, rollups, and the offsets [first, next)."""
+    """What one partition contributed: rows, dead letters, rollups, the offsets [first, next),
+    and the messages as fetched, so that the part can be built again without some of them."""
 
     first_offset: int
     next_offset: int
     events: list[Row] = field(default_factory=list)
     logs: list[Row] = field(default_factory=list)
-    dead: list[Row] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    raw: list[Raw] = field(default_factory=list)
     rollups: Rollups = field(default_factory=Rollups)
     redactions: Counter[str] = field(default_factory=Counter)
     decode_failures: Counter[str] = field(default_factory=Counter)

@@ -12,6 +12,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import TailpipeError
@@ -74,12 +75,16 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
 
     from pipeline import loadgen
 
+    if args.poison_ratio + args.reject_ratio > 1.0:  # a message is never both
+        print("tailpipe: --poison-ratio and --reject-ratio add up to more than 1", file=sys.stderr)
+        return 2
     plan = loadgen.Plan(
         count=args.count,
         duration_s=args.duration,
         rate=args.rate,
         seed=args.seed,
         poison_ratio=args.poison_ratio,
+        reject_ratio=args.reject_ratio,
         start_ms=args.start_ms if args.start_ms is not None else int(time.time() * 1000),
     )
     report = asyncio.run(loadgen.run(settings, args.topic or settings.topic, plan))
@@ -88,9 +93,51 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline import consumer
+    from pipeline import replica
 
-    return consumer.serve(settings)
+    return replica.serve(settings)
+
+
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import replay
+    from pipeline.extract import Extractor
+    from pipeline.inspect import dumps
+    from pipeline.transform import Transformer
+
+    where = replay.Filter(args.since, args.error, args.topic)
+    if args.action == "list":
+        rows = asyncio.run(_dlq_list(settings, where))
+        if args.json:
+            for row in rows:
+                sys.stdout.buffer.write(dumps(row))
+            return 0
+        print(f"{'created':20} {'topic[partition]':24} {'offsets':>23} {'msgs':>5} "
+              f"{'replayed':>8}  errors / object")  # fmt: skip
+        for r in rows:
+            state = "done" if r["replayed_at"] else str(r["replayed"])
+            origin = f"{r['topic']}[{r['kafka_partition']}]"
+            offsets = f"{r['first_offset']}-{r['last_offset']}"
+            print(
+                f"{r['created_at']:%Y-%m-%d %H:%M:%S}  {origin:24} {offsets:>23} "
+                f"{r['messages']:>5} {state:>8}  {','.join(r['error_classes'])}  "
+                f"{r['object_key']}"
+            )
+        print(f"{len(rows)} objects, {sum(r['messages'] for r in rows)} dead letters")
+        return 0
+    replayer = replay.Replayer(settings, Transformer(Extractor.from_files()))
+    summary = asyncio.run(replayer.run(where, args.dry_run, replay.tty_progress))
+    print(summary.line(args.dry_run))
+    return 1 if summary.failing or summary.unreadable else 0
+
+
+async def _dlq_list(settings: Settings, where: Any) -> list[dict[str, Any]]:
+    from pipeline import postgres, replay
+
+    conn = await postgres.connect(settings)
+    try:
+        return await replay.listing(conn, where)
+    finally:
+        await conn.close()
 
 
 def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
@@ -158,8 +205,8 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _duration(raw: str) -> float:
-    """`90`, `90s`, `5m`, `1h` -> seconds."""
-    scale = {"s": 1, "m": 60, "h": 3600}.get(raw[-1:], 0)
+    """`90`, `90s`, `5m`, `1h`, `7d` -> seconds."""
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(raw[-1:], 0)
     try:
         value = float(raw[:-1] if scale else raw) * (scale or 1)
     except ValueError:
@@ -217,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alerts-partitions", type=int, default=1)
     p.add_argument("--replication-factor", type=int, default=1)
     add("run", cmd_run, "run one consumer replica (Kafka -> PostgreSQL) until SIGTERM")
+    p = add("dlq", cmd_dlq, "list or replay dead letters (after a fix or a migration)")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("--since", type=_duration, help="created in the last 24h, 7d, ...")
+    p.add_argument("--error", metavar="CLASS", help="only objects with this error class")
+    p.add_argument("--topic", help="only dead letters from this topic")
+    p.add_argument("--json", action="store_true", help="list: JSON lines")
+    p.add_argument("--dry-run", action="store_true", help="replay: try, report, store nothing")
     p = add("inspect", cmd_inspect, "print the rows the pipeline would store (no services)")
     p.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="one message per line")
     p = add("retention", cmd_retention, "drop whole day partitions older than N days")
@@ -240,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
     p.add_argument("--seed", type=int, default=1, help="same seed and start: same messages")
     p.add_argument("--poison-ratio", type=_ratio, default=0.0, help="share of malformed messages")
+    p.add_argument(
+        "--reject-ratio",
+        type=_ratio,
+        default=0.0,
+        help="share of well-formed messages that PostgreSQL refuses (a NUL in a log line)",
+    )
     p.add_argument("--start-ms", type=int, help="event time of the first message (default: now)")
     p.add_argument("--topic", help="default: TAILPIPE_TOPIC")
     return parser

@@ -5,8 +5,15 @@ Two tasks and a bounded hand-off between them:
   to the writer through a queue of one. While the writer is busy with one batch and another is
   queued, the loop pauses its partitions and keeps polling, so memory stays bounded and the
   consumer stays in its group;
-- the writer flushes batches in order, each in one transaction with its offsets
-  (`store.flush`), retrying transient failures with capped, jittered backoff.
+- the writer stores batches in order, each in one transaction with its offsets and the index
+  of its dead letters (`writer.Writer`).
+
+Failures: a transient one (PostgreSQL down, a timeout, a deadlock) retries the same batch with
+capped, jittered backoff while the poll loop, its queue full, keeps every partition paused and
+keeps polling, so the replica stays in its group. When the dead-letter store fails, only the
+partitions with dead letters in the batch are held: their rows are dropped, they are sought
+back to their stored offset and paused until the next retry, and the rest of the batch is
+stored. When the guard rail trips, every partition is paused and stays so; `/readyz` says why.
 
 Offsets: on assignment each partition is sought to its offset stored in PostgreSQL (else the
 group's committed offset, else `auto_offset_reset`). A flush that finds a partition's stored
@@ -19,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -29,15 +34,15 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
-from pipeline import kafka, postgres, store
+from pipeline import dlq, kafka, postgres, store
 from pipeline.batch import Batch
-from pipeline.errors import DependencyError
+from pipeline.guard import Guard, GuardPolicy
 from pipeline.metrics import Metrics
 from pipeline.outage import Backoff, Outages
 from pipeline.partitions import PartitionManager, ahead
 from pipeline.settings import Settings
-from pipeline.status import StatusServer
 from pipeline.transform import Transformer
+from pipeline.writer import DeadLettersHeld, GuardTripped, Writer
 
 log = logging.getLogger("tailpipe.consumer")
 
@@ -50,6 +55,7 @@ class Policy:
     poll_records: int = 5000
     shutdown_grace_s: float = 30.0
     backoff: Backoff = field(default_factory=Backoff)
+    guard: GuardPolicy = field(default_factory=GuardPolicy)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -58,6 +64,7 @@ class Policy:
             settings.batch_max_bytes,
             settings.batch_max_age,
             shutdown_grace_s=settings.shutdown_grace,
+            guard=GuardPolicy(settings.dead_letter_guard_window, settings.dead_letter_guard_share),
         )
 
 
@@ -78,6 +85,7 @@ class Consumer:
         self.totals = Totals()
         self.metrics = Metrics.create()
         self.outages = Outages(self.metrics, policy.backoff)
+        self.guard = Guard(policy.guard)
         self.started = False
         self.stopping = asyncio.Event()
         self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
@@ -92,8 +100,13 @@ class Consumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._partitions = PartitionManager()
+        self._held: dict[tuple[str, int], float] = {}
+        """Partitions paused until a monotonic time, because their dead letters could not be
+        written."""
+        self._tripped: str | None = None
         self._kafka: AIOKafkaConsumer | None = None
         self._control: asyncpg.Connection | None = None
+        self._writer: Writer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -111,18 +124,20 @@ class Consumer:
         self._kafka.subscribe([settings.topic], listener=_Rebalance(self))
         await self._kafka.start()
         self.started = True
-        writer = asyncio.create_task(self._write(writer_conn), name="tailpipe-writer")
-        try:
-            await self._poll()
-            await self._hand_off()
-            await asyncio.wait_for(self._drained(), self.policy.shutdown_grace_s)
-        finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-            await self._kafka.stop()
-            await writer_conn.close()
-            await self._control.close()
+        async with dlq.open_store(settings) as dead_letters:
+            self._writer = Writer(dead_letters, self.transformer, self.guard)
+            writer = asyncio.create_task(self._write(writer_conn), name="tailpipe-writer")
+            try:
+                await self._poll()
+                await self._hand_off()
+                await asyncio.wait_for(self._drained(), self.policy.shutdown_grace_s)
+            finally:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+                await self._kafka.stop()
+                await writer_conn.close()
+                await self._control.close()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -131,6 +146,7 @@ class Consumer:
     async def _poll(self) -> None:
         assert self._kafka is not None
         while not self.stopping.is_set():
+            self._release_held()
             fetched = await self._kafka.getmany(
                 timeout_ms=100, max_records=self.policy.poll_records
             )
@@ -153,7 +169,7 @@ class Consumer:
                 if not records:
                     continue
             for r in records:
-                add(batch, topic, partition, r.offset, r.timestamp, r.key, r.value)
+                add(batch, topic, partition, r.offset, r.timestamp, r.key, r.value, r.headers)
             self._position[key] = records[-1].offset + 1
             self.totals.messages += len(records)
 
@@ -169,9 +185,7 @@ class Consumer:
             return
         self._unflushed.append(batch)
         if self._queue.full():
-            paused = self._kafka.assignment()
-            self._kafka.pause(*paused)
-            self.metrics.paused_partitions.set(len(paused))
+            self._pause(self._kafka.assignment())
             try:
                 while self._queue.full():
                     # Paused partitions return nothing; the call keeps us in the group.
@@ -179,72 +193,158 @@ class Consumer:
                     # they return (dropping it would skip those offsets).
                     self._take(await self._kafka.getmany(timeout_ms=100))
             finally:
-                self._kafka.resume(*(tp for tp in paused if tp in self._kafka.assignment()))
-                self.metrics.paused_partitions.set(0)
+                self._resume(self._kafka.assignment())
         self._idle.clear()
         self._queue.put_nowait(batch)
 
     async def _drained(self) -> None:
         await self._queue.join()
 
+    # -- pausing -----------------------------------------------------------------------------
+    def _pause(self, tps: set[TopicPartition]) -> None:
+        assert self._kafka is not None
+        self._kafka.pause(*tps)
+        self.metrics.paused_partitions.set(len(self._kafka.paused()))
+
+    def _resume(self, tps: set[TopicPartition]) -> None:
+        """Resume what backpressure paused, except partitions held or stopped by the guard."""
+        assert self._kafka is not None
+        if self._tripped is not None:
+            return
+        owned = self._kafka.assignment()
+        self._kafka.resume(
+            *(tp for tp in tps if tp in owned and (tp.topic, tp.partition) not in self._held)
+        )
+        self.metrics.paused_partitions.set(len(self._kafka.paused()))
+
+    def _release_held(self) -> None:
+        if not self._held or self._queue.full():
+            return
+        now = time.monotonic()
+        due = {tp for tp, until in self._held.items() if until <= now}
+        for tp in due:
+            del self._held[tp]
+        if due:
+            log.info("retrying dead letters of %s", ", ".join(f"{t}[{p}]" for t, p in due))
+            self._resume({TopicPartition(t, p) for t, p in due})
+
     # -- writer ------------------------------------------------------------------------------
     async def _write(self, conn: asyncpg.Connection) -> None:
         while True:
             batch = await self._queue.get()
             try:
-                await self._flush(conn, batch)
+                conn = await self._flush(conn, batch)
             finally:
                 self._unflushed.remove(batch)
                 self._queue.task_done()
                 if self._queue.empty():
                     self._idle.set()
 
-    async def _flush(self, conn: asyncpg.Connection, batch: Batch) -> None:
+    async def _flush(self, conn: asyncpg.Connection, batch: Batch) -> asyncpg.Connection:
+        """Store the batch, or what is left of it after partitions were lost or held; returns
+        the connection to use next (a new one after PostgreSQL went away)."""
+        assert self._writer is not None
         started = time.perf_counter()
-        while batch.parts:
+        while batch.parts and self._tripped is None:
             try:
                 await self._partitions.ensure(conn, store.days_of(batch) | self._ahead())
-                written = await store.flush(conn, batch, self._stored)
-            except store.PartitionsLost as lost:
-                log.warning("%s", lost)
-                await self._recover(lost.lost)
+                written = await self._writer.write(conn, batch, self._stored)
+            except Exception as exc:
+                conn = await self._failed(conn, batch, exc)
                 continue
-            except asyncpg.UniqueViolationError as exc:
-                # Rows of this batch are stored already: our view of some partition is stale.
-                # The key stopped a duplicate; re-read every partition of the batch from its
-                # stored offset rather than retry the same rows forever.
-                log.error("flush refused duplicate rows (%s); re-seeking from stored offsets", exc)
-                await self._recover(set(batch.parts))
-                continue
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                delay = self.outages.failed("postgres", exc)
-                if conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        conn = await postgres.connect(self.settings)
-                await asyncio.sleep(delay)
-                continue
+            self.outages.recovered("postgres")
+            if written.objects:
+                self.outages.recovered("s3")
             self._stored.update(
                 {tp: part.next_offset for tp, part in batch.parts.items() if tp in self._owned()}
             )
-            self.outages.recovered("postgres")
             self.metrics.flushed(batch, written, time.perf_counter() - started)
-            self.totals.flushes += 1
-            self.totals.events += written["tail_events"]
-            self.totals.logs += written["tail_logs"]
-            self.totals.dead += written["dead_letters"]
+            t = self.totals
+            t.flushes += 1
+            t.events += written.rows["tail_events"]
+            t.logs += written.rows["tail_logs"]
+            t.dead += sum(written.dead.values())
             await self._commit_to_kafka(batch)
-            return
+            break
+        return conn
+
+    async def _failed(
+        self, conn: asyncpg.Connection, batch: Batch, exc: Exception
+    ) -> asyncpg.Connection:
+        """Decide what a failed flush means; never raises (the writer must not die)."""
+        try:
+            if isinstance(exc, store.PartitionsLost):
+                log.warning("%s", exc)
+                await self._recover(exc.lost)
+            elif isinstance(exc, asyncpg.UniqueViolationError):
+                # Rows of this batch are stored already: our view of some partition is stale.
+                # The key stopped a duplicate; re-read every partition of the batch from its
+                # stored offset rather than retry the same rows forever.
+                log.error("flush refused duplicate rows (%s); re-seeking stored offsets", exc)
+                await self._recover(set(batch.parts))
+            elif isinstance(exc, DeadLettersHeld):
+                delay = self.outages.failed("s3", exc.cause)
+                self._hold(exc.partitions, delay)
+            elif isinstance(exc, GuardTripped):
+                self._trip(str(exc))
+            else:
+                if not isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+                    log.error("flush failed unexpectedly; retrying", exc_info=exc)
+                delay = self.outages.failed("postgres", exc)
+                await asyncio.sleep(delay)
+                if conn.is_closed():
+                    conn = await postgres.connect(self.settings)
+        except Exception as again:
+            delay = self.outages.failed("postgres", again)
+            await asyncio.sleep(delay)
+        return conn
+
+    def _hold(self, keys: set[tuple[str, int]], delay: float) -> None:
+        """Take these partitions out of every unflushed batch, seek them back to the first
+        offset not stored, and pause them for `delay` seconds."""
+        assert self._kafka is not None
+        owned = self._owned()
+        rewind = self._rewind_points(keys)
+        self._drop(keys)
+        until = time.monotonic() + delay
+        for key, offset in rewind.items():
+            if key in owned:
+                self._kafka.seek(TopicPartition(*key), offset)
+                self._position[key] = offset
+                self._held[key] = until
+        self._pause({TopicPartition(*k) for k in self._held})
+
+    def _rewind_points(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The first unstored offset of each partition: batches are contiguous per partition,
+        so it is the first offset of its oldest unflushed part."""
+        points: dict[tuple[str, int], int] = {}
+        for batch in (*self._unflushed, self._batch):
+            for key in keys & batch.parts.keys():
+                points.setdefault(key, batch.parts[key].first_offset)
+        return points
+
+    def _trip(self, why: str) -> None:
+        assert self._kafka is not None
+        self._tripped = why
+        self.metrics.guard_tripped.set(1)
+        log.critical("dead-letter guard rail tripped: %s", why)
+        self._drop(set(self._position))
+        self._pause(self._kafka.assignment())
 
     def readiness(self) -> dict[str, Any]:
-        """Ready: started (partitions assigned, or waiting for an assignment) and PostgreSQL
-        taking our flushes."""
+        """Ready: started (partitions assigned, or waiting for an assignment), PostgreSQL
+        taking our flushes, and not stopped by the guard rail."""
         assignment = self._kafka.assignment() if self._kafka is not None else set()
-        failing = self.outages.describe()
-        return {
-            "ready": self.started and not self.outages.down("postgres"),
+        state: dict[str, Any] = {
+            "ready": self.started and self._tripped is None and not self.outages.down("postgres"),
             "partitions": len(assignment),
-            "failing": failing,
+            "failing": self.outages.describe(),
         }
+        if self._held:
+            state["held"] = sorted(f"{t}[{p}]" for t, p in self._held)
+        if self._tripped is not None:
+            state["guard_rail"] = self._tripped
+        return state
 
     def _ahead(self) -> set[date]:
         """Today and the next two days, so a new day's partition exists before it is needed
@@ -272,15 +372,13 @@ class Consumer:
 
     async def _recover(self, lost: set[tuple[str, int]]) -> None:
         """Drop what we cannot store; re-seek partitions we still own to their stored offset."""
-        assert self._kafka is not None
-        assert self._control is not None
         self._drop(lost)
         owned = self._owned() & lost
         for tp in lost - owned:
             self._stored.pop(tp, None)
             self._position.pop(tp, None)
         if owned:
-            await self._seek({tp for tp in owned})
+            await self._seek(owned)
 
     def _drop(self, keys: set[tuple[str, int]]) -> None:
         for batch in (*self._unflushed, self._batch):
@@ -288,7 +386,8 @@ class Consumer:
 
     async def _seek(self, tps: set[tuple[str, int]]) -> None:
         assert self._kafka is not None
-        assert self._control is not None
+        if self._control is None or self._control.is_closed():
+            self._control = await postgres.connect(self.settings)
         by_topic: dict[str, list[int]] = {}
         for topic, partition in tps:
             by_topic.setdefault(topic, []).append(partition)
@@ -312,9 +411,18 @@ class Consumer:
         for key in keys:
             self._stored.pop(key, None)
             self._position.pop(key, None)
+            self._held.pop(key, None)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._seek({(tp.topic, tp.partition) for tp in assigned})
+        self.metrics.assignments.inc()
+        try:
+            await self._seek({(tp.topic, tp.partition) for tp in assigned})
+        except Exception as exc:
+            # Without the stored offsets we start from the group's; the first flush's
+            # compare-and-set then fails, and the writer seeks again once PostgreSQL answers.
+            log.warning("could not read stored offsets on assignment: %s", exc)
+        if self._tripped is not None:
+            self._pause(assigned)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -326,66 +434,3 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._consumer.on_assigned(assigned)
-
-
-def kafka_extensions_loaded() -> bool:
-    """Whether aiokafka decodes record batches with its C extensions. Without them (a wheel
-    missing for this platform, or AIOKAFKA_NO_EXTENSIONS set) fetching costs several times more
-    CPU, and the poll loop becomes the bottleneck."""
-    from aiokafka.record.default_records import DefaultRecordBatch
-
-    module: str = DefaultRecordBatch.__module__
-    return module.startswith("aiokafka.record._crecords")
-
-
-def serve(settings: Settings) -> int:
-    """Run one replica until SIGTERM or SIGINT; flush, store offsets, exit 0."""
-    from pipeline.extract import Extractor
-
-    listener = _listen(settings.metrics_port)
-
-    async def main() -> None:
-        consumer = Consumer(
-            settings, Transformer(Extractor.from_files()), Policy.from_settings(settings)
-        )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, consumer.stop)
-        status = StatusServer.create(consumer.metrics, consumer.readiness, settings.metrics_port)
-        serving = asyncio.create_task(status.serve(sockets=[listener]), name="tailpipe-status")
-        try:
-            await consumer.run()
-        finally:
-            status.should_exit = True
-            await serving
-        t = consumer.totals
-        log.info(
-            "stopped: %d messages, %d flushes, %d events, %d log rows, %d dead letters",
-            t.messages, t.flushes, t.events, t.logs, t.dead,
-        )  # fmt: skip
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    log.info("metrics, health and readiness on port %d", listener.getsockname()[1])
-    if not kafka_extensions_loaded():
-        log.warning(
-            "aiokafka C extensions are NOT loaded: Kafka record decoding runs in pure Python "
-            "and ingest will be several times slower; reinstall aiokafka from a binary wheel "
-            "for this platform (and unset AIOKAFKA_NO_EXTENSIONS)"
-        )
-    asyncio.run(main())
-    return 0
-
-
-def _listen(port: int) -> socket.socket:
-    """Bind the status port before anything else starts, so a taken port fails fast."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(("0.0.0.0", port))
-    except OSError as exc:
-        sock.close()
-        problem = f"TAILPIPE_METRICS_PORT {port}: cannot listen: {exc.strerror}"
-        raise DependencyError(problem) from None
-    sock.listen(64)
-    sock.setblocking(False)
-    return sock

@@ -19,7 +19,7 @@ import orjson
 
 from pipeline.batch import Batch
 from pipeline.rollup import Rollups
-from pipeline.transform import DEAD_COLUMNS, EVENT_COLUMNS, LOG_COLUMNS, Transformer
+from pipeline.transform import EVENT_COLUMNS, LOG_COLUMNS, Transformer
 
 _JSON_COLUMNS = {"extra", "data"}
 
@@ -108,9 +108,8 @@ def inspect(
         batch = Batch()
         transformer.add(batch, "inspect", 0, number - 1, timestamp_ms, None, value)
         for part in batch.parts.values():
-            for row in part.dead:
-                dead = _row(DEAD_COLUMNS, row)
-                yield {"line": number, "error": dead["error_class"], "message": dead["error"]}
+            for dead in part.dead:
+                yield {"line": number, "error": dead.error_class, "message": dead.error}
             for row in part.events:
                 yield {"line": number, "table": "tail_events", "row": _row(EVENT_COLUMNS, row)}
             for row in part.logs:

@@ -26,6 +26,7 @@ class Plan:
     seed: int
     poison_ratio: float
     start_ms: int
+    reject_ratio: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,8 @@ class Report:
     sent: int
     poison: int
     seconds: float
+    rejected: int = 0
+    """Well-formed messages that PostgreSQL will refuse (synth's `reject_ratio`)."""
 
     @property
     def rate(self) -> float:
@@ -40,14 +43,17 @@ class Report:
 
     def line(self) -> str:
         return (
-            f"sent {self.sent} messages ({self.poison} malformed) in {self.seconds:.2f} s: "
+            f"sent {self.sent} messages ({self.poison} malformed, {self.rejected} rejected by "
+            f"the database) in {self.seconds:.2f} s: "
             f"{self.rate:,.0f} messages/s"
         )
 
 
 async def run(settings: Settings, topic: str, plan: Plan) -> Report:
-    stream = messages(plan.seed, plan.start_ms, poison_ratio=plan.poison_ratio)
-    sent = poison = 0
+    stream = messages(
+        plan.seed, plan.start_ms, poison_ratio=plan.poison_ratio, reject_ratio=plan.reject_ratio
+    )
+    sent = poison = rejected = 0
     started = time.monotonic()
     deadline = started + plan.duration_s if plan.duration_s is not None else None
     async with BulkPublisher(settings, topic) as publisher:
@@ -64,5 +70,6 @@ async def run(settings: Settings, topic: str, plan: Plan) -> Report:
                 message = next(stream)
                 await publisher.add(message.key, message.value)
                 poison += message.poison
+                rejected += message.rejected
             sent += todo
-    return Report(sent, poison, time.monotonic() - started)
+    return Report(sent, poison, time.monotonic() - started, rejected)

@@ -8,13 +8,16 @@ once per stored batch with the batch's own counters.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pipeline import __version__
 from pipeline.batch import Batch
+
+if TYPE_CHECKING:
+    from pipeline.writer import Written
 
 FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROW_BUCKETS = (10, 100, 500, 1000, 2500, 5000, 10_000, 20_000, 50_000, 100_000)
@@ -34,6 +37,8 @@ class Metrics:
     delay_seconds: Histogram
     redactions: Counter
     dead_letters: Counter
+    dead_letter_objects: Counter
+    assignments: Counter
     retries: Counter
     dependency_up: Gauge
     paused_partitions: Gauge
@@ -83,6 +88,15 @@ class Metrics:
                 "tailpipe_dead_letters_total", "messages dead-lettered, by error class",
                 ["reason"], registry=r,
             ),
+            dead_letter_objects=Counter(
+                "tailpipe_dead_letter_objects_total", "dead-letter objects written and indexed",
+                registry=r,
+            ),
+            assignments=Counter(
+                "tailpipe_partition_assignments_total",
+                "partition assignments received (one per rebalance this replica took part in)",
+                registry=r,
+            ),
             retries=Counter(
                 "tailpipe_retries_total", "transient failures retried, by dependency",
                 ["dependency"], registry=r,
@@ -111,19 +125,23 @@ class Metrics:
         return metrics
 
     def flushed(
-        self, batch: Batch, written: Mapping[str, int], seconds: float, now: float | None = None
+        self, batch: Batch, written: Written, seconds: float, now: float | None = None
     ) -> None:
         """Count one committed batch: once per batch, never per event."""
         self.messages.inc(batch.messages)
         self.flushes.inc()
         self.flush_seconds.observe(seconds)
         self.batch_rows.observe(batch.rows)
-        for table, n in written.items():
+        for table, n in written.rows.items():
             if n:
                 self.rows.labels(table).inc(n)
-        self.invocations.inc(written.get("tail_events", 0))
-        for rule, n in batch.redactions.items():
+        self.invocations.inc(written.rows.get("tail_events", 0))
+        for rule, n in written.redactions.items():
             self.redactions.labels(rule).inc(n)
+        for reason, n in written.dead.items():
+            self.dead_letters.labels(reason).inc(n)
+        if written.objects:
+            self.dead_letter_objects.inc(written.objects)
         for reason, n in batch.decode_failures.items():
             self.decode_failures.labels(reason).inc(n)
         if batch.oldest_event_ms is not None:

@@ -81,6 +81,14 @@ def positive_float(name: str, raw: object) -> float:
     return value
 
 
+def share(name: str, raw: object) -> float:
+    """A fraction in (0, 1]."""
+    value = positive_float(name, raw) if raw not in (0, "0") else 0.0
+    if not 0 < value <= 1:
+        raise SettingsError(name, "a share in (0, 1], such as 0.5", raw)
+    return value
+
+
 def boolean(name: str, raw: object) -> bool:
     if isinstance(raw, bool):
         return raw

@@ -46,3 +46,21 @@ async def connect(settings: Settings) -> asyncpg.Connection:
         raise DependencyError(f"PostgreSQL {where}: {exc}; create the database first") from exc
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DependencyError(f"PostgreSQL {where}: {exc}") from exc
+
+
+def rejects_data(exc: BaseException) -> bool:
+    """Whether PostgreSQL, or asyncpg encoding a value for it, refused the data itself (a bad
+    byte sequence, a NUL in text, a number out of range, a value too long, a check that fails):
+    the same rows fail every time, so they are dead-lettered, never retried. A duplicate key is
+    not bad data (the rows are stored already) and is not included."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return False
+    return isinstance(
+        exc,
+        asyncpg.DataError  # class 22
+        | asyncpg.IntegrityConstraintViolationError  # class 23: check, not null, foreign key
+        | asyncpg.ProgramLimitExceededError  # 54000: e.g. a value too long for its index
+        | ValueError  # asyncpg's client-side DataError: a value its codec cannot encode
+        | OverflowError
+        | TypeError,
+    )

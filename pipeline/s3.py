@@ -17,11 +17,13 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 
-def client(settings: Settings) -> AbstractAsyncContextManager[S3Client]:
+def client(
+    settings: Settings, read_timeout: float | None = None
+) -> AbstractAsyncContextManager[S3Client]:
     """An S3 client as an async context manager: `async with s3.client(settings) as c:`."""
     config = AioConfig(
         connect_timeout=settings.connect_timeout,
-        read_timeout=max(settings.connect_timeout, 30.0),
+        read_timeout=read_timeout or max(settings.connect_timeout, 30.0),
         retries={"max_attempts": 2, "mode": "standard"},
         s3={"addressing_style": "path"} if settings.s3_endpoint else None,
     )

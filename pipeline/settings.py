@@ -32,6 +32,7 @@ from pipeline.parse import (
     positive_float,
     positive_int,
     postgres_dsn,
+    share,
     string_list,
     text,
 )
@@ -119,6 +120,12 @@ class Settings:
     batch_max_age: float = _setting(1.0, positive_float, doc="flush after this many seconds")
     shutdown_grace: float = _setting(
         30.0, positive_float, doc="seconds a replica may take to flush and stop on SIGTERM"
+    )
+    dead_letter_guard_window: int = _setting(
+        1000, positive_int, doc="recent messages the dead-letter guard rail looks at"
+    )
+    dead_letter_guard_share: float = _setting(
+        0.5, share, doc="stop consuming when more than this share of them would be dead letters"
     )
     connect_timeout: float = _setting(5.0, positive_float, doc="seconds to reach a dependency")
     log_json: bool = _setting(True, boolean, doc="JSON log lines (else human-readable)")

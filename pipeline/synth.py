@@ -4,7 +4,8 @@ Pure: the same seed and start time give byte-identical messages. Shapes follow w
 Worker receives (trace items, about 0.8 KB with three log lines): a mix of event types and
 outcomes, exceptions with stacks, GitHub API lines with rate-limit numbers, LLM usage records
 (some as double-encoded JSON), repository scans, occasional secrets that the pipeline must
-redact, and a configurable share of malformed messages.
+redact, a configurable share of malformed messages, and a configurable share of well-formed
+ones that PostgreSQL refuses to store (a NUL character in a log line).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Message:
     key: bytes | None
     value: bytes
     poison: bool
+    rejected: bool = False
+    """Decodes fine, but a log line holds a NUL, which PostgreSQL text and jsonb refuse."""
 
 
 # random.Random.choice and randint cost about a microsecond each in pure Python; these two use
@@ -172,16 +175,40 @@ def trace_item(rng: random.Random, ts: int) -> dict[str, Any]:
     return item
 
 
+def _reject(rng: random.Random, item: dict[str, Any]) -> None:
+    """Put a NUL into one log line's first argument (a string in every shape `_logs` makes)."""
+    message = _pick(rng, tuple(item["logs"]))["message"]
+    text: str = message[0]
+    cut = _int(rng, 0, len(text))
+    message[0] = f"{text[:cut]}\x00{text[cut:]}"
+
+
 def messages(
-    seed: int, start_ms: int, *, poison_ratio: float = 0.0, step_ms: int = 7
+    seed: int,
+    start_ms: int,
+    *,
+    poison_ratio: float = 0.0,
+    reject_ratio: float = 0.0,
+    step_ms: int = 7,
 ) -> Iterator[Message]:
-    """An endless, deterministic stream: message i has event time `start_ms + i * step_ms`."""
+    """An endless, deterministic stream: message i has event time `start_ms + i * step_ms`.
+
+    `poison_ratio` of the messages are undecodable, `reject_ratio` decode but hold a NUL that
+    PostgreSQL refuses; a message is never both."""
+    if not (poison_ratio >= 0.0 and reject_ratio >= 0.0 and poison_ratio + reject_ratio <= 1.0):
+        raise ValueError(f"ratios out of range: poison {poison_ratio}, reject {reject_ratio}")
     rng = random.Random(seed)
     ts = start_ms
     while True:
-        if poison_ratio and rng.random() < poison_ratio:
+        # One roll decides both, and none at all when both ratios are 0, so a stream without
+        # rejected messages draws exactly the numbers it drew before reject_ratio existed.
+        roll = rng.random() if poison_ratio or reject_ratio else 1.0
+        if roll < poison_ratio:
             yield Message(None, _pick(rng, POISON), poison=True)
         else:
             item = trace_item(rng, ts)
-            yield Message(item["scriptName"].encode(), orjson.dumps(item), poison=False)
+            rejected = roll < poison_ratio + reject_ratio
+            if rejected:
+                _reject(rng, item)
+            yield Message(item["scriptName"].encode(), orjson.dumps(item), False, rejected)
         ts += step_ms

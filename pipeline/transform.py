@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from pipeline.batch import Batch, Part
+from pipeline.batch import Batch, Part, TopicPartition
+from pipeline.deadletter import DeadLetter, Headers, Raw
 from pipeline.decode import decode
 from pipeline.errors import DecodeError
 from pipeline.extract import Extracted, Extractor
@@ -41,10 +42,7 @@ LOG_COLUMNS = (
     "exception_name", "stack", "fingerprint", "topic", "kafka_partition", "kafka_offset",
     "item", "seq",
 )  # fmt: skip
-DEAD_COLUMNS = (
-    "topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "key", "value",
-    "error_class", "error",
-)  # fmt: skip
+_NO_HEADERS: Headers = ()
 
 PROVIDER_WIDE = "*"
 """api_usage_daily's model for readings that concern a provider, not one model or endpoint
@@ -93,20 +91,28 @@ class Transformer:
         timestamp_ms: int,
         key: bytes | None,
         value: bytes,
+        headers: Headers = _NO_HEADERS,
+        rejected: tuple[str, str] | None = None,
     ) -> None:
-        """Add one message to the batch: its invocations' rows, or a dead-letter row."""
+        """Add one message to the batch: its invocations' rows, or a dead letter. `rejected`
+        (error class, message) makes it a dead letter whatever it holds: PostgreSQL refused
+        its rows."""
         part = batch.part(topic, partition, offset)
         part.next_offset = offset + 1
         part.messages += 1
         part.bytes += len(value)
+        part.raw.append(Raw(offset, timestamp_ms, key, value, headers))
         batch.messages += 1
         batch.bytes += len(value)
+        if rejected is not None:
+            part.dead.append(DeadLetter(offset, timestamp_ms, key, value, headers, *rejected))
+            batch.rows += 1
+            return
         try:
             invocations = decode(value)
         except DecodeError as exc:
-            part.dead.append(
-                (topic, partition, offset, _ts(timestamp_ms), key, value, "DecodeError", str(exc))
-            )
+            error = ("DecodeError", str(exc))
+            part.dead.append(DeadLetter(offset, timestamp_ms, key, value, headers, *error))
             part.decode_failures[exc.problem.split(":")[0][:60]] += 1
             batch.rows += 1
             return
@@ -117,6 +123,28 @@ class Transformer:
             batch.rows += rows
             if batch.oldest_event_ms is None or ts_ms < batch.oldest_event_ms:
                 batch.oldest_event_ms = ts_ms
+
+    def rebuild(self, batch: Batch, rejected: dict[tuple[str, int, int], tuple[str, str]]) -> None:
+        """Build the batch again, in place, with the `rejected` messages (topic, partition,
+        offset) turned into dead letters: parts holding none of them are kept as they are, the
+        others are built again from their messages, so their rows and rollups no longer count
+        the rejected ones."""
+        touched: set[TopicPartition] = {(t, p) for t, p, _ in rejected}
+        out = Batch(created=batch.created, oldest_event_ms=batch.oldest_event_ms)
+        for key, part in batch.parts.items():
+            if key not in touched:
+                out.parts[key] = part
+                out.messages += part.messages
+                out.bytes += part.bytes
+                out.rows += len(part.events) + len(part.logs) + len(part.dead)
+                continue
+            topic, partition = key
+            for m in part.raw:
+                why = rejected.get((topic, partition, m.offset))
+                self.add(out, topic, partition, m.offset, m.timestamp_ms, m.key, m.value,
+                         m.headers, why)  # fmt: skip
+        batch.parts, batch.rows, batch.bytes = out.parts, out.rows, out.bytes
+        batch.messages, batch.oldest_event_ms = out.messages, out.oldest_event_ms
 
     def _rows(
         self,

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
@@ -22,6 +23,9 @@ from aiokafka import AIOKafkaConsumer
 
 from pipeline import kafka, postgres
 from pipeline.settings import Settings, load
+
+if TYPE_CHECKING:
+    from tests.replica import Replica
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,6 +90,7 @@ def settings(base_settings: Settings, schema: str) -> Settings:
         topic=unique("events"),
         alerts_topic=unique("alerts"),
         group=unique("group"),
+        dlq_url=f"s3://{base_settings.dlq_bucket}/{schema}",
     )
 
 
@@ -129,3 +134,21 @@ async def read_topic(settings: Settings, n: int) -> list[tuple[bytes | None, byt
     finally:
         await consumer.stop()
     return out
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[Replica]]:
+    """Replicas a test starts; killed if still running at the end, their log tails printed."""
+    started: list[Replica] = []
+    yield started
+    for number, replica in enumerate(started):
+        if replica.proc.poll() is None:
+            replica.kill()
+        print(f"--- replica {number} log tail ---\n{replica.tail()}", file=sys.stderr)
+
+
+@pytest.fixture
+async def migrated(settings: Settings) -> Settings:
+    result = tailpipe("migrate", env=env_of(settings))
+    assert result.returncode == 0, result.stderr
+    return settings

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections import defaultdict
+from collections.abc import Iterable
 
 import orjson
+import pytest
 
 from pipeline import kafka, synth
+from pipeline.decode import decode
 from pipeline.settings import Settings
 from tests.conftest import env_of, read_topic, tailpipe
 
@@ -37,6 +41,52 @@ def test_mix_is_realistic() -> None:
     assert 600 < sum(len(m.value) for m in stream) / len(stream) < 1000
 
 
+def _digest(stream: Iterable[synth.Message]) -> str:
+    h = hashlib.sha256()
+    for m in stream:
+        key = m.key or b"-"
+        h.update(b"%d:%s|%d:%s|%d\n" % (len(m.key or b""), key, len(m.value), m.value, m.poison))
+    return h.hexdigest()
+
+
+# Digests of synth's output before reject_ratio existed: a stream without rejected messages
+# must not change, or every benchmark and pinned expectation built on a seed would drift.
+PINNED = {
+    (9, 0.0): "42502fd421d8434762d411df077e095c511b3c126ce39ed7f2c8bba9e1dfd0ae",
+    (5, 0.05): "4630f7dbc2eed9ad53225b57ccd0eb0ac208b0855a6bb5eab3b686a0f1f92870",
+}
+
+
+@pytest.mark.parametrize(("seed", "poison_ratio"), list(PINNED))
+def test_no_rejects_leaves_the_stream_as_it_was(seed: int, poison_ratio: float) -> None:
+    default = synth.messages(seed, START, poison_ratio=poison_ratio)
+    explicit = synth.messages(seed, START, poison_ratio=poison_ratio, reject_ratio=0.0)
+    assert _digest(itertools.islice(default, 3000)) == PINNED[seed, poison_ratio]
+    assert _digest(itertools.islice(explicit, 3000)) == PINNED[seed, poison_ratio]
+
+
+def test_rejected_messages_decode_but_carry_a_nul() -> None:
+    stream = list(itertools.islice(synth.messages(3, START, reject_ratio=0.5), 2000))
+    rejected = [m for m in stream if m.rejected]
+    assert 900 < len(rejected) < 1100  # about half
+    assert not any(m.poison for m in stream)
+    for m in stream:
+        assert (b"\\u0000" in m.value) == m.rejected
+    for m in rejected:
+        [invocation] = decode(m.value)  # raises DecodeError if the NUL broke the JSON
+        assert any("\x00" in line.text for line in invocation.logs)
+
+
+def test_poison_and_rejected_are_exclusive_shares() -> None:
+    stream = synth.messages(11, START, poison_ratio=0.3, reject_ratio=0.3)
+    sample = list(itertools.islice(stream, 4000))
+    assert not any(m.poison and m.rejected for m in sample)
+    assert 1000 < sum(m.poison for m in sample) < 1400
+    assert 1000 < sum(m.rejected for m in sample) < 1400
+    with pytest.raises(ValueError, match="ratios"):
+        next(synth.messages(1, START, poison_ratio=0.6, reject_ratio=0.5))
+
+
 async def test_round_trip_through_kafka(settings: Settings) -> None:
     await kafka.ensure_topics(settings, {settings.topic: 3})
     n = 3000
@@ -46,11 +96,17 @@ async def test_round_trip_through_kafka(settings: Settings) -> None:
         "--seed", "5",
         "--start-ms", str(START),
         "--poison-ratio", "0.05",
+        "--reject-ratio", "0.02",
         env=env_of(settings),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    expected = list(itertools.islice(synth.messages(5, START, poison_ratio=0.05), n))
-    assert f"sent {n} messages ({sum(m.poison for m in expected)} malformed)" in result.stdout
+    stream = synth.messages(5, START, poison_ratio=0.05, reject_ratio=0.02)
+    expected = list(itertools.islice(stream, n))
+    poison, rejected = sum(m.poison for m in expected), sum(m.rejected for m in expected)
+    assert rejected > 0
+    assert f"sent {n} messages ({poison} malformed, {rejected} rejected by the database)" in (
+        result.stdout
+    )
     received = await read_topic(settings, n)
     assert len(received) == n
     assert sorted(v for _, v in received) == sorted(m.value for m in expected)
