@@ -129,8 +129,14 @@ class Consumer:
             writer = asyncio.create_task(self._write(writer_conn), name="tailpipe-writer")
             try:
                 await self._poll()
-                await self._hand_off()
-                await asyncio.wait_for(self._drained(), self.policy.shutdown_grace_s)
+                try:
+                    await asyncio.wait_for(self._finish(), self.policy.shutdown_grace_s)
+                except TimeoutError:
+                    log.warning(
+                        "could not store everything within the shutdown grace (%.0fs): what is"
+                        " not stored will be read again by the next owner of its partitions",
+                        self.policy.shutdown_grace_s,
+                    )
             finally:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -197,7 +203,9 @@ class Consumer:
         self._idle.clear()
         self._queue.put_nowait(batch)
 
-    async def _drained(self) -> None:
+    async def _finish(self) -> None:
+        """On stop: hand off what was read, and wait until the writer stored it."""
+        await self._hand_off()
         await self._queue.join()
 
     # -- pausing -----------------------------------------------------------------------------
