@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Run the local Kafka + PostgreSQL + S3 (moto) stack that tailpipe's tests talk to.
 
-    .venv/bin/python deploy/local/stack.py up|down|status
+    .venv/bin/python deploy/local/stack.py up|down|status [kafka|postgres|s3 ...]
+
+With no server names the command applies to all three. Tests stop and start one server
+(`down postgres`, then `up postgres`) to make a real outage.
 
 All state lives under <repo>/.local/ (logs/<name>.log, run/<name>.pid, kafka/, postgres/).
 Only the standard library is imported at module level; aiokafka and botocore are imported by
@@ -426,11 +429,11 @@ def status(s: Server) -> tuple[bool, str]:
     return ready, f"{s.name}: {where}, {'ready' if ready else 'NOT ready'} at {s.address}"
 
 
-def run_all(action: Callable[[Server], tuple[bool, str]]) -> bool:
+def run_all(action: Callable[[Server], tuple[bool, str]], servers: list[Server]) -> bool:
     """Run action on every server at once: start-up and shutdown are mostly waiting."""
     all_ok = True
-    with ThreadPoolExecutor(len(SERVERS)) as pool:
-        for future in as_completed([pool.submit(action, s) for s in SERVERS]):
+    with ThreadPoolExecutor(len(servers)) as pool:
+        for future in as_completed([pool.submit(action, s) for s in servers]):
             try:
                 ok, line = future.result()
                 print(line, flush=True)
@@ -457,11 +460,20 @@ def report(e: StackError) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
-    command = parser.parse_args().command
+    names = [s.name for s in SERVERS]
+    # Not `choices=`: Python 3.11's argparse checks an empty `nargs="*"` list against them too.
+    parser.add_argument("servers", nargs="*", metavar="server",
+                        help=f"any of {', '.join(names)} (default: all)")  # fmt: skip
+    args = parser.parse_args()
+    if unknown := [n for n in args.servers if n not in names]:
+        choices = ", ".join(map(repr, names))
+        parser.error(f"argument server: invalid choice: {unknown[0]!r} (choose from {choices})")
+    command = args.command
+    servers = [s for s in SERVERS if not args.servers or s.name in args.servers]
     for d in (LOGS, RUN):
         d.mkdir(parents=True, exist_ok=True)
     action = {"up": up, "down": down, "status": status}[command]
-    if run_all(action):
+    if run_all(action, servers):
         return 0
     return 3 if command == "status" else 1
 
