@@ -95,6 +95,7 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cancelled: set[asyncio.Task[Any]] = set()
         self._holding = False
+        self._hold_at: int | None = None
         self.connections = 0
         """Client connections accepted so far."""
         self.bytes_up = 0
@@ -150,9 +151,15 @@ class TcpProxy:
         """From now on keep the target's bytes from the clients; requests still go through."""
         self._holding = True
 
+    def hold_after(self, upstream_bytes: int) -> None:
+        """Start holding once this many more bytes went from clients to the target: in the
+        middle of a large request, so it arrives whole but its answer never does."""
+        self._hold_at = self.bytes_up + upstream_bytes
+
     def release(self) -> None:
         """Deliver the held bytes (and a held end of stream), and stop holding."""
         self._holding = False
+        self._hold_at = None
         for link in self._links:
             if link.held:
                 data = b"".join(link.held)
@@ -222,6 +229,8 @@ class TcpProxy:
         try:
             while data := await reader.read(_CHUNK):
                 self.bytes_up += len(data)
+                if self._hold_at is not None and self.bytes_up >= self._hold_at:
+                    self._holding = True
                 target.write(data)
                 await target.drain()
             self._write_eof(target)
