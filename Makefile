@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 STACK := $(PY) deploy/local/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help venv stack-up stack-down stack-status migrate check run test bench lint fmt clean
+.PHONY: help venv stack-up stack-down stack-status migrate check run test bench chaos lint fmt clean
 
 help:
 	@echo "make run          bring up the local stack, migrate, check, run the pipeline"
 	@echo "make test         lint, bring up the local stack, run the whole test suite"
 	@echo "make bench        ingest benchmark (BENCH_ARGS='--messages 200000' for a quick one)"
+	@echo "make chaos        random faults (kill -9, PostgreSQL and S3 down) then an accounting"
 	@echo "make stack-up | stack-down | stack-status"
 	@echo "make lint | fmt | clean"
 
@@ -50,6 +51,12 @@ run: stack-up
 BENCH_ARGS ?=
 bench: stack-up
 	$(PY) bench/ingest.py $(BENCH_ARGS)
+
+# The failure scenarios at random for CHAOS_ARGS (default 120 s of faults), then an accounting:
+# produced = stored + dead-lettered, nothing twice. JSON in .local/chaos/.
+CHAOS_ARGS ?=
+chaos: stack-up
+	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check pipeline tests deploy/local bench
