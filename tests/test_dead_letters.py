@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import orjson
@@ -164,3 +166,20 @@ async def test_replay_after_the_cause_is_fixed_stores_each_message_once(
     assert distinct == 600
     assert await db.fetchval("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL") == 0
     await assert_rollups_match_raw_rows(db)
+
+
+async def test_a_directory_as_the_dead_letter_store(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica], tmp_path: Path
+) -> None:
+    settings = replace(migrated, dlq_url=f"file://{tmp_path}/dlq")
+    await kafka.ensure_topics(settings, {settings.topic: 2})
+    produced = await produce(settings, 1000, seed=23, poison_ratio=0.05)
+    replicas.append(Replica(settings))
+    await wait_stored(db, settings.topic, produced.count, 90)
+    assert replicas[0].terminate() == 0
+    files = sorted((tmp_path / "dlq" / settings.topic).rglob("*.jsonl.gz"))
+    indexed = {r[0] for r in await db.fetch("SELECT object_key FROM dead_letters")}
+    assert {str(f.relative_to(tmp_path / "dlq")) for f in files} == indexed
+    assert not list((tmp_path / "dlq").rglob(".*.partial"))
+    dead = await dead_letters_in_store(settings, db)
+    assert len(dead) == sum(dead.values()) == produced.poison
