@@ -301,7 +301,10 @@ class Consumer:
                 delay = self.outages.failed("postgres", exc)
                 await asyncio.sleep(delay)
                 if conn.is_closed():
-                    conn = await postgres.connect(self.settings)
+                    try:
+                        conn = await postgres.connect(self.settings)
+                    except Exception as down:  # the next attempt fails at once and retries
+                        self.outages.note("postgres", down)
         except Exception as again:
             delay = self.outages.failed("postgres", again)
             await asyncio.sleep(delay)

@@ -102,7 +102,8 @@ class Metrics:
                 ["dependency"], registry=r,
             ),
             dependency_up=Gauge(
-                "tailpipe_dependency_up", "1 unless the last call to it failed transiently",
+                "tailpipe_dependency_up",
+                "PostgreSQL and the dead-letter store: 1 unless the last call failed transiently",
                 ["dependency"], registry=r,
             ),
             paused_partitions=Gauge(
@@ -120,7 +121,7 @@ class Metrics:
             ),
         )  # fmt: skip
         metrics.build_info.labels(__version__).set(1)
-        for dependency in ("postgres", "s3", "kafka"):
+        for dependency in ("postgres", "s3"):
             metrics.dependency_up.labels(dependency).set(1)
         return metrics
 

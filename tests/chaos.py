@@ -197,6 +197,10 @@ async def main(duration: float, replicas: int, rate: float, seed: int) -> int:
           + ", ".join(f"{k} {v}" for k, v in run.faults.items()))  # fmt: skip
     print("\nOK: produced = stored + dead-lettered, nothing twice" if ok else "\nFAILED")
     print(f"JSON: {save({**report, 'ok': ok, 'seed': seed}).relative_to(ROOT)}")
+    if ok:  # a failed run's schema stays, to look into
+        conn = await postgres.connect(base)
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
     return 0 if ok else 1
 
 
