@@ -292,6 +292,18 @@ def postgres_up() -> None:
     assert done.returncode == 0, f"stack.py up postgres: {done.stdout}{done.stderr}"
 
 
+def kafka_down() -> None:
+    """Stop the local Kafka broker (SIGTERM, a controlled shutdown); returns once stopped."""
+    done = _stack("down", "kafka")
+    assert done.returncode == 0, f"stack.py down kafka: {done.stdout}{done.stderr}"
+
+
+def kafka_up() -> None:
+    """Start the local Kafka broker; returns once it answers metadata requests."""
+    done = _stack("up", "kafka")
+    assert done.returncode == 0, f"stack.py up kafka: {done.stdout}{done.stderr}"
+
+
 def peak_rss_mib(pid: int) -> float:
     """Peak resident memory of a live process (VmHWM), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

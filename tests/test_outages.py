@@ -22,7 +22,15 @@ from pipeline import dlq, kafka, postgres, synth
 from pipeline.deadletter import partition_prefix
 from pipeline.publisher import BulkPublisher
 from pipeline.settings import Settings
-from tests.faults import TcpProxy, peak_rss_mib, postgres_down, postgres_up, wait_for
+from tests.faults import (
+    TcpProxy,
+    kafka_down,
+    kafka_up,
+    peak_rss_mib,
+    postgres_down,
+    postgres_up,
+    wait_for,
+)
 from tests.replica import (
     START,
     Replica,
@@ -122,6 +130,38 @@ async def test_postgres_stopped_mid_stream_nothing_lost_stays_in_group(
     assert metrics['tailpipe_dependency_up{dependency="postgres"}'] == 1
     print(f"replica peak RSS through the outage: {rss:.0f} MiB")
     assert rss < 400, f"peak RSS {rss:.0f} MiB"
+
+
+async def test_kafka_broker_restarted_mid_stream_nothing_lost_nothing_twice(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await kafka.ensure_topics(settings, {settings.topic: 3})
+    first = await produce(settings, 5000, seed=36, poison_ratio=0.01)
+    replicas.append(Replica(settings))
+    replica = replicas[0]
+    await wait_stored(db, settings.topic, first.count, 90)
+    kafka_down()
+    try:
+        # The replica keeps running without its broker: polling returns nothing, no offset
+        # moves, nothing is dead-lettered for it.
+        await wait_for(lambda: "partitions" in replica.readiness(), 10, "/readyz answers")
+        assert replica.proc.poll() is None
+        assert await stored_total(db, settings.topic) == first.count
+    finally:
+        kafka_up()
+    second = await produce(settings, 5000, seed=37, poison_ratio=0.01)
+    await wait_stored(db, settings.topic, first.count + second.count, 180)
+    assert replica.terminate() == 0
+    total = replace(
+        first,
+        count=first.count + second.count,
+        invocations=first.invocations + second.invocations,
+        log_rows=first.log_rows + second.log_rows,
+        poison=first.poison + second.poison,
+    )
+    await assert_exactly_once(db, total)
+    await assert_accounted(settings, db)
 
 
 async def test_s3_stopped_offsets_never_pass_held_dead_letters(
