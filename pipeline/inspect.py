@@ -52,7 +52,7 @@ def _iso(ms: int) -> str:
 
 
 def rollup_lines(rollups: Rollups) -> Iterator[dict[str, Any]]:
-    for (hour, script, event_type), h in sorted(rollups.hourly.items()):
+    for (hour, script, event_type), h in sorted(rollups.with_totals().items()):
         yield {
             "rollup": "tail_metrics_hourly",
             "key": {"hour": _iso(hour), "script": script, "event_type": event_type},
@@ -83,6 +83,12 @@ def rollup_lines(rollups: Rollups) -> Iterator[dict[str, Any]]:
                 "sample_message": e.sample_message, "sample_stack": e.sample_stack,
             },
         }  # fmt: skip
+    for (hour, fp), n in sorted(rollups.error_hours.items()):
+        yield {
+            "rollup": "error_hourly",
+            "key": {"hour": _iso(hour), "fingerprint": fp},
+            "add": {"occurrences": n},
+        }
     for (hour, script), s in sorted(rollups.scans.items()):
         yield {
             "rollup": "scan_activity_hourly",

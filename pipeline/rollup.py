@@ -18,6 +18,8 @@ from pipeline.sketch import LatencySketch
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 MAX_SCRIPTS_PER_ERROR = 50
+TOTAL = "*"
+"""The script and event type of the total rows of `tail_metrics_hourly`."""
 
 
 @dataclass(slots=True)
@@ -124,10 +126,24 @@ class Rollups:
     hourly: dict[tuple[int, str, str], HourlyMetrics] = field(default_factory=dict)
     api: dict[tuple[int, str, str], ApiUsage] = field(default_factory=dict)
     errors: dict[str, ErrorGroup] = field(default_factory=dict)
+    error_hours: Counter[tuple[int, str]] = field(default_factory=Counter)
+    """Occurrences per (hour, fingerprint)."""
     scans: dict[tuple[int, str], ScanActivity] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.hourly or self.api or self.errors or self.scans)
+
+    def with_totals(self) -> dict[tuple[int, str, str], HourlyMetrics]:
+        """The hourly rows, plus per hour the totals of each script (event type `*`) and of
+        every script (`*`, `*`): what the API reads for a span of hours."""
+        out = dict(self.hourly)
+        for (hour, script, _), h in self.hourly.items():
+            for key in ((hour, script, TOTAL), (hour, TOTAL, TOTAL)):
+                total = out.get(key)
+                if total is None:
+                    total = out[key] = HourlyMetrics()
+                total.add(h)
+        return out
 
     @classmethod
     def combine(cls, parts: Iterable[Rollups]) -> Rollups:
@@ -145,6 +161,7 @@ class Rollups:
                     out.errors[fp] = replace(e, scripts=set(e.scripts))
                 else:
                     mine.add(e)
+            out.error_hours.update(part.error_hours)
             for scan_key, s in part.scans.items():
                 out.scans.setdefault(scan_key, ScanActivity()).add(s)
         return out

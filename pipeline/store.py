@@ -123,6 +123,11 @@ ON CONFLICT (fingerprint) DO UPDATE SET
     resolved_at = CASE WHEN e.status = 'resolved' AND excluded.last_seen > e.resolved_at
                        THEN NULL ELSE e.resolved_at END
 """
+_ERROR_HOURS = """
+INSERT INTO error_hourly AS e
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::bigint[]) ORDER BY 1, 2
+ON CONFLICT (hour, fingerprint) DO UPDATE SET occurrences = e.occurrences + excluded.occurrences
+"""
 _SCANS = """
 INSERT INTO scan_activity_hourly AS s
 SELECT hour, script, started, completed, failed,
@@ -184,8 +189,9 @@ async def _advance(
 
 async def _rollups(conn: asyncpg.Connection, r: Rollups) -> None:
     if r.hourly:
-        keys = sorted(r.hourly)
-        h = [r.hourly[k] for k in keys]
+        hourly = r.with_totals()
+        keys = sorted(hourly)
+        h = [hourly[k] for k in keys]
         await conn.execute(
             _HOURLY,
             [_ts(k[0]) for k in keys], [k[1] for k in keys], [k[2] for k in keys],
@@ -216,6 +222,13 @@ async def _rollups(conn: asyncpg.Connection, r: Rollups) -> None:
             [_ts(x.first_ms) for x in e], [_ts(x.last_ms) for x in e],
             [x.occurrences for x in e], [_js(sorted(x.scripts)) for x in e],
             [x.sample_message for x in e], [x.sample_stack for x in e],
+        )  # fmt: skip
+    if r.error_hours:
+        keys_e = sorted(r.error_hours)
+        await conn.execute(
+            _ERROR_HOURS,
+            [_ts(k[0]) for k in keys_e], [k[1] for k in keys_e],
+            [r.error_hours[k] for k in keys_e],
         )  # fmt: skip
     if r.scans:
         keys_s = sorted(r.scans)

@@ -227,6 +227,7 @@ class Transformer:
                     exc.name, template(message), exc_ms, exc_ms, message, stack
                 )
             group.add_occurrence(exc_ms, script, message, stack)
+            part.rollups.error_hours[(exc_ms - exc_ms % HOUR_MS, fp)] += 1
         _extracted(part.rollups, self._extract(inv), ts_ms, script)
         return 1 + seq
 

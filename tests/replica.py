@@ -166,7 +166,9 @@ async def assert_exactly_once(db: asyncpg.Connection, produced: Produced) -> Non
     assert await db.fetchval("SELECT count(*) FROM tail_logs") == produced.log_rows
     dead = await db.fetchval("SELECT coalesce(sum(messages), 0) FROM dead_letters")
     assert dead == produced.poison + produced.rejected
-    hourly = await db.fetchval("SELECT coalesce(sum(requests), 0) FROM tail_metrics_hourly")
+    hourly = await db.fetchval(
+        "SELECT coalesce(sum(requests), 0) FROM tail_metrics_hourly WHERE event_type <> '*'"
+    )
     assert hourly == produced.invocations
 
 
@@ -180,7 +182,9 @@ async def assert_rollups_match_raw_rows(db: asyncpg.Connection) -> None:
                    coalesce(sum(cpu_ms), 0) AS cpu_sum
             FROM tail_events GROUP BY 1, 2, 3
         )
-        SELECT * FROM raw FULL JOIN tail_metrics_hourly m USING (hour, script, event_type)
+        SELECT * FROM raw
+        FULL JOIN (SELECT * FROM tail_metrics_hourly WHERE event_type <> '*') AS m
+             USING (hour, script, event_type)
         WHERE m.requests IS DISTINCT FROM raw.requests OR m.errors IS DISTINCT FROM raw.errors
            OR m.wall_ms_sum IS DISTINCT FROM raw.wall_sum
            OR m.wall_ms_max IS DISTINCT FROM raw.wall_max
@@ -198,7 +202,31 @@ async def assert_rollups_match_raw_rows(db: asyncpg.Connection) -> None:
     levels = await db.fetch(
         """
         SELECT key, sum(value::bigint) FROM tail_metrics_hourly, jsonb_each_text(levels)
-        GROUP BY 1 EXCEPT SELECT level, count(*) FROM tail_logs GROUP BY 1
+        WHERE event_type <> '*' GROUP BY 1 EXCEPT SELECT level, count(*) FROM tail_logs GROUP BY 1
         """
     )
     assert levels == []
+    # The totals rows sum the detailed ones: per script, and over every script.
+    totals = await db.fetch(
+        """
+        SELECT hour, s, sum(requests), sum(errors), sum(wall_ms_sum) FROM (
+            SELECT hour, script AS s, requests, errors, wall_ms_sum FROM tail_metrics_hourly
+            WHERE event_type <> '*'
+            UNION ALL
+            SELECT hour, '*', requests, errors, wall_ms_sum FROM tail_metrics_hourly
+            WHERE event_type <> '*'
+        ) AS d GROUP BY 1, 2
+        EXCEPT
+        SELECT hour, script, requests, errors, wall_ms_sum FROM tail_metrics_hourly
+        WHERE event_type = '*'
+        """
+    )
+    assert totals == []
+    error_hours = await db.fetch(
+        """
+        SELECT date_trunc('hour', ts), fingerprint, count(*) FROM tail_logs
+        WHERE level = 'exception' GROUP BY 1, 2
+        EXCEPT SELECT hour, fingerprint, occurrences FROM error_hourly
+        """
+    )
+    assert error_hours == []
