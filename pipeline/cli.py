@@ -140,6 +140,12 @@ async def _dlq_list(settings: Settings, where: Any) -> list[dict[str, Any]]:
         await conn.close()
 
 
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.api import serve
+
+    return serve.serve(settings, host=args.host)
+
+
 def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
@@ -264,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alerts-partitions", type=int, default=1)
     p.add_argument("--replication-factor", type=int, default=1)
     add("run", cmd_run, "run one consumer replica (Kafka -> PostgreSQL) until SIGTERM")
+    p = add("api", cmd_api, "serve the query API (and the dashboard) on TAILPIPE_API_PORT")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
     p = add("dlq", cmd_dlq, "list or replay dead letters (after a fix or a migration)")
     p.add_argument("action", choices=["list", "replay"])
     p.add_argument("--since", type=_duration, help="created in the last 24h, 7d, ...")

@@ -105,6 +105,13 @@ class Settings:
         9464, listen_port, doc="each replica's /metrics, /healthz, /readyz (0: any free port)"
     )
     api_port: int = _setting(8080, port, doc="HTTP API")
+    api_read_tokens: tuple[str, ...] = _setting(
+        (), string_list, secret=True, doc="bearer tokens of the API that may read (comma-separated)"
+    )
+    api_write_tokens: tuple[str, ...] = _setting(
+        (), string_list, secret=True, doc="bearer tokens that may also change error status"
+    )
+    api_pool_size: int = _setting(8, positive_int, doc="PostgreSQL connections of the API")
     collect_port: int = _setting(8081, port, doc="HTTP collector for Tail Workers and Logpush")
     collect_tokens: tuple[str, ...] = _setting(
         (), string_list, secret=True, doc="secrets the collector accepts (comma-separated)"

@@ -45,7 +45,14 @@ class Produced:
 
 
 async def produce(
-    settings: Settings, n: int, seed: int, poison_ratio: float = 0.0, reject_ratio: float = 0.0
+    settings: Settings,
+    n: int,
+    seed: int,
+    poison_ratio: float = 0.0,
+    reject_ratio: float = 0.0,
+    *,
+    start_ms: int = START,
+    step_ms: int = 7,
 ) -> Produced:
     """Publish n synthetic messages and count, independently of the pipeline, what they hold
     (the redactions as the transform counts them: the rules are tested on their own)."""
@@ -53,7 +60,9 @@ async def produce(
     transformer = Transformer(Extractor.from_files())
     batch = Batch()
     async with BulkPublisher(settings, settings.topic) as publisher:
-        stream = synth.messages(seed, START, poison_ratio=poison_ratio, reject_ratio=reject_ratio)
+        stream = synth.messages(
+            seed, start_ms, poison_ratio=poison_ratio, reject_ratio=reject_ratio, step_ms=step_ms
+        )
         for offset, message in enumerate(itertools.islice(stream, n)):
             await publisher.add(message.key, message.value)
             if message.rejected and _holds_nul(transformer, message):

@@ -1,0 +1,119 @@
+"""The API as an ASGI app: routes, auth, the error shapes, and the PostgreSQL pool.
+
+Errors are JSON `{"error": "..."}` naming what was wrong: 401 and 403 for tokens, 404, and 422
+for a bad or unknown parameter (with `detail`, FastAPI's list of problems). A database that
+does not answer is a 503, never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from pipeline import __version__, postgres
+from pipeline.api import activity, auth, error_groups, logs, models, performance
+from pipeline.api.auth import Tokens
+from pipeline.api.params import known_only
+from pipeline.errors import SettingsError
+from pipeline.settings import Settings
+
+log = logging.getLogger("tailpipe.api")
+
+_DEPENDENCIES = [Depends(auth.reader), Depends(known_only)]
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no valid token", "model": models.Problem},
+    503: {"description": "the database is unavailable", "model": models.Problem},
+}
+
+
+class ORJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _problem(status: int, message: str, **extra: Any) -> Response:
+    return ORJSONResponse({"error": message, **extra}, status_code=status)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Raises SettingsError when no token is configured: an open API is a mistake."""
+    tokens = Tokens(settings.api_read_tokens, settings.api_write_tokens)
+    if not tokens:
+        raise SettingsError("TAILPIPE_API_READ_TOKENS", "at least one token", "")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await asyncpg.create_pool(
+            settings.postgres_dsn,
+            min_size=1,
+            max_size=settings.api_pool_size,
+            timeout=settings.connect_timeout,
+            command_timeout=30,
+            server_settings=postgres.server_settings(settings),
+        )
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = FastAPI(
+        title="tailpipe",
+        version=__version__,
+        description="Logs, errors, performance, API usage, scans and alerts of Workers-style "
+        "tail events. Every `/api` route needs `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.tokens = tokens
+    for module in (logs, error_groups, performance, activity):
+        app.include_router(module.router, dependencies=_DEPENDENCIES, responses=_PROBLEMS)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return _problem(422, "; ".join(problems), detail=detail)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        response = _problem(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(OSError)
+    @app.exception_handler(asyncio.TimeoutError)
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable: %s", exc)
+        return _problem(503, "the database is unavailable; retry later")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        try:
+            async with asyncio.timeout(settings.connect_timeout):
+                async with request.app.state.pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+        except Exception as exc:
+            return _problem(503, f"database unreachable: {type(exc).__name__}")
+        return ORJSONResponse({"ready": True})
+
+    return app

@@ -1,0 +1,115 @@
+"""GET /api/logs/recent: newest first, filtered, searched, a page at a time."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from pipeline.api import cursor, models
+from pipeline.api.params import Hours, Limit, Script, Window
+
+router = APIRouter()
+
+_COLUMNS = (
+    "ts, script, event_type, outcome, level, message, data::text AS data, exception_name, "
+    "stack, fingerprint, topic, kafka_partition, kafka_offset, item, seq"
+)
+# Constant fragments, chosen by which filters are present; every value is a parameter.
+_FILTERS = {
+    "level": "level = ${}",
+    "script": "script = ${}",
+    "outcome": "outcome = ${}",
+    "q": "message ILIKE ${} ESCAPE '\\'",
+}
+_AFTER = "(ts, kafka_offset, kafka_partition, item, seq, topic) < (${}, ${}, ${}, ${}, ${}, ${})"
+_ORDER = (
+    "ORDER BY ts DESC, kafka_offset DESC, kafka_partition DESC, item DESC, seq DESC, topic DESC"
+)
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@router.get("/api/logs/recent", response_model=models.RecentLogs)
+async def recent(
+    request: Request,
+    hours: Hours = 24,
+    limit: Limit = 100,
+    level: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+    script: Script = None,
+    outcome: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    q: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="text in the message")
+    ] = None,
+    cursor_: Annotated[
+        str | None, Query(alias="cursor", max_length=512, description="from `next_cursor`")
+    ] = None,
+) -> dict[str, Any]:
+    if cursor_ is not None:
+        try:
+            at = cursor.decode(cursor_)
+        except cursor.InvalidCursor as exc:
+            raise HTTPException(422, f"cursor: {exc}") from None
+        window = Window(at.since, at.until)
+    else:
+        at, window = None, Window.last(hours)
+    args: list[Any] = [window.since, window.until]
+    where = ["ts >= $1", "ts <= $2"]
+    for name, value in (("level", level), ("script", script), ("outcome", outcome), ("q", q)):
+        if value is not None:
+            args.append(_like(value) if name == "q" else value)
+            where.append(_FILTERS[name].format(len(args)))
+    if at is not None:
+        n = len(args)
+        args.extend(at.after)
+        where.append(_AFTER.format(*range(n + 1, n + 7)))
+    args.append(limit + 1)
+    sql = (
+        f"SELECT {_COLUMNS} FROM tail_logs WHERE {' AND '.join(where)} {_ORDER} LIMIT ${len(args)}"
+    )
+    async with request.app.state.pool.acquire() as conn:
+        rows = await conn.fetch(sql, *args)
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        position = cursor.Position(
+            last["ts"], last["kafka_offset"], last["kafka_partition"], last["item"],
+            last["seq"], last["topic"],
+        )  # fmt: skip
+        next_cursor = cursor.encode(cursor.Cursor(window.since, window.until, position))
+    return {
+        "window": {"since": window.since, "until": window.until},
+        "logs": [
+            {
+                **{
+                    k: r[k]
+                    for k in (
+                        "ts",
+                        "script",
+                        "event_type",
+                        "outcome",
+                        "level",
+                        "message",
+                        "exception_name",
+                        "stack",
+                        "fingerprint",
+                    )
+                },
+                "data": orjson.loads(r["data"]) if r["data"] is not None else None,
+                "origin": {
+                    "topic": r["topic"],
+                    "partition": r["kafka_partition"],
+                    "offset": r["kafka_offset"],
+                    "item": r["item"],
+                    "seq": r["seq"],
+                },
+            }
+            for r in page
+        ],
+        "next_cursor": next_cursor,
+    }

@@ -1,0 +1,89 @@
+"""GET /api/logs/performance: requests, error rate and latency percentiles, from the rollups.
+
+Reads one total row per hour (`tail_metrics_hourly` with event type `*`: of one script, or of
+all with script `*`), so any span costs its number of hours, never a scan of raw rows. The
+percentiles come from merging the hours' sketches: within 1% of the exact values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+
+from pipeline.api import models
+from pipeline.api.params import Hours, Script, Window
+from pipeline.rollup import TOTAL
+from pipeline.sketch import LatencySketch
+
+router = APIRouter()
+
+_HOURS = """
+SELECT hour, requests, errors, wall_ms_sum, wall_ms_max, cpu_ms_sum, cpu_ms_max,
+       wall_sketch::text AS wall, cpu_sketch::text AS cpu
+FROM tail_metrics_hourly
+WHERE script = $1 AND event_type = '*' AND hour >= $2 AND hour <= $3
+ORDER BY hour
+"""
+
+
+def _latency(sketch: LatencySketch, total: int, peak: int) -> dict[str, Any]:
+    n = sketch.count
+    return {
+        "avg": round(total / n, 3) if n else None,
+        "p50": sketch.quantile(0.50),
+        "p95": sketch.quantile(0.95),
+        "p99": sketch.quantile(0.99),
+        "max": peak if n else None,
+    }
+
+
+def _summary(
+    requests: int, errors: int, wall: dict[str, Any], cpu: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "requests": requests,
+        "errors": errors,
+        "error_rate": round(errors / requests, 6) if requests else None,
+        "wall_ms": wall,
+        "cpu_ms": cpu,
+    }
+
+
+@router.get("/api/logs/performance", response_model=models.PerformanceReport)
+async def performance(request: Request, hours: Hours = 24, script: Script = None) -> dict[str, Any]:
+    window = Window.last(hours)
+    async with request.app.state.pool.acquire() as conn:
+        rows = await conn.fetch(_HOURS, script or TOTAL, window.first_hour, window.until)
+    all_wall, all_cpu = LatencySketch(), LatencySketch()
+    requests = errors = wall_sum = cpu_sum = wall_max = cpu_max = 0
+    per_hour = []
+    for r in rows:
+        wall = LatencySketch.from_json(orjson.loads(r["wall"]))
+        cpu = LatencySketch.from_json(orjson.loads(r["cpu"]))
+        per_hour.append({
+            "hour": r["hour"],
+            **_summary(r["requests"], r["errors"],
+                       _latency(wall, r["wall_ms_sum"], r["wall_ms_max"]),
+                       _latency(cpu, r["cpu_ms_sum"], r["cpu_ms_max"])),
+        })  # fmt: skip
+        all_wall.merge(wall)
+        all_cpu.merge(cpu)
+        requests += r["requests"]
+        errors += r["errors"]
+        wall_sum += r["wall_ms_sum"]
+        cpu_sum += r["cpu_ms_sum"]
+        wall_max = max(wall_max, r["wall_ms_max"])
+        cpu_max = max(cpu_max, r["cpu_ms_max"])
+    return {
+        "window": {"since": window.first_hour, "until": window.until},
+        "script": script,
+        "overall": _summary(
+            requests,
+            errors,
+            _latency(all_wall, wall_sum, wall_max),
+            _latency(all_cpu, cpu_sum, cpu_max),
+        ),
+        "hours": per_hour,
+    }

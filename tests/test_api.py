@@ -1,0 +1,241 @@
+"""The query API against data stored by the real pipeline: each endpoint's numbers checked
+against an independent computation over the raw rows, plus auth, validation and pagination."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline import kafka
+from pipeline.api.app import create_app
+from pipeline.errors import SettingsError
+from pipeline.settings import Settings
+from tests.replica import Replica, produce, wait_stored
+
+READ, WRITE = "read-token-0123456789", "write-token-0123456789"
+N = 3000
+HOURS_OF_DATA = 20
+
+
+@pytest.fixture
+async def stored(migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]) -> Settings:
+    """N synthetic messages over the last 20 hours, stored by a real replica."""
+    settings = replace(migrated, api_read_tokens=(READ,), api_write_tokens=(WRITE,))
+    await kafka.ensure_topics(settings, {settings.topic: 3})
+    now_ms = int(time.time() * 1000)
+    step = HOURS_OF_DATA * 3_600_000 // N
+    produced = await produce(
+        settings, N, seed=41, poison_ratio=0.01, start_ms=now_ms - HOURS_OF_DATA * 3_600_000,
+        step_ms=step,
+    )  # fmt: skip
+    replicas.append(Replica(settings))
+    await wait_stored(db, settings.topic, produced.count, 90)
+    assert replicas[0].terminate() == 0
+    return settings
+
+
+@pytest.fixture
+def client(stored: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(stored)) as c:
+        c.headers["Authorization"] = f"Bearer {READ}"
+        yield c
+
+
+def get(client: TestClient, path: str, **params: Any) -> Any:
+    response = client.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def nearest_rank(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+async def test_recent_logs_pages_are_complete_and_stable_while_rows_arrive(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    expected = await db.fetch(
+        "SELECT kafka_partition, kafka_offset, item, seq FROM tail_logs"
+        " WHERE ts >= now() - interval '24 hours' AND level = 'error'"
+        " ORDER BY ts DESC, kafka_offset DESC, kafka_partition DESC, item DESC, seq DESC"
+    )
+    assert len(expected) > 50
+    seen: list[tuple[int, int, int, int]] = []
+    page = get(client, "/api/logs/recent", hours=24, level="error", limit=17)
+    inserted = 0
+    while True:
+        seen += [
+            (o["partition"], o["offset"], o["item"], o["seq"])
+            for o in (line["origin"] for line in page["logs"])
+        ]
+        assert all(line["level"] == "error" for line in page["logs"])
+        # Rows keep arriving between pages: newer ones, and one just behind the cursor.
+        await db.execute(
+            "INSERT INTO tail_logs (ts, script, event_type, outcome, level, message, topic,"
+            " kafka_partition, kafka_offset, item, seq)"
+            " VALUES (now(), 'late', 'fetch', 'ok', 'error', 'new', 'other', 0, $1, 0, 0)",
+            10_000_000 + inserted,
+        )
+        inserted += 1
+        if page["next_cursor"] is None:
+            break
+        page = get(client, "/api/logs/recent", level="error", limit=17, cursor=page["next_cursor"])
+    assert seen == [tuple(r) for r in expected]
+
+
+async def test_recent_logs_filters_and_search_combine(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    row = await db.fetchrow(
+        "SELECT script, message FROM tail_logs WHERE level = 'log' AND length(message) > 12"
+        " ORDER BY ts DESC LIMIT 1"
+    )
+    needle = row["message"][3:12]
+    expected = await db.fetchval(
+        "SELECT count(*) FROM tail_logs WHERE ts >= now() - interval '24 hours'"
+        " AND script = $1 AND level = 'log' AND strpos(message, $2) > 0",
+        row["script"], needle,
+    )  # fmt: skip
+    body = get(client, "/api/logs/recent", script=row["script"], level="log", q=needle, limit=1000)
+    assert len(body["logs"]) == expected >= 1
+    assert all(needle in line["message"] for line in body["logs"])
+    assert get(client, "/api/logs/recent", q="%_no such text_%")["logs"] == []
+
+
+async def test_errors_counts_trend_and_status_changes(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    since = (datetime.now(UTC) - timedelta(hours=6)).replace(minute=0, second=0, microsecond=0)
+    expected = {
+        r[0]: r[1]
+        for r in await db.fetch(
+            "SELECT fingerprint, count(*) FROM tail_logs WHERE level = 'exception'"
+            " AND ts >= $1 GROUP BY 1",
+            since,
+        )
+    }
+    body = get(client, "/api/logs/errors", hours=6, limit=1000)
+    got = {e["fingerprint"]: e for e in body["errors"]}
+    assert {fp: e["occurrences"] for fp, e in got.items()} == expected
+    some = max(got.values(), key=lambda e: e["occurrences"])
+    assert sum(h["occurrences"] for h in some["trend"]) == some["occurrences"]
+    assert some["status"] == "open"
+
+    path = f"/api/errors/{some['fingerprint']}"
+    denied = client.patch(path, json={"status": "resolved"})
+    assert denied.status_code == 403
+    changed = client.patch(
+        path, json={"status": "resolved"}, headers={"Authorization": f"Bearer {WRITE}"}
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["status"] == "resolved"
+    assert changed.json()["resolved_at"] is not None
+    status = await db.fetchval(
+        "SELECT status FROM error_summary WHERE fingerprint = $1", some["fingerprint"]
+    )
+    assert status == "resolved"
+    missing = client.patch(
+        "/api/errors/0000000000000000",
+        json={"status": "ignored"},
+        headers={"Authorization": f"Bearer {WRITE}"},
+    )
+    assert missing.status_code == 404
+    bad = client.patch(path, json={"status": "gone"}, headers={"Authorization": f"Bearer {WRITE}"})
+    assert bad.status_code == 422
+
+
+@pytest.mark.parametrize("script", [None, "api-gateway"])
+async def test_performance_matches_the_raw_rows(
+    client: TestClient, db: asyncpg.Connection, script: str | None
+) -> None:
+    since = (datetime.now(UTC) - timedelta(hours=24)).replace(minute=0, second=0, microsecond=0)
+    rows = await db.fetch(
+        "SELECT outcome, wall_ms, cpu_ms FROM tail_events WHERE ts >= $1"
+        " AND ($2::text IS NULL OR script = $2)",
+        since, script,
+    )  # fmt: skip
+    params = {"hours": 24} if script is None else {"hours": 24, "script": script}
+    body = get(client, "/api/logs/performance", **params)
+    overall = body["overall"]
+    assert overall["requests"] == len(rows)
+    assert overall["errors"] == sum(r["outcome"] != "ok" for r in rows)
+    for column in ("wall_ms", "cpu_ms"):
+        values = [r[column] for r in rows if r[column] is not None]
+        got = overall[column]
+        assert got["avg"] == pytest.approx(sum(values) / len(values), abs=0.0005)
+        assert got["max"] == max(values)
+        for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+            exact = nearest_rank(values, q)
+            assert got[name] == pytest.approx(exact, rel=0.01, abs=0.5), (column, name)
+    assert sum(h["requests"] for h in body["hours"]) == len(rows)
+
+
+async def test_api_usage_and_scans_sum_their_rollups(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    usage = get(client, "/api/logs/api-usage", hours=48)
+    day = (datetime.now(UTC) - timedelta(hours=48)).date()
+    calls, tokens = await db.fetchrow(
+        "SELECT sum(calls), sum(tokens_in + tokens_out) FROM api_usage_daily WHERE day >= $1", day
+    )
+    assert usage["total"]["calls"] == calls > 0
+    assert usage["total"]["tokens_in"] + usage["total"]["tokens_out"] == tokens > 0
+    assert sum(m["calls"] for m in usage["by_model"]) == calls
+    assert any(m["cost_usd"] is None for m in usage["by_model"] if m["model"] == "mystery-model-x")
+
+    scans = get(client, "/api/logs/scan-activity", hours=48)
+    since = (datetime.now(UTC) - timedelta(hours=48)).replace(minute=0, second=0, microsecond=0)
+    started = await db.fetchval(
+        "SELECT sum(started) FROM scan_activity_hourly WHERE hour >= $1", since
+    )
+    assert scans["total"]["started"] == started > 0
+    assert get(client, "/api/logs/critical-alerts", hours=24)["alerts"] == []
+
+
+def test_every_api_route_needs_a_token(client: TestClient) -> None:
+    paths = [
+        f"/api/logs/{name}"
+        for name in ("recent", "errors", "performance", "api-usage", "scan-activity",
+                     "critical-alerts")
+    ]  # fmt: skip
+    for path in paths:
+        for header in ({"Authorization": ""}, {"Authorization": "Bearer wrong"},
+                       {"Authorization": f"Basic {READ}"}):  # fmt: skip
+            response = client.get(path, headers=header)
+            assert response.status_code == 401, path
+            assert response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/healthz", headers={"Authorization": ""}).status_code == 200
+    assert client.get("/readyz", headers={"Authorization": ""}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"hours": 0}, "hours"),
+        ({"hours": 2161}, "hours"),
+        ({"hours": "day"}, "hours"),
+        ({"limit": 1001}, "limit"),
+        ({"hour": 24}, "hour"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+    ],
+)
+def test_bad_parameters_get_422_naming_them(
+    client: TestClient, params: dict[str, Any], named: str
+) -> None:
+    response = client.get("/api/logs/recent", params=params)
+    assert response.status_code == 422
+    assert response.json()["error"].startswith(f"{named}:")
+
+
+def test_an_api_without_tokens_is_refused(settings: Settings) -> None:
+    with pytest.raises(SettingsError, match="TAILPIPE_API_READ_TOKENS"):
+        create_app(settings)
