@@ -32,6 +32,7 @@ log = logging.getLogger("tailpipe.api")
 _DEPENDENCIES = [Depends(auth.reader), Depends(known_only)]
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no valid token", "model": models.Problem},
+    422: {"description": "a parameter is invalid, unknown or refused"},
     503: {"description": "the database is unavailable", "model": models.Problem},
 }
 
@@ -93,6 +94,11 @@ def create_app(settings: Settings) -> FastAPI:
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response
+
+    @app.exception_handler(asyncpg.DataError)
+    async def refused(request: Request, exc: Exception) -> Response:
+        # A value the database cannot take (what validation let through): the caller's input.
+        return _problem(422, f"a parameter holds a value the database refuses: {exc}")
 
     @app.exception_handler(asyncpg.PostgresConnectionError)
     @app.exception_handler(asyncpg.InterfaceError)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hmac
 from enum import IntEnum
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 
 class Access(IntEnum):
@@ -48,9 +50,14 @@ def _check(request: Request, needed: Access) -> None:
         raise HTTPException(403, "this token may only read")
 
 
-async def reader(request: Request) -> None:
+# Declares the scheme in the OpenAPI document; the check itself is `_check`, on the raw header.
+_bearer = HTTPBearer(auto_error=False, description="a read or a read-write token")
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def reader(request: Request, _: Bearer) -> None:
     _check(request, Access.READ)
 
 
-async def writer(request: Request) -> None:
+async def writer(request: Request, _: Bearer) -> None:
     _check(request, Access.WRITE)

@@ -48,6 +48,16 @@ async def known_only(request: Request) -> None:
         return
     declared = {str(getattr(p, "alias", "")) for p in _all_query_params(dependant)}
     unknown = sorted(set(request.query_params) - declared)
+    # PostgreSQL text cannot hold NUL: say so here, naming the parameter, not in a 500.
+    with_nul = sorted(k for k, v in request.query_params.multi_items() if "\x00" in v)
+    if with_nul:
+        raise RequestValidationError(
+            [
+                {"type": "string_pattern_mismatch", "loc": ("query", name),
+                 "msg": "must not contain a NUL character", "input": "..."}
+                for name in with_nul
+            ]
+        )  # fmt: skip
     if unknown:
         raise RequestValidationError(
             [
