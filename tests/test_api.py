@@ -239,3 +239,18 @@ def test_bad_parameters_get_422_naming_them(
 def test_an_api_without_tokens_is_refused(settings: Settings) -> None:
     with pytest.raises(SettingsError, match="TAILPIPE_API_READ_TOKENS"):
         create_app(settings)
+
+
+def test_openapi_and_docs_are_served_without_a_cdn(client: TestClient) -> None:
+    spec = get(client, "/openapi.json")
+    assert {"/api/logs/recent", "/api/logs/errors", "/api/logs/performance",
+            "/api/logs/api-usage", "/api/logs/scan-activity", "/api/logs/critical-alerts",
+            "/api/errors/{fingerprint}"} <= spec["paths"].keys()  # fmt: skip
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "/static/swagger-ui/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower()
+    script = client.get("/static/swagger-ui/swagger-ui-bundle.js")
+    assert script.status_code == 200
+    assert len(script.content) > 100_000

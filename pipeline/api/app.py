@@ -11,13 +11,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from pipeline import __version__, postgres
@@ -28,6 +31,8 @@ from pipeline.errors import SettingsError
 from pipeline.settings import Settings
 
 log = logging.getLogger("tailpipe.api")
+
+STATIC = Path(__file__).parent / "static"
 
 _DEPENDENCIES = [Depends(auth.reader), Depends(known_only)]
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -68,6 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.pool.close()
 
     app = FastAPI(
+        docs_url=None,  # served below from the vendored Swagger UI, not from a CDN
+        redoc_url=None,
         title="tailpipe",
         version=__version__,
         description="Logs, errors, performance, API usage, scans and alerts of Workers-style "
@@ -107,6 +114,18 @@ def create_app(settings: Settings) -> FastAPI:
     async def unavailable(request: Request, exc: Exception) -> Response:
         log.warning("database unavailable: %s", exc)
         return _problem(503, "the database is unavailable; retry later")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="tailpipe API",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
