@@ -309,11 +309,12 @@ BEARER = Rule(
     ("bearer",),
 )
 # `scheme://user:password@host`; the password runs to the last `@` of the authority, since
-# passwords with a raw `@` do get logged.
+# passwords with a raw `@` do get logged. A user name never holds `[` or `]` (RFC 3986), which
+# also keeps the rule from reading a marker's `:` as the start of a password.
 USERINFO = Rule(
     "userinfo",
     re.compile(
-        r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*+://[^:/?#@\s\"'<>]*+:"
+        r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*+://[^:/?#@\s\"'<>\[\]]*+:"
         rf"(?P<secret>{_MARKER}|[^/?#\s\"'<>]+)@"
     ),
     ("://",),

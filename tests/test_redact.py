@@ -560,3 +560,10 @@ def test_tokens_never_survive_whatever_surrounds_them(
     # A separator keeps the token a token (glued to letters, `xghp_...` is another word).
     out = redact_text(f"{before} {token} {after}")
     assert secret_part(kind, token) not in out
+
+
+def test_a_marker_is_never_read_as_a_user_name_and_password() -> None:
+    # Found by the idempotency property: `[REDACTED:kv]` looked like `user:password@`.
+    text = "A://Pass=[REDACTED:kv]}@"
+    assert redact_text(text) == text
+    assert redact_text("postgres://app:hunter2@db") == "postgres://app:[REDACTED:userinfo]@db"
