@@ -65,7 +65,12 @@ def create_app(settings: Settings) -> FastAPI:
             max_size=settings.api_pool_size,
             timeout=settings.connect_timeout,
             command_timeout=30,
-            server_settings=postgres.server_settings(settings),
+            # Filters and windows change the best plan (a rare word wants the trigram index,
+            # a common one the time index): plan each query for its values, never generically.
+            server_settings={
+                **postgres.server_settings(settings),
+                "plan_cache_mode": "force_custom_plan",
+            },
         )
         try:
             yield
