@@ -18,6 +18,7 @@ from pipeline import kafka
 from pipeline.api.app import create_app
 from pipeline.errors import SettingsError
 from pipeline.settings import Settings
+from tests.conftest import free_port
 from tests.replica import Replica, produce, wait_stored
 
 READ, WRITE = "read-token-0123456789", "write-token-0123456789"
@@ -254,3 +255,21 @@ def test_openapi_and_docs_are_served_without_a_cdn(client: TestClient) -> None:
     script = client.get("/static/swagger-ui/swagger-ui-bundle.js")
     assert script.status_code == 200
     assert len(script.content) > 100_000
+
+
+def test_without_the_database_readyz_and_routes_answer_503(settings: Settings) -> None:
+    down = replace(
+        settings,
+        api_read_tokens=(READ,),
+        postgres_dsn=f"postgresql://tailpipe@127.0.0.1:{free_port()}/tailpipe",
+        connect_timeout=1.0,
+    )
+    with TestClient(create_app(down)) as c:
+        c.headers["Authorization"] = f"Bearer {READ}"
+        assert c.get("/healthz").status_code == 200
+        ready = c.get("/readyz")
+        assert ready.status_code == 503
+        assert "database" in ready.json()["error"]
+        response = c.get("/api/logs/recent")
+        assert response.status_code == 503
+        assert response.json() == {"error": "the database is unavailable; retry later"}

@@ -61,7 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await asyncpg.create_pool(
             settings.postgres_dsn,
-            min_size=1,
+            min_size=0,  # start without the database; /readyz says when it is there
             max_size=settings.api_pool_size,
             timeout=settings.connect_timeout,
             command_timeout=30,
