@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from pipeline import dlq, postgres, store
+from pipeline import dlq, merge, postgres, store
 from pipeline.batch import Batch
 from pipeline.deadletter import DeadLetter, decode_object
 from pipeline.errors import DecodeError
@@ -143,7 +143,7 @@ class Replayer:
                 stored = await _already_stored(conn, todo)
                 batch = self._batch([m for m in todo if (m[0], m[1], m[2].offset) not in stored])
                 await copy_refusing(conn, batch, self.transformer)
-                await store.merge_rollups(conn, batch)
+                await merge.merge_rollups(conn, batch)
                 still = [d for part in batch.parts.values() for d in part.dead]
                 failing = {d.offset for d in still}
                 now_done = [d.offset for _, _, d in todo if d.offset not in failing]

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from pipeline import postgres, store
+from pipeline import merge, postgres, store
 from pipeline.batch import Batch, Part, TopicPartition
 from pipeline.deadletter import encode, object_key, partition_prefix, record
 from pipeline.dlq import Store, StoreUnavailable
@@ -106,7 +106,7 @@ class Writer:
             written = Written(store.rows_written(batch), rejected=rejected)
             entries = await self._dead_letters(conn, batch, written)
             await store.index_dead_letters(conn, entries)
-            await store.merge_rollups(conn, batch)
+            await merge.merge_rollups(conn, batch)
         self.guard.record(batch.messages, dead)
         written.redactions.update(batch.redactions)
         return written
