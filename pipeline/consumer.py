@@ -40,6 +40,7 @@ from pipeline.guard import Guard, GuardPolicy
 from pipeline.metrics import Metrics
 from pipeline.outage import Backoff, Outages
 from pipeline.partitions import PartitionManager, ahead
+from pipeline.pauses import Pauses
 from pipeline.settings import Settings
 from pipeline.transform import Transformer
 from pipeline.writer import DeadLettersHeld, GuardTripped, Writer
@@ -100,10 +101,7 @@ class Consumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._partitions = PartitionManager()
-        self._held: dict[tuple[str, int], float] = {}
-        """Partitions paused until a monotonic time, because their dead letters could not be
-        written."""
-        self._tripped: str | None = None
+        self._pauses: Pauses | None = None
         self._kafka: AIOKafkaConsumer | None = None
         self._control: asyncpg.Connection | None = None
         self._writer: Writer | None = None
@@ -121,6 +119,7 @@ class Consumer:
             max_partition_fetch_bytes=4 << 20,
             fetch_max_bytes=32 << 20,
         )
+        self._pauses = Pauses(self._kafka, self.metrics)
         self._kafka.subscribe([settings.topic], listener=_Rebalance(self))
         await self._kafka.start()
         self.started = True
@@ -191,7 +190,8 @@ class Consumer:
             return
         self._unflushed.append(batch)
         if self._queue.full():
-            self._pause(self._kafka.assignment())
+            pauses = self._paused()
+            pauses.pause(self._kafka.assignment())
             try:
                 while self._queue.full():
                     # Paused partitions return nothing; the call keeps us in the group.
@@ -199,7 +199,7 @@ class Consumer:
                     # they return (dropping it would skip those offsets).
                     self._take(await self._kafka.getmany(timeout_ms=100))
             finally:
-                self._resume(self._kafka.assignment())
+                pauses.resume(self._kafka.assignment())
         self._idle.clear()
         self._queue.put_nowait(batch)
 
@@ -208,33 +208,18 @@ class Consumer:
         await self._hand_off()
         await self._queue.join()
 
-    # -- pausing -----------------------------------------------------------------------------
-    def _pause(self, tps: set[TopicPartition]) -> None:
-        assert self._kafka is not None
-        self._kafka.pause(*tps)
-        self.metrics.paused_partitions.set(len(self._kafka.paused()))
-
-    def _resume(self, tps: set[TopicPartition]) -> None:
-        """Resume what backpressure paused, except partitions held or stopped by the guard."""
-        assert self._kafka is not None
-        if self._tripped is not None:
-            return
-        owned = self._kafka.assignment()
-        self._kafka.resume(
-            *(tp for tp in tps if tp in owned and (tp.topic, tp.partition) not in self._held)
-        )
-        self.metrics.paused_partitions.set(len(self._kafka.paused()))
+    # -- pausing ---------------------------------------------------------------------------
+    def _paused(self) -> Pauses:
+        assert self._pauses is not None
+        return self._pauses
 
     def _release_held(self) -> None:
-        if not self._held or self._queue.full():
+        pauses = self._paused()
+        if not pauses.held or self._queue.full():
             return
-        now = time.monotonic()
-        due = {tp for tp, until in self._held.items() if until <= now}
-        for tp in due:
-            del self._held[tp]
+        due = pauses.release_due()
         if due:
             log.info("retrying dead letters of %s", ", ".join(f"{t}[{p}]" for t, p in due))
-            self._resume({TopicPartition(t, p) for t, p in due})
 
     # -- writer ------------------------------------------------------------------------------
     async def _write(self, conn: asyncpg.Connection) -> None:
@@ -253,7 +238,7 @@ class Consumer:
         the connection to use next (a new one after PostgreSQL went away)."""
         assert self._writer is not None
         started = time.perf_counter()
-        while batch.parts and self._tripped is None:
+        while batch.parts and self._paused().tripped is None:
             try:
                 await self._partitions.ensure(conn, store.days_of(batch) | self._ahead())
                 written = await self._writer.write(conn, batch, self._stored)
@@ -315,15 +300,12 @@ class Consumer:
         offset not stored, and pause them for `delay` seconds."""
         assert self._kafka is not None
         owned = self._owned()
-        rewind = self._rewind_points(keys)
+        rewind = {k: offset for k, offset in self._rewind_points(keys).items() if k in owned}
         self._drop(keys)
-        until = time.monotonic() + delay
         for key, offset in rewind.items():
-            if key in owned:
-                self._kafka.seek(TopicPartition(*key), offset)
-                self._position[key] = offset
-                self._held[key] = until
-        self._pause({TopicPartition(*k) for k in self._held})
+            self._kafka.seek(TopicPartition(*key), offset)
+            self._position[key] = offset
+        self._paused().hold(set(rewind), delay)
 
     def _rewind_points(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The first unstored offset of each partition: batches are contiguous per partition,
@@ -335,26 +317,25 @@ class Consumer:
         return points
 
     def _trip(self, why: str) -> None:
-        assert self._kafka is not None
-        self._tripped = why
-        self.metrics.guard_tripped.set(1)
         log.critical("dead-letter guard rail tripped: %s", why)
         self._drop(set(self._position))
-        self._pause(self._kafka.assignment())
+        self._paused().trip(why)
 
     def readiness(self) -> dict[str, Any]:
         """Ready: started (partitions assigned, or waiting for an assignment), PostgreSQL
         taking our flushes, and not stopped by the guard rail."""
         assignment = self._kafka.assignment() if self._kafka is not None else set()
+        held = self._pauses.held if self._pauses is not None else {}
+        tripped = self._pauses.tripped if self._pauses is not None else None
         state: dict[str, Any] = {
-            "ready": self.started and self._tripped is None and not self.outages.down("postgres"),
+            "ready": self.started and tripped is None and not self.outages.down("postgres"),
             "partitions": len(assignment),
             "failing": self.outages.describe(),
         }
-        if self._held:
-            state["held"] = sorted(f"{t}[{p}]" for t, p in self._held)
-        if self._tripped is not None:
-            state["guard_rail"] = self._tripped
+        if held:
+            state["held"] = sorted(f"{t}[{p}]" for t, p in held)
+        if tripped is not None:
+            state["guard_rail"] = tripped
         return state
 
     def _ahead(self) -> set[date]:
@@ -422,7 +403,7 @@ class Consumer:
         for key in keys:
             self._stored.pop(key, None)
             self._position.pop(key, None)
-            self._held.pop(key, None)
+            self._paused().forget(key)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.metrics.assignments.inc()
@@ -432,8 +413,8 @@ class Consumer:
             # Without the stored offsets we start from the group's; the first flush's
             # compare-and-set then fails, and the writer seeks again once PostgreSQL answers.
             log.warning("could not read stored offsets on assignment: %s", exc)
-        if self._tripped is not None:
-            self._pause(assigned)
+        if self._paused().tripped is not None:
+            self._paused().pause(assigned)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
