@@ -35,6 +35,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from pipeline import dlq, kafka, postgres, store
+from pipeline.alerts.outbox import Outbox
+from pipeline.alerts.rules import Rules
 from pipeline.batch import Batch
 from pipeline.guard import Guard, GuardPolicy
 from pipeline.metrics import Metrics
@@ -79,8 +81,16 @@ class Totals:
 
 
 class Consumer:
-    def __init__(self, settings: Settings, transformer: Transformer, policy: Policy) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        transformer: Transformer,
+        policy: Policy,
+        rules: Rules | None = None,
+    ) -> None:
         self.settings = settings
+        self.rules = rules
+        self.outbox = Outbox(settings, interval_s=max(policy.max_age_s, 0.2))
         self.policy = policy
         self.transformer = transformer
         self.totals = Totals()
@@ -124,8 +134,9 @@ class Consumer:
         await self._kafka.start()
         self.started = True
         async with dlq.open_store(settings) as dead_letters:
-            self._writer = Writer(dead_letters, self.transformer, self.guard)
+            self._writer = Writer(dead_letters, self.transformer, self.guard, self.rules)
             writer = asyncio.create_task(self._write(writer_conn), name="tailpipe-writer")
+            outbox = asyncio.create_task(self.outbox.run(), name="tailpipe-alerts")
             try:
                 await self._poll()
                 try:
@@ -137,9 +148,10 @@ class Consumer:
                         self.policy.shutdown_grace_s,
                     )
             finally:
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
+                for task in (writer, outbox):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await self._kafka.stop()
                 await writer_conn.close()
                 await self._control.close()
@@ -252,6 +264,8 @@ class Consumer:
                 {tp: part.next_offset for tp, part in batch.parts.items() if tp in self._owned()}
             )
             self.metrics.flushed(batch, written, time.perf_counter() - started)
+            if written.alerts:
+                self.outbox.wake()
             t = self.totals
             t.flushes += 1
             t.events += written.rows["tail_events"]

@@ -8,11 +8,15 @@ script (`Rollups.with_totals`), which the API reads for spans of hours.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime
+from typing import Any
 
 import asyncpg
 import orjson
 
+from pipeline.alerts.detect import Candidates, note
+from pipeline.alerts.rules import Rules
 from pipeline.batch import Batch
 from pipeline.rollup import Rollups
 
@@ -83,6 +87,7 @@ ON CONFLICT (fingerprint) DO UPDATE SET
                            THEN excluded.last_seen ELSE e.last_regression END,
     resolved_at = CASE WHEN e.status = 'resolved' AND excluded.last_seen > e.resolved_at
                        THEN NULL ELSE e.resolved_at END
+RETURNING fingerprint, (xmax = 0) AS inserted, last_regression
 """
 _ERROR_HOURS = """
 INSERT INTO error_hourly AS e
@@ -121,7 +126,9 @@ def _js(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-async def _rollups(conn: asyncpg.Connection, r: Rollups) -> None:
+async def _rollups(conn: asyncpg.Connection, r: Rollups) -> list[Any]:
+    """Upsert every rollup; returns the error_summary rows it touched (for the alert rules)."""
+    changed: list[Any] = []
     if r.hourly:
         hourly = r.with_totals()
         keys = sorted(hourly)
@@ -150,7 +157,7 @@ async def _rollups(conn: asyncpg.Connection, r: Rollups) -> None:
     if r.errors:
         fps = sorted(r.errors)
         e = [r.errors[k] for k in fps]
-        await conn.execute(
+        changed = await conn.fetch(
             _ERRORS,
             fps, [x.name for x in e], [x.template for x in e],
             [_ts(x.first_ms) for x in e], [_ts(x.last_ms) for x in e],
@@ -174,8 +181,74 @@ async def _rollups(conn: asyncpg.Connection, r: Rollups) -> None:
             [_js(sorted(x.repositories)) for x in s], [x.files for x in s],
             [x.duration_sum for x in s], [x.duration_max for x in s],
         )  # fmt: skip
+    return changed
 
 
-async def merge_rollups(conn: asyncpg.Connection, batch: Batch) -> None:
-    """The last step of a flush: merge the batch's rollups, in key order."""
-    await _rollups(conn, Rollups.combine(p.rollups for p in batch.parts.values()))
+async def merge_rollups(
+    conn: asyncpg.Connection, batch: Batch, rules: Rules | None = None
+) -> list[uuid.UUID]:
+    """The last step of a flush: merge the batch's rollups, in key order, then its alerts
+    (with `rules`); returns the ids of the alerts this merge created (to publish)."""
+    r = Rollups.combine(p.rollups for p in batch.parts.values())
+    changed = await _rollups(conn, r)
+    if rules is None:
+        return []
+    found = dict(r.alerts)
+    _error_alerts(found, rules, r, changed)
+    _rate_limit_alerts(found, rules, r)
+    return await record_alerts(conn, found)
+
+
+def _error_alerts(found: Candidates, rules: Rules, r: Rollups, changed: list[Any]) -> None:
+    for row in changed:
+        group = r.errors[row["fingerprint"]]
+        fp = row["fingerprint"]
+        query = {"q": group.template[:100]}
+        if row["inserted"] and rules.new_error.enabled:
+            note(found, rules.new_error, f"new_error:{fp}", None, group.first_ms,
+                 f"new error {group.name}: {group.sample_message}", query)  # fmt: skip
+        elif rules.regression.enabled and row["last_regression"] == _ts(group.last_ms):
+            summary = f"resolved error seen again: {group.name}: {group.sample_message}"
+            note(found, rules.regression, f"regression:{fp}", None, group.last_ms, summary, query)
+
+
+def _rate_limit_alerts(found: Candidates, rules: Rules, r: Rollups) -> None:
+    if not rules.rate_limit.enabled:
+        return
+    for (_, provider, _), usage in r.api.items():
+        threshold = rules.rate_limit_threshold(provider)
+        if usage.remaining is not None and threshold is not None and usage.remaining < threshold:
+            summary = f"{provider} rate limit remaining {usage.remaining} (below {threshold})"
+            key = f"rate_limit:{provider}"
+            note(found, rules.rate_limit, key, None, usage.remaining_at_ms, summary)
+
+
+_ALERTS = """
+INSERT INTO critical_alerts AS a (id, rule, severity, script, dedup_key, window_start, first_at,
+                                  last_at, occurrences, summary, details)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::bigint[],
+                     $10::text[], $11::jsonb[])
+ORDER BY 5, 6
+ON CONFLICT (dedup_key, window_start) DO UPDATE SET
+    first_at = least(a.first_at, excluded.first_at),
+    last_at = greatest(a.last_at, excluded.last_at),
+    occurrences = a.occurrences + excluded.occurrences,
+    summary = CASE WHEN excluded.last_at >= a.last_at THEN excluded.summary ELSE a.summary END
+RETURNING id, (xmax = 0) AS created
+"""
+
+
+async def record_alerts(conn: asyncpg.Connection, found: Candidates) -> list[uuid.UUID]:
+    """Merge alert candidates into the outbox, `critical_alerts`; the ids of new alerts."""
+    if not found:
+        return []
+    c = [found[k] for k in sorted(found)]
+    rows = await conn.fetch(
+        _ALERTS,
+        [x.id for x in c], [x.rule for x in c], [x.severity for x in c], [x.script for x in c],
+        [x.dedup_key for x in c], [_ts(x.window_ms) for x in c], [_ts(x.first_ms) for x in c],
+        [_ts(x.last_ms) for x in c], [x.occurrences for x in c], [x.summary for x in c],
+        [_js(x.details) for x in c],
+    )  # fmt: skip
+    return [row["id"] for row in rows if row["created"]]

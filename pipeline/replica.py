@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 
+from pipeline.alerts.rules import Rules
 from pipeline.consumer import Consumer, Policy
 from pipeline.errors import DependencyError
 from pipeline.settings import Settings
@@ -34,12 +35,12 @@ def serve(settings: Settings) -> int:
     """Run one replica until SIGTERM or SIGINT; flush, store offsets, exit 0."""
     from pipeline.extract import Extractor
 
+    rules = Rules.load(settings.alert_rules)  # a bad file stops here, exit 2
     listener = _listen(settings.metrics_port)
 
     async def main() -> None:
-        consumer = Consumer(
-            settings, Transformer(Extractor.from_files()), Policy.from_settings(settings)
-        )
+        transformer = Transformer(Extractor.from_files(), rules)
+        consumer = Consumer(settings, transformer, Policy.from_settings(settings), rules)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, consumer.stop)

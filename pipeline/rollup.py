@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+from pipeline.alerts.detect import Candidates, merge
 from pipeline.sketch import LatencySketch
 
 HOUR_MS = 3_600_000
@@ -129,9 +130,11 @@ class Rollups:
     error_hours: Counter[tuple[int, str]] = field(default_factory=Counter)
     """Occurrences per (hour, fingerprint)."""
     scans: dict[tuple[int, str], ScanActivity] = field(default_factory=dict)
+    alerts: Candidates = field(default_factory=dict)
+    """Alert conditions seen in the events, by (dedup key, cooldown window)."""
 
     def __bool__(self) -> bool:
-        return bool(self.hourly or self.api or self.errors or self.scans)
+        return bool(self.hourly or self.api or self.errors or self.scans or self.alerts)
 
     def with_totals(self) -> dict[tuple[int, str, str], HourlyMetrics]:
         """The hourly rows, plus per hour the totals of each script (event type `*`) and of
@@ -162,6 +165,7 @@ class Rollups:
                 else:
                     mine.add(e)
             out.error_hours.update(part.error_hours)
+            merge(out.alerts, part.alerts)
             for scan_key, s in part.scans.items():
                 out.scans.setdefault(scan_key, ScanActivity()).add(s)
         return out

@@ -134,6 +134,11 @@ class Settings:
     dead_letter_guard_share: float = _setting(
         0.5, share, doc="stop consuming when more than this share of them would be dead letters"
     )
+    alert_rules: str = _setting(
+        "",
+        optional_path,
+        doc="TOML alert rules replacing the built-in ones (see alerts/rules.toml)",
+    )
     connect_timeout: float = _setting(5.0, positive_float, doc="seconds to reach a dependency")
     log_json: bool = _setting(True, boolean, doc="JSON log lines (else human-readable)")
 

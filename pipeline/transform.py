@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from pipeline.alerts.detect import note
+from pipeline.alerts.rules import Rules
 from pipeline.batch import Batch, Part, TopicPartition
 from pipeline.deadletter import DeadLetter, Headers, Raw
 from pipeline.decode import decode
@@ -79,8 +81,9 @@ def _redacted_json(value: Any, counts: Counter[str]) -> str | None:
 
 
 class Transformer:
-    def __init__(self, extractor: Extractor) -> None:
+    def __init__(self, extractor: Extractor, rules: Rules | None = None) -> None:
         self._extract = extractor.extract
+        self._rules = rules
 
     def add(
         self,
@@ -229,6 +232,8 @@ class Transformer:
             group.add_occurrence(exc_ms, script, message, stack)
             part.rollups.error_hours[(exc_ms - exc_ms % HOUR_MS, fp)] += 1
         _extracted(part.rollups, self._extract(inv), ts_ms, script)
+        if self._rules is not None:
+            _alerts(part, self._rules, inv, ts_ms, script)
         return 1 + seq
 
 
@@ -295,3 +300,18 @@ def _extracted(rollups: Rollups, found: Extracted, ts_ms: int, script: str) -> N
         if scan.duration_ms is not None:
             activity.duration_sum += int(scan.duration_ms)
             activity.duration_max = max(activity.duration_max, int(scan.duration_ms))
+
+
+def _alerts(part: Part, rules: Rules, inv: Invocation, ts_ms: int, script: str) -> None:
+    """The per-event alert rules, on what will be stored (messages already redacted)."""
+    found = part.rollups.alerts
+    if rules.outcome.enabled and inv.outcome in rules.outcomes:
+        note(found, rules.outcome, f"outcome:{script}:{inv.outcome}", script, ts_ms,
+             f"{script}: an invocation ended with {inv.outcome}",
+             {"script": script, "outcome": inv.outcome})  # fmt: skip
+    if rules.error_log.enabled and inv.logs:
+        search = rules.error_pattern.search
+        for row in part.logs[len(part.logs) - len(inv.logs) - len(inv.exceptions) :]:
+            if row[4] == "error" and search(row[5]):
+                note(found, rules.error_log, f"error_log:{script}", script, ts_ms,
+                     f"{script}: {row[5]}", {"script": script, "level": "error"})  # fmt: skip

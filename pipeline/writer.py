@@ -21,6 +21,7 @@ asyncpg or OS error (transient: retry the same batch).
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from pipeline import merge, postgres, store
+from pipeline.alerts.rules import Rules
 from pipeline.batch import Batch, Part, TopicPartition
 from pipeline.deadletter import encode, object_key, partition_prefix, record
 from pipeline.dlq import Store, StoreUnavailable
@@ -60,6 +62,8 @@ class Written:
     """Messages whose rows PostgreSQL refused (part of `dead`)."""
     redactions: Counter[str] = field(default_factory=Counter)
     objects: int = 0
+    alerts: list[uuid.UUID] = field(default_factory=list)
+    """Alerts this batch created in the outbox."""
 
 
 async def copy_refusing(conn: asyncpg.Connection, batch: Batch, transformer: Transformer) -> int:
@@ -83,10 +87,17 @@ async def copy_refusing(conn: asyncpg.Connection, batch: Batch, transformer: Tra
 
 
 class Writer:
-    def __init__(self, dead_letters: Store, transformer: Transformer, guard: Guard) -> None:
+    def __init__(
+        self,
+        dead_letters: Store,
+        transformer: Transformer,
+        guard: Guard,
+        rules: Rules | None = None,
+    ) -> None:
         self.dead_letters = dead_letters
         self.transformer = transformer
         self.guard = guard
+        self.rules = rules
 
     async def write(
         self, conn: asyncpg.Connection, batch: Batch, stored: Mapping[TopicPartition, int]
@@ -106,7 +117,7 @@ class Writer:
             written = Written(store.rows_written(batch), rejected=rejected)
             entries = await self._dead_letters(conn, batch, written)
             await store.index_dead_letters(conn, entries)
-            await merge.merge_rollups(conn, batch)
+            written.alerts = await merge.merge_rollups(conn, batch, self.rules)
         self.guard.record(batch.messages, dead)
         written.redactions.update(batch.redactions)
         return written

@@ -199,7 +199,31 @@ async def test_api_usage_and_scans_sum_their_rollups(
         "SELECT sum(started) FROM scan_activity_hourly WHERE hour >= $1", since
     )
     assert scans["total"]["started"] == started > 0
-    assert get(client, "/api/logs/critical-alerts", hours=24)["alerts"] == []
+
+
+async def test_critical_alerts_one_per_script_outcome_and_window(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    outcomes = ["exception", "exceededCpu", "exceededMemory", "scriptNotFound"]
+    expected = {
+        (r[0], r[1]): (r[2], r[3])
+        for r in await db.fetch(
+            "SELECT script, outcome, count(DISTINCT floor(extract(epoch FROM ts) / 900)),"
+            " count(*) FROM tail_events WHERE outcome = ANY($1) GROUP BY 1, 2",
+            outcomes,
+        )
+    }
+    assert expected
+    alerts = get(client, "/api/logs/critical-alerts", hours=24, limit=1000)["alerts"]
+    got: dict[tuple[str, str], list[int]] = {}
+    for alert in alerts:
+        if alert["rule"] == "outcome":
+            outcome = alert["dedup_key"].rsplit(":", 1)[1]
+            windows, occurrences = got.setdefault((alert["script"], outcome), [0, 0])
+            got[(alert["script"], outcome)] = [windows + 1, occurrences + alert["occurrences"]]
+    assert {k: tuple(v) for k, v in got.items()} == expected
+    assert all(a["severity"] == "critical" for a in alerts if a["rule"] == "outcome")
+    assert [a["last_at"] for a in alerts] == sorted((a["last_at"] for a in alerts), reverse=True)
 
 
 def test_every_api_route_needs_a_token(client: TestClient) -> None:

@@ -20,8 +20,13 @@ _PACKAGE = "pipeline.extract"
 
 def packaged(name: str) -> tuple[str, dict[str, Any]]:
     """`(label, document)` of a data file shipped in this package."""
-    raw = resources.files(_PACKAGE).joinpath(name).read_text(encoding="utf-8")
-    return _parse(f"{_PACKAGE}/{name}", raw)
+    return packaged_from(_PACKAGE, name)
+
+
+def packaged_from(package: str, name: str) -> tuple[str, dict[str, Any]]:
+    """`(label, document)` of a data file shipped in `package`."""
+    raw = resources.files(package).joinpath(name).read_text(encoding="utf-8")
+    return _parse(f"{package}/{name}", raw)
 
 
 def user(path: StrPath) -> tuple[str, dict[str, Any]]:

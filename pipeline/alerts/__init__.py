@@ -1,0 +1,7 @@
+"""Critical alerts: rules (`rules.py`, `rules.toml`), the pure detection of conditions while a
+batch is built and merged (`detect.py`), and the outbox that publishes the alerts committed in
+`critical_alerts` to the alerts topic (`outbox.py`).
+
+Alerts are recorded in the flush transaction that stores the events causing them, keyed by
+dedup key and cooldown window, so every replica that sees a condition lands on the same row.
+"""
