@@ -38,6 +38,7 @@ from pipeline import dlq, kafka, postgres, store
 from pipeline.alerts.outbox import Outbox
 from pipeline.alerts.rules import Rules
 from pipeline.batch import Batch
+from pipeline.errors import DependencyError
 from pipeline.guard import Guard, GuardPolicy
 from pipeline.metrics import Metrics
 from pipeline.outage import Backoff, Outages
@@ -48,6 +49,10 @@ from pipeline.transform import Transformer
 from pipeline.writer import DeadLettersHeld, GuardTripped, Writer
 
 log = logging.getLogger("tailpipe.consumer")
+
+_TRANSIENT = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DependencyError)
+"""Failures of PostgreSQL itself: retried, logged in one line. Anything else is retried too,
+with its traceback, since it is not expected."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,10 +257,12 @@ class Consumer:
         started = time.perf_counter()
         while batch.parts and self._paused().tripped is None:
             try:
+                if conn.is_closed():  # PostgreSQL went away under a previous attempt
+                    conn = await postgres.connect(self.settings)
                 await self._partitions.ensure(conn, store.days_of(batch) | self._ahead())
                 written = await self._writer.write(conn, batch, self._stored)
             except Exception as exc:
-                conn = await self._failed(conn, batch, exc)
+                await self._failed(batch, exc)
                 continue
             self.outages.recovered("postgres")
             if written.objects:
@@ -275,9 +282,7 @@ class Consumer:
             break
         return conn
 
-    async def _failed(
-        self, conn: asyncpg.Connection, batch: Batch, exc: Exception
-    ) -> asyncpg.Connection:
+    async def _failed(self, batch: Batch, exc: Exception) -> None:
         """Decide what a failed flush means; never raises (the writer must not die)."""
         try:
             if isinstance(exc, store.PartitionsLost):
@@ -295,19 +300,11 @@ class Consumer:
             elif isinstance(exc, GuardTripped):
                 self._trip(str(exc))
             else:
-                if not isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+                if not isinstance(exc, _TRANSIENT):
                     log.error("flush failed unexpectedly; retrying", exc_info=exc)
-                delay = self.outages.failed("postgres", exc)
-                await asyncio.sleep(delay)
-                if conn.is_closed():
-                    try:
-                        conn = await postgres.connect(self.settings)
-                    except Exception as down:  # the next attempt fails at once and retries
-                        self.outages.note("postgres", down)
+                await asyncio.sleep(self.outages.failed("postgres", exc))
         except Exception as again:
-            delay = self.outages.failed("postgres", again)
-            await asyncio.sleep(delay)
-        return conn
+            await asyncio.sleep(self.outages.failed("postgres", again))
 
     def _hold(self, keys: set[tuple[str, int]], delay: float) -> None:
         """Take these partitions out of every unflushed batch, seek them back to the first

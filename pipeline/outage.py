@@ -78,12 +78,6 @@ class Outages:
         )  # fmt: skip
         return delay
 
-    def note(self, dependency: str, exc: BaseException) -> None:
-        """A better account of a failure already counted (say, why a reconnect failed)."""
-        outage = self.current.get(dependency)
-        if outage is not None:
-            outage.error = f"{type(exc).__name__}: {exc}"[:300]
-
     def recovered(self, dependency: str) -> None:
         outage = self.current.pop(dependency, None)
         if outage is not None:

@@ -130,6 +130,8 @@ class Replica:
                 body = r.read()
         except urllib.error.HTTPError as not_ready:
             body = not_ready.read()
+        except urllib.error.URLError as down:  # still starting: not listening yet
+            return {"ready": False, "unreachable": str(down.reason)}
         state: dict[str, Any] = orjson.loads(body)
         return state
 

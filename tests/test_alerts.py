@@ -1,0 +1,147 @@
+"""Critical alerts end to end with the real Kafka and PostgreSQL: recorded with the events that
+cause them, one per dedup key and window across replicas, and on the alerts topic."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import replace
+
+import asyncpg
+import orjson
+
+from pipeline import kafka
+from pipeline.publisher import BulkPublisher
+from pipeline.settings import Settings
+from tests.conftest import read_topic
+from tests.faults import wait_for
+from tests.replica import Replica, stored_total, wait_stored
+
+WINDOW_MS = 15 * 60_000
+
+
+def trace(script: str, outcome: str, ms: int, exception: str | None = None) -> bytes:
+    item: dict = {
+        "scriptName": script, "outcome": outcome, "eventTimestamp": ms,
+        "logs": [{"level": "log", "message": ["working"], "timestamp": ms}],
+        "exceptions": [],
+    }  # fmt: skip
+    if exception:
+        item["exceptions"] = [{"name": "Error", "message": exception, "timestamp": ms}]
+    return orjson.dumps(item)
+
+
+def mid_window_ms() -> int:
+    """Now, or a bit earlier, so that the events of a test share one cooldown window."""
+    now = int(time.time() * 1000)
+    return now - now % WINDOW_MS + 60_000 if now % WINDOW_MS > 60_000 else now
+
+
+async def publish(settings: Settings, values: list[tuple[bytes, bytes]]) -> None:
+    async with BulkPublisher(settings, settings.topic) as publisher:
+        for key, value in values:
+            await publisher.add(key, value)
+
+
+async def topics(settings: Settings, partitions: int) -> None:
+    await kafka.ensure_topics(settings, {settings.topic: partitions, settings.alerts_topic: 1})
+
+
+async def test_an_alert_is_recorded_with_its_events_and_published(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await topics(settings, 2)
+    replicas.append(Replica(settings))
+    at = mid_window_ms()
+    await publish(settings, [(b"w", trace("worker-a", "ok", at)),
+                             (b"w", trace("worker-a", "exceededCpu", at + 1))])  # fmt: skip
+    await wait_stored(db, settings.topic, 2, 60)
+    [(key, value)] = await read_topic(replace(settings, topic=settings.alerts_topic), 1)
+    alert = orjson.loads(value)
+    assert key == b"outcome:worker-a:exceededCpu" == alert["dedup_key"].encode()
+    assert alert["rule"] == "outcome"
+    assert alert["severity"] == "critical"
+    assert alert["script"] == "worker-a"
+    assert alert["occurrences"] == 1
+    assert alert["details"]["query"].startswith("/api/logs/recent?")
+    row = await db.fetchrow("SELECT id::text, published_at FROM critical_alerts")
+    assert row["id"] == alert["id"]
+    assert row["published_at"] is not None
+    assert replicas[0].terminate() == 0
+
+
+async def test_two_replicas_seeing_one_condition_make_one_alert(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await topics(settings, 2)
+    replicas.extend([Replica(settings), Replica(settings)])
+    for replica in replicas:
+        await wait_for(lambda r=replica: r.readiness().get("partitions") == 1, 60, "one each")
+    at = mid_window_ms()
+    # Keys that land on both partitions: each replica sees exceptions of the same script.
+    values = [(f"k{n}".encode(), trace("worker-b", "exception", at + n)) for n in range(40)]
+    await publish(settings, values)
+    await wait_stored(db, settings.topic, 40, 60)
+    owners = await db.fetchval(
+        "SELECT count(DISTINCT kafka_partition) FROM tail_events WHERE script = 'worker-b'"
+    )
+    assert owners == 2
+    rows = await db.fetch(
+        "SELECT id, occurrences FROM critical_alerts WHERE dedup_key = $1",
+        "outcome:worker-b:exception",
+    )
+    assert [r["occurrences"] for r in rows] == [40]
+    published = await read_topic(replace(settings, topic=settings.alerts_topic), 1)
+    assert orjson.loads(published[0][1])["id"] == str(rows[0]["id"])
+    for replica in replicas:
+        assert replica.terminate() == 0
+
+
+async def test_alerts_committed_but_not_published_are_published_on_restart_same_id(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await topics(settings, 1)
+    # As a replica that committed and crashed before publishing would have left it.
+    alert_id = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO critical_alerts (id, rule, severity, script, dedup_key, window_start,"
+        " first_at, last_at, summary) VALUES ($1, 'outcome', 'critical', 'w', 'outcome:w:x',"
+        " now(), now(), now(), 'w: an invocation ended with x')",
+        alert_id,
+    )
+    replicas.append(Replica(settings))
+    [(_, value)] = await read_topic(replace(settings, topic=settings.alerts_topic), 1)
+    assert orjson.loads(value)["id"] == str(alert_id)
+    await wait_for(
+        lambda: db.fetchval("SELECT published_at IS NOT NULL FROM critical_alerts"), 30, "marked"
+    )
+    assert replicas[0].terminate() == 0
+
+
+async def test_new_error_then_regression_after_resolve(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await topics(settings, 1)
+    replicas.append(Replica(settings))
+    at = int(time.time() * 1000) - 60_000
+    await publish(settings, [(b"w", trace("worker-c", "ok", at, "cache miss for user 42"))])
+    await wait_stored(db, settings.topic, 1, 60)
+    fingerprint = await db.fetchval("SELECT fingerprint FROM error_summary")
+    rules = {r[0] for r in await db.fetch("SELECT rule FROM critical_alerts")}
+    assert rules == {"new_error"}
+    await db.execute(
+        "UPDATE error_summary SET status = 'resolved', resolved_at = now() - interval '30 s'"
+    )
+    await publish(settings, [(b"w", trace("worker-c", "ok", at + 50_000, "cache miss for user 7"))])
+    await wait_stored(db, settings.topic, 2, 60)
+    regression = await db.fetchrow(
+        "SELECT dedup_key, severity FROM critical_alerts WHERE rule = 'regression'"
+    )
+    assert regression["dedup_key"] == f"regression:{fingerprint}"
+    assert regression["severity"] == "critical"
+    assert await stored_total(db, settings.topic) == 2
+    assert replicas[0].terminate() == 0
