@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -35,11 +36,13 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from pipeline import dlq, kafka, postgres, store
+from pipeline.alerts.detect import Candidates, note
 from pipeline.alerts.outbox import Outbox
 from pipeline.alerts.rules import Rules
 from pipeline.batch import Batch
 from pipeline.errors import DependencyError
 from pipeline.guard import Guard, GuardPolicy
+from pipeline.merge import record_alerts
 from pipeline.metrics import Metrics
 from pipeline.outage import Backoff, Outages
 from pipeline.partitions import PartitionManager, ahead
@@ -117,6 +120,7 @@ class Consumer:
         self._idle.set()
         self._partitions = PartitionManager()
         self._pauses: Pauses | None = None
+        self._alerting: asyncio.Task[None] | None = None
         self._kafka: AIOKafkaConsumer | None = None
         self._control: asyncpg.Connection | None = None
         self._writer: Writer | None = None
@@ -331,6 +335,27 @@ class Consumer:
         log.critical("dead-letter guard rail tripped: %s", why)
         self._drop(set(self._position))
         self._paused().trip(why)
+        if self.rules is not None and self.rules.guard_rail.enabled:
+            self._alerting = asyncio.create_task(self._guard_alert(self.rules, why))
+
+    async def _guard_alert(self, rules: Rules, why: str) -> None:
+        """Record the guard rail's critical alert in the outbox and publish it."""
+        found: Candidates = {}
+        topic = self.settings.topic
+        note(found, rules.guard_rail, f"guard_rail:{topic}", None, int(time.time() * 1000),
+             f"dead-letter guard rail stopped a replica of {topic}: {why}")  # fmt: skip
+        for attempt in itertools.count(1):
+            try:
+                conn = await postgres.connect(self.settings)
+                try:
+                    await record_alerts(conn, found)
+                finally:
+                    await conn.close()
+                self.outbox.wake()
+                return
+            except Exception as exc:  # PostgreSQL away: keep trying, the alert must not be lost
+                await asyncio.sleep(self.policy.backoff.delay(attempt))
+                log.warning("guard rail alert not recorded yet: %s", exc)
 
     def readiness(self) -> dict[str, Any]:
         """Ready: started (partitions assigned, or waiting for an assignment), PostgreSQL

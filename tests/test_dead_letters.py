@@ -18,7 +18,8 @@ from pipeline.deadletter import decode_object
 from pipeline.partitions import PartitionManager
 from pipeline.publisher import BulkPublisher
 from pipeline.settings import Settings
-from tests.conftest import env_of, tailpipe
+from tests.conftest import env_of, read_topic, tailpipe
+from tests.faults import wait_for
 from tests.replica import (
     START,
     Replica,
@@ -88,7 +89,7 @@ async def test_guard_rail_stops_a_flood_of_bad_messages(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 2})
+    await kafka.ensure_topics(settings, {settings.topic: 2, settings.alerts_topic: 1})
     async with BulkPublisher(settings, settings.topic) as publisher:
         for message in itertools.islice(synth.messages(22, START), 200):
             await publisher.add(message.key, message.value)
@@ -107,6 +108,22 @@ async def test_guard_rail_stops_a_flood_of_bad_messages(
     # Nothing of the flood was dead-lettered or passed: the offsets stayed where they were.
     assert await stored_total(db, settings.topic) == 200
     assert await db.fetchval("SELECT count(*) FROM dead_letters") == 0
+    # And a critical alert says so, on the alerts topic.
+    await wait_for(
+        lambda: db.fetchval(
+            "SELECT count(*) = 1 FROM critical_alerts"
+            " WHERE rule = 'guard_rail' AND published_at IS NOT NULL"
+        ),
+        60,
+        "guard rail alert published",
+    )
+    total = await db.fetchval("SELECT count(*) FROM critical_alerts")
+    published = await read_topic(replace(settings, topic=settings.alerts_topic), total)
+    [alert] = [
+        orjson.loads(v) for k, v in published if k == f"guard_rail:{settings.topic}".encode()
+    ]
+    assert alert["severity"] == "critical"
+    assert "guard rail" in alert["summary"]
     assert replica.terminate() == 0
 
 

@@ -56,6 +56,7 @@ class Rules:
     new_error: Rule
     regression: Rule
     rate_limit: Rule
+    guard_rail: Rule
     rate_limit_below: dict[str, int] = field(default_factory=dict)
 
     def rate_limit_threshold(self, provider: str) -> int | None:
@@ -114,5 +115,6 @@ class Rules:
             new_error=rule("new_error"),
             regression=rule("regression"),
             rate_limit=rule("rate_limit", "below"),
+            guard_rail=rule("guard_rail"),
             rate_limit_below=dict(below),
         )
