@@ -19,7 +19,7 @@ import itertools
 import operator
 import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import NamedTuple
 
 import asyncpg
@@ -53,18 +53,6 @@ SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
 ON CONFLICT DO NOTHING
 RETURNING topic, partition
 """
-
-
-def _ts(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _day(ms: int) -> date:
-    return _ts(ms).date()
-
-
-def _js(value: object) -> str:
-    return orjson.dumps(value).decode()
 
 
 async def _advance(
@@ -226,8 +214,8 @@ async def index_dead_letters(conn: asyncpg.Connection, entries: list[IndexEntry]
         """,
         [e.object_key for e in entries], [e.topic for e in entries],
         [e.partition for e in entries], [e.first_offset for e in entries],
-        [e.last_offset for e in entries], [_js(e.offsets) for e in entries],
-        [_js(e.error_classes) for e in entries], [e.error for e in entries],
+        [e.last_offset for e in entries], [orjson.dumps(e.offsets).decode() for e in entries],
+        [orjson.dumps(e.error_classes).decode() for e in entries], [e.error for e in entries],
     )  # fmt: skip
 
 

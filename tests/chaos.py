@@ -96,11 +96,7 @@ async def feed(settings: Settings, rate: float, stop: asyncio.Event, seed: int) 
         started = time.monotonic()
         got = await produce(settings, chunk, seed * 100_000 + n, 0.01, 0.01)
         n += 1
-        total = Produced(
-            total.count + got.count, total.invocations + got.invocations,
-            total.log_rows + got.log_rows, total.poison + got.poison,
-            total.redactions + got.redactions, total.rejected + got.rejected,
-        )  # fmt: skip
+        total = total + got
         await asyncio.sleep(max(0.0, chunk / rate - (time.monotonic() - started)))
     return total
 

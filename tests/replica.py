@@ -43,6 +43,13 @@ class Produced:
     rejected: int = 0
     """Messages that decode but that PostgreSQL refuses (a NUL in a log line)."""
 
+    def __add__(self, other: Produced) -> Produced:
+        return Produced(
+            self.count + other.count, self.invocations + other.invocations,
+            self.log_rows + other.log_rows, self.poison + other.poison,
+            self.redactions + other.redactions, self.rejected + other.rejected,
+        )  # fmt: skip
+
 
 async def produce(
     settings: Settings,

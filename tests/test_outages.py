@@ -12,7 +12,6 @@ import itertools
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -114,14 +113,7 @@ async def test_postgres_stopped_mid_stream_nothing_lost_stays_in_group(
         metrics = replica.scrape()
         rss = peak_rss_mib(replica.proc.pid)
         assert replica.terminate() == 0
-        total = replace(
-            first,
-            count=first.count + second.count,
-            invocations=first.invocations + second.invocations,
-            log_rows=first.log_rows + second.log_rows,
-            poison=first.poison + second.poison,
-        )
-        await assert_exactly_once(db, total)
+        await assert_exactly_once(db, first + second)
         await assert_accounted(settings, db)
     finally:
         await db.close()
@@ -153,14 +145,7 @@ async def test_kafka_broker_restarted_mid_stream_nothing_lost_nothing_twice(
     second = await produce(settings, 5000, seed=37, poison_ratio=0.01)
     await wait_stored(db, settings.topic, first.count + second.count, 180)
     assert replica.terminate() == 0
-    total = replace(
-        first,
-        count=first.count + second.count,
-        invocations=first.invocations + second.invocations,
-        log_rows=first.log_rows + second.log_rows,
-        poison=first.poison + second.poison,
-    )
-    await assert_exactly_once(db, total)
+    await assert_exactly_once(db, first + second)
     await assert_accounted(settings, db)
 
 
