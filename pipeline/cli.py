@@ -146,6 +146,30 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     return serve.serve(settings, host=args.host)
 
 
+def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from pipeline.alerts import destinations, forward
+    from pipeline.errors import SettingsError
+
+    if not settings.alert_destinations:
+        raise SettingsError("TAILPIPE_ALERT_DESTINATIONS", "a destinations TOML file", "")
+    targets = destinations.load(settings.alert_destinations)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    async def main() -> forward.Tally:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await forward.run(settings, targets, stop)
+
+    tally = asyncio.run(main())
+    print(f"delivered {tally.delivered}, dropped {tally.dropped}, retries {tally.retries}")
+    return 0
+
+
 def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
@@ -272,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", cmd_run, "run one consumer replica (Kafka -> PostgreSQL) until SIGTERM")
     p = add("api", cmd_api, "serve the query API (and the dashboard) on TAILPIPE_API_PORT")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p = add("alerts", cmd_alerts, "forward the alerts topic to Slack, Discord and webhooks")
+    p.add_argument("action", choices=["forward"])
     p = add("dlq", cmd_dlq, "list or replay dead letters (after a fix or a migration)")
     p.add_argument("action", choices=["list", "replay"])
     p.add_argument("--since", type=_duration, help="created in the last 24h, 7d, ...")

@@ -139,6 +139,9 @@ class Settings:
         optional_path,
         doc="TOML alert rules replacing the built-in ones (see alerts/rules.toml)",
     )
+    alert_destinations: str = _setting(
+        "", optional_path, doc="TOML file of Slack, Discord and webhook destinations"
+    )
     connect_timeout: float = _setting(5.0, positive_float, doc="seconds to reach a dependency")
     log_json: bool = _setting(True, boolean, doc="JSON log lines (else human-readable)")
 
