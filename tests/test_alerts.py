@@ -145,3 +145,26 @@ async def test_new_error_then_regression_after_resolve(
     assert regression["severity"] == "critical"
     assert await stored_total(db, settings.topic) == 2
     assert replicas[0].terminate() == 0
+
+
+async def test_flushes_never_wait_on_a_publish_that_cannot_finish(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await kafka.ensure_topics(settings, {settings.topic: 1})  # no alerts topic: sends hang
+    replicas.append(Replica(settings))
+    at = mid_window_ms()
+    await publish(settings, [(b"w", trace("worker-d", "exception", at))])
+    await wait_stored(db, settings.topic, 1, 60)
+    await wait_for(
+        lambda: db.fetchval("SELECT claimed_until IS NOT NULL FROM critical_alerts"),
+        30,
+        "the outbox claimed the alert and is trying to send it",
+    )
+    # The next flush merges into the same alert row while that send hangs: it must not wait.
+    await publish(settings, [(b"w", trace("worker-d", "exception", at + 1))])
+    await wait_stored(db, settings.topic, 2, 20)
+    row = await db.fetchrow("SELECT occurrences, published_at FROM critical_alerts")
+    assert row["occurrences"] == 2
+    assert row["published_at"] is None
+    assert replicas[0].terminate() == 0

@@ -1,11 +1,11 @@
 """The alert outbox: alerts committed in `critical_alerts` are published to the alerts topic.
 
 Each replica runs one. It wakes after a flush that created alerts (or every `interval_s`),
-takes the unpublished rows with `FOR UPDATE SKIP LOCKED` (so two replicas never publish the
-same row at once), sends them with an idempotent producer keyed by dedup key, waits for Kafka's
-acknowledgement, and only then marks them published, in the same transaction. A crash between
-the acknowledgement and that commit publishes them again on restart, with the same ids:
-receivers drop repeats by id. Nothing is lost; nothing is published twice but by a crash.
+claims unpublished rows for a lease (`FOR UPDATE SKIP LOCKED` in one short statement, so two
+replicas do not take the same rows, and no lock is held while Kafka is asked), sends them with
+an idempotent producer keyed by dedup key, waits for Kafka's acknowledgement, and only then
+marks them published. A crash, or a failed send, leaves the claim to expire: the rows are
+published again, with the same ids, and receivers drop repeats by id. Nothing is lost.
 """
 
 from __future__ import annotations
@@ -24,11 +24,15 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("tailpipe.alerts")
 
-_PENDING = """
-SELECT id::text, rule, severity, script, dedup_key, first_at, last_at, occurrences, summary,
-       details::text AS details
-FROM critical_alerts WHERE published_at IS NULL
-ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED
+_CLAIM = """
+UPDATE critical_alerts SET claimed_until = now() + make_interval(secs => $2)
+WHERE id IN (
+    SELECT id FROM critical_alerts
+    WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+    ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+RETURNING id::text, rule, severity, script, dedup_key, first_at, last_at, occurrences, summary,
+          details::text AS details
 """
 
 
@@ -46,8 +50,11 @@ def message(row: Any) -> bytes:
 
 
 class Outbox:
-    def __init__(self, settings: Settings, interval_s: float = 1.0, batch: int = 500) -> None:
+    def __init__(
+        self, settings: Settings, interval_s: float = 1.0, batch: int = 500, lease_s: float = 30.0
+    ) -> None:
         self.settings = settings
+        self.lease_s = lease_s
         self.interval_s = interval_s
         self.batch = batch
         self.published = 0
@@ -85,20 +92,19 @@ class Outbox:
                 await conn.close()
 
     async def publish_pending(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
-        async with conn.transaction():
-            rows = await conn.fetch(_PENDING, self.batch)
-            if not rows:
-                return 0
-            sent = [
-                await producer.send(
-                    self.settings.alerts_topic, message(r), key=r["dedup_key"].encode()
-                )
-                for r in rows
-            ]
-            await asyncio.gather(*sent)  # acknowledged by Kafka before they count as published
-            await conn.execute(
-                "UPDATE critical_alerts SET published_at = now() WHERE id = ANY($1::uuid[])",
-                [r["id"] for r in rows],
-            )
+        # Claimed for a lease (its own short transaction), so no row lock is held while Kafka
+        # is asked; a claim that is never marked published expires and is published again.
+        rows = await conn.fetch(_CLAIM, self.batch, self.lease_s)
+        if not rows:
+            return 0
+        sent = [
+            await producer.send(self.settings.alerts_topic, message(r), key=r["dedup_key"].encode())
+            for r in rows
+        ]
+        await asyncio.gather(*sent)  # acknowledged by Kafka before they count as published
+        await conn.execute(
+            "UPDATE critical_alerts SET published_at = now() WHERE id = ANY($1::uuid[])",
+            [r["id"] for r in rows],
+        )
         self.published += len(rows)
         return len(rows)
