@@ -15,10 +15,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from pipeline.alerts import windows
 from pipeline.alerts.detect import Candidates, note
 from pipeline.alerts.rules import Rules
 from pipeline.batch import Batch
-from pipeline.rollup import Rollups
+from pipeline.rollup import HOUR_MS, Rollups
 
 _HOURLY = """
 INSERT INTO tail_metrics_hourly AS m
@@ -196,6 +197,9 @@ async def merge_rollups(
     found = dict(r.alerts)
     _error_alerts(found, rules, r, changed)
     _rate_limit_alerts(found, rules, r)
+    if r.hourly:
+        newest = max(hour for hour, _, _ in r.hourly) + HOUR_MS - 1
+        await windows.evaluate(conn, found, rules, {s for _, s, _ in r.hourly}, newest)
     return await record_alerts(conn, found)
 
 

@@ -96,3 +96,26 @@ def test_transform_notes_outcomes_and_matching_error_lines_only() -> None:
     error_log = alerts[("error_log:w", T0)]
     assert error_log.occurrences == 2
     assert "abcdef123456" not in error_log.summary  # summaries come from redacted text
+
+
+def test_windowed_rules_fire_strictly_above_with_enough_requests() -> None:
+    from pipeline.alerts.windows import decide
+
+    rules = Rules.load()  # error rate > 20% with >= 50 requests; p95 > 5000 ms with >= 50
+
+    def fired(requests: int, errors: int, p95: float | None) -> list[str]:
+        return [name for name, _ in decide(rules, requests, errors, p95, rate=True, slow=True)]
+
+    assert fired(50, 11, None) == ["error_rate"]
+    assert fired(50, 10, None) == []  # exactly 20%: not above
+    assert fired(49, 49, 9000) == []  # too few requests for either
+    assert fired(50, 0, 5000.0) == []
+    assert fired(50, 0, 5001.0) == ["slow"]
+    assert fired(200, 100, 6000) == ["error_rate", "slow"]
+
+
+def test_a_window_must_be_whole_hours(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text('[error_rate]\nwindow = "90m"\n')
+    with pytest.raises(SettingsError, match="whole hours"):
+        Rules.load(str(path))

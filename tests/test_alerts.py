@@ -168,3 +168,27 @@ async def test_flushes_never_wait_on_a_publish_that_cannot_finish(
     assert row["occurrences"] == 2
     assert row["published_at"] is None
     assert replicas[0].terminate() == 0
+
+
+async def test_error_rate_over_the_window_alerts_only_the_script_above(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await topics(settings, 1)
+    replicas.append(Replica(settings))
+    at = mid_window_ms()
+    values = []
+    for n in range(60):  # risky: 20 of 60 fail (33%); steady: 10 of 60 (16.7%), under 20%
+        values.append((b"r", trace("risky", "exception" if n % 3 == 0 else "ok", at + n)))
+        values.append((b"s", trace("steady", "canceled" if n % 6 == 0 else "ok", at + n)))
+    await publish(settings, values)
+    await wait_stored(db, settings.topic, 120, 60)
+    fired = {
+        r["dedup_key"]: r["summary"]
+        for r in await db.fetch(
+            "SELECT dedup_key, summary FROM critical_alerts WHERE rule = 'error_rate'"
+        )
+    }
+    assert list(fired) == ["error_rate:risky"]
+    assert "(20 of 60)" in fired["error_rate:risky"]
+    assert replicas[0].terminate() == 0

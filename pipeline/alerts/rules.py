@@ -57,6 +57,14 @@ class Rules:
     regression: Rule
     rate_limit: Rule
     guard_rail: Rule
+    error_rate: Rule
+    slow: Rule
+    error_rate_window_h: int = 1
+    error_rate_above: float = 0.2
+    error_rate_min_requests: int = 50
+    slow_window_h: int = 1
+    slow_p95_above_ms: float = 5000.0
+    slow_min_requests: int = 50
     rate_limit_below: dict[str, int] = field(default_factory=dict)
 
     def rate_limit_threshold(self, provider: str) -> int | None:
@@ -116,5 +124,28 @@ class Rules:
             regression=rule("regression"),
             rate_limit=rule("rate_limit", "below"),
             guard_rail=rule("guard_rail"),
+            error_rate=rule("error_rate", "window", "above", "min_requests"),
+            slow=rule("slow", "window", "p95_above_ms", "min_requests"),
+            error_rate_window_h=_hours(label, "error_rate", doc),
+            error_rate_above=_number(label, "error_rate", "above", doc, 0.2),
+            error_rate_min_requests=int(_number(label, "error_rate", "min_requests", doc, 50)),
+            slow_window_h=_hours(label, "slow", doc),
+            slow_p95_above_ms=_number(label, "slow", "p95_above_ms", doc, 5000),
+            slow_min_requests=int(_number(label, "slow", "min_requests", doc, 50)),
             rate_limit_below=dict(below),
         )
+
+
+def _number(label: str, rule: str, key: str, doc: dict[str, Any], default: float) -> float:
+    raw = doc.get(rule, {}).get(key, default)
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+        raise SettingsError(f"{label}: [{rule}] {key}", "a number >= 0", raw)
+    return float(raw)
+
+
+def _hours(label: str, rule: str, doc: dict[str, Any]) -> int:
+    """A window in whole hours (the grain of the rollups it is read from)."""
+    ms = _duration_ms(f"{label}: [{rule}] window", doc.get(rule, {}).get("window", "1h"))
+    if ms % 3_600_000:
+        raise SettingsError(f"{label}: [{rule}] window", "whole hours, such as 1h or 3h", ms)
+    return ms // 3_600_000
