@@ -119,3 +119,16 @@ def test_a_window_must_be_whole_hours(tmp_path: Path) -> None:
     path.write_text('[error_rate]\nwindow = "90m"\n')
     with pytest.raises(SettingsError, match="whole hours"):
         Rules.load(str(path))
+
+
+def test_ewma_baseline_and_anomaly_decision() -> None:
+    from pipeline.alerts.windows import anomalous, ewma
+
+    assert ewma([0.05, 0.05, 0.05], 0.3) == (0.05, 0.0)
+    mean, std = ewma([0.04, 0.06, 0.04, 0.06], 0.3)
+    assert 0.04 < mean < 0.06
+    assert 0 < std < 0.02
+    flat = [0.05] * 7
+    assert not anomalous(flat, 0.10, 3.0, 0.3, 0.02)[0]  # 0.05 + 3 x 0.02 = 0.11: not above
+    assert anomalous(flat, 0.12, 3.0, 0.3, 0.02)[0]
+    assert not anomalous([100.0, 300.0, 100.0, 300.0], 420.0, 3.0, 0.3, 10.0)[0]

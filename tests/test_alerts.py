@@ -192,3 +192,34 @@ async def test_error_rate_over_the_window_alerts_only_the_script_above(
     assert list(fired) == ["error_rate:risky"]
     assert "(20 of 60)" in fired["error_rate:risky"]
     assert replicas[0].terminate() == 0
+
+
+async def test_anomaly_against_the_same_hour_of_previous_days(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await topics(settings, 1)
+    at = mid_window_ms()
+    day = 24 * 3_600_000
+    values = []
+    for days_ago in (5, 4, 3, 2, 1, 0):
+        for n in range(60):
+            # Both fail 5% of the time, every day, until today: moody 30%, calm still 5%.
+            moody_fails = n < (18 if days_ago == 0 else 3)
+            values.append((b"m", trace("moody", "exception" if moody_fails else "ok",
+                                       at - days_ago * day + n)))  # fmt: skip
+            values.append((b"c", trace("calm", "canceled" if n < 3 else "ok",
+                                       at - days_ago * day + n)))  # fmt: skip
+    await publish(settings, values)
+    replicas.append(Replica(settings))
+    await wait_stored(db, settings.topic, len(values), 60)
+    fired = {
+        r[0]: r[1]
+        for r in await db.fetch(
+            "SELECT dedup_key, summary FROM critical_alerts WHERE rule = 'anomaly'"
+        )
+    }
+    assert "anomaly:moody:error_rate" in fired
+    assert "baseline 5.0%" in fired["anomaly:moody:error_rate"]
+    assert not [key for key in fired if key.startswith("anomaly:calm")]
+    assert replicas[0].terminate() == 0

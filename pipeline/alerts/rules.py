@@ -65,6 +65,14 @@ class Rules:
     slow_window_h: int = 1
     slow_p95_above_ms: float = 5000.0
     slow_min_requests: int = 50
+    anomaly: Rule = Rule("anomaly", enabled=False)
+    anomaly_k: float = 3.0
+    anomaly_alpha: float = 0.3
+    anomaly_days: int = 14
+    anomaly_min_days: int = 3
+    anomaly_min_requests: int = 50
+    anomaly_min_rate_std: float = 0.02
+    anomaly_min_p95_std_ms: float = 50.0
     rate_limit_below: dict[str, int] = field(default_factory=dict)
 
     def rate_limit_threshold(self, provider: str) -> int | None:
@@ -132,8 +140,20 @@ class Rules:
             slow_window_h=_hours(label, "slow", doc),
             slow_p95_above_ms=_number(label, "slow", "p95_above_ms", doc, 5000),
             slow_min_requests=int(_number(label, "slow", "min_requests", doc, 50)),
+            anomaly=rule("anomaly", *_ANOMALY_KEYS),
+            anomaly_k=_number(label, "anomaly", "k", doc, 3.0),
+            anomaly_alpha=min(1.0, _number(label, "anomaly", "alpha", doc, 0.3)),
+            anomaly_days=max(1, int(_number(label, "anomaly", "days", doc, 14))),
+            anomaly_min_days=int(_number(label, "anomaly", "min_days", doc, 3)),
+            anomaly_min_requests=int(_number(label, "anomaly", "min_requests", doc, 50)),
+            anomaly_min_rate_std=_number(label, "anomaly", "min_rate_std", doc, 0.02),
+            anomaly_min_p95_std_ms=_number(label, "anomaly", "min_p95_std_ms", doc, 50),
             rate_limit_below=dict(below),
         )
+
+
+_ANOMALY_KEYS = ("k", "alpha", "days", "min_days", "min_requests", "min_rate_std",
+                 "min_p95_std_ms")  # fmt: skip
 
 
 def _number(label: str, rule: str, key: str, doc: dict[str, Any], default: float) -> float:

@@ -44,6 +44,77 @@ def decide(
     return out
 
 
+def ewma(history: list[float], alpha: float) -> tuple[float, float]:
+    """Exponentially weighted mean and standard deviation, oldest value first."""
+    mean, variance = history[0], 0.0
+    for value in history[1:]:
+        diff = value - mean
+        increment = alpha * diff
+        mean += increment
+        variance = (1 - alpha) * (variance + diff * increment)
+    return mean, variance**0.5
+
+
+def anomalous(
+    history: list[float], current: float, k: float, alpha: float, min_std: float
+) -> tuple[bool, float, float]:
+    """Whether `current` is more than k deviations above the baseline of `history`; also the
+    baseline's mean and (floored) deviation, for the summary."""
+    mean, std = ewma(history, alpha)
+    std = max(std, min_std)
+    return current > mean + k * std, mean, std
+
+
+_SAME_HOUR = """
+SELECT script, hour, requests, errors, wall_sketch::text AS sketch FROM tail_metrics_hourly
+WHERE event_type = '*' AND script = ANY($1::text[]) AND hour = ANY($2::timestamptz[])
+ORDER BY script, hour
+"""
+
+
+async def anomalies(
+    conn: asyncpg.Connection, found: Candidates, rules: Rules, scripts: list[str], hour_ms: int
+) -> None:
+    """The anomaly rule: this hour against the same hour of the previous days."""
+    days = rules.anomaly_days
+    hours = [_at(hour_ms - d * 24 * HOUR_MS) for d in range(days, -1, -1)]
+    rows = await conn.fetch(_SAME_HOUR, scripts, hours)
+    by_script: dict[str, list[asyncpg.Record]] = {}
+    for r in rows:
+        by_script.setdefault(r["script"], []).append(r)
+    now = _at(hour_ms)
+    for script, series in by_script.items():
+        current = series[-1]
+        past = [r for r in series if r["hour"] < now and r["requests"] > 0]
+        if current["hour"] != now or current["requests"] < rules.anomaly_min_requests:
+            continue
+        if len(past) < rules.anomaly_min_days:
+            continue
+        rate = current["errors"] / current["requests"]
+        history = [r["errors"] / r["requests"] for r in past]
+        hit, mean, std = anomalous(history, rate, rules.anomaly_k, rules.anomaly_alpha,
+                                   rules.anomaly_min_rate_std)  # fmt: skip
+        if hit:
+            note(found, rules.anomaly, f"anomaly:{script}:error_rate", script, hour_ms,
+                 f"{script}: error rate {rate:.1%} this hour, baseline {mean:.1%} "
+                 f"± {std:.1%} for this hour of day", {"script": script})  # fmt: skip
+        p95s = [_p95(r["sketch"]) for r in past]
+        now_p95 = _p95(current["sketch"])
+        if now_p95 is None or any(v is None for v in p95s):
+            continue
+        hit, mean, std = anomalous([v for v in p95s if v is not None], now_p95,
+                                   rules.anomaly_k, rules.anomaly_alpha,
+                                   rules.anomaly_min_p95_std_ms)  # fmt: skip
+        if hit:
+            note(found, rules.anomaly, f"anomaly:{script}:p95", script, hour_ms,
+                 f"{script}: p95 wall time {now_p95:.0f} ms this hour, baseline {mean:.0f} "
+                 f"± {std:.0f} ms for this hour of day", {"script": script})  # fmt: skip
+
+
+def _p95(text: str) -> float | None:
+    return LatencySketch.from_json(orjson.loads(text)).quantile(0.95)
+
+
 async def evaluate(
     conn: asyncpg.Connection, found: Candidates, rules: Rules, scripts: set[str], newest_ms: int
 ) -> None:
@@ -52,6 +123,8 @@ async def evaluate(
     if not scripts:
         return
     hour = newest_ms - newest_ms % HOUR_MS
+    if rules.anomaly.enabled:
+        await anomalies(conn, found, rules, sorted(scripts), hour)
     for rule_name, hours in (("error_rate", rules.error_rate_window_h),
                              ("slow", rules.slow_window_h)):  # fmt: skip
         rule = getattr(rules, rule_name)
