@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from pipeline import dlq, kafka, postgres, store
 from pipeline.alerts.detect import Candidates, note
 from pipeline.alerts.outbox import Outbox
-from pipeline.alerts.rules import Rules
+from pipeline.alerts.rules import Rule, Rules
 from pipeline.batch import Batch
 from pipeline.errors import DependencyError
 from pipeline.guard import Guard, GuardPolicy
@@ -120,7 +120,8 @@ class Consumer:
         self._idle.set()
         self._partitions = PartitionManager()
         self._pauses: Pauses | None = None
-        self._alerting: asyncio.Task[None] | None = None
+        self._alerting: set[asyncio.Task[None]] = set()
+        """Alerts being recorded apart from a flush (kept here: the loop holds tasks weakly)."""
         self._kafka: AIOKafkaConsumer | None = None
         self._control: asyncpg.Connection | None = None
         self._writer: Writer | None = None
@@ -146,6 +147,7 @@ class Consumer:
             self._writer = Writer(dead_letters, self.transformer, self.guard, self.rules)
             writer = asyncio.create_task(self._write(writer_conn), name="tailpipe-writer")
             outbox = asyncio.create_task(self.outbox.run(), name="tailpipe-alerts")
+            watch = asyncio.create_task(self._watch(), name="tailpipe-progress")
             try:
                 await self._poll()
                 try:
@@ -157,7 +159,7 @@ class Consumer:
                         self.policy.shutdown_grace_s,
                     )
             finally:
-                for task in (writer, outbox):
+                for task in (writer, outbox, watch):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
@@ -336,14 +338,20 @@ class Consumer:
         self._drop(set(self._position))
         self._paused().trip(why)
         if self.rules is not None and self.rules.guard_rail.enabled:
-            self._alerting = asyncio.create_task(self._guard_alert(self.rules, why))
+            topic = self.settings.topic
+            summary = f"dead-letter guard rail stopped a replica of {topic}: {why}"
+            self._raise(self.rules.guard_rail, f"guard_rail:{topic}", summary)
 
-    async def _guard_alert(self, rules: Rules, why: str) -> None:
-        """Record the guard rail's critical alert in the outbox and publish it."""
+    def _raise(self, rule: Rule, dedup_key: str, summary: str) -> None:
+        """An alert about the replica itself, recorded apart from any flush."""
         found: Candidates = {}
-        topic = self.settings.topic
-        note(found, rules.guard_rail, f"guard_rail:{topic}", None, int(time.time() * 1000),
-             f"dead-letter guard rail stopped a replica of {topic}: {why}")  # fmt: skip
+        note(found, rule, dedup_key, None, int(time.time() * 1000), summary)
+        task = asyncio.create_task(self._record(found))
+        self._alerting.add(task)
+        task.add_done_callback(self._alerting.discard)
+
+    async def _record(self, found: Candidates) -> None:
+        """Record alerts in the outbox and publish them, retrying until PostgreSQL takes them."""
         for attempt in itertools.count(1):
             try:
                 conn = await postgres.connect(self.settings)
@@ -355,7 +363,45 @@ class Consumer:
                 return
             except Exception as exc:  # PostgreSQL away: keep trying, the alert must not be lost
                 await asyncio.sleep(self.policy.backoff.delay(attempt))
-                log.warning("guard rail alert not recorded yet: %s", exc)
+                log.warning("alert not recorded yet: %s", exc)
+
+    async def _watch(self) -> None:
+        if self.rules is not None and self.rules.stalled.enabled:
+            await self._watch_progress(self.rules)
+
+    async def _watch_progress(self, rules: Rules) -> None:
+        """The `stalled` rule: nothing stored for `after` while the lag of our partitions grew
+        (end offsets asked of the broker: a paused partition's fetch position says nothing)."""
+        assert self._kafka is not None
+        after_s = rules.stalled_after_ms / 1000
+        stored_at = time.monotonic()
+        last_total: int | None = None
+        lag_then: int | None = None
+        while True:
+            await asyncio.sleep(min(after_s / 2, 10.0))
+            owned = self._kafka.assignment()
+            total = sum(self._stored.get((tp.topic, tp.partition), 0) for tp in owned)
+            if total != last_total:
+                stored_at, last_total, lag_then = time.monotonic(), total, None
+                continue
+            try:
+                ends = await self._kafka.end_offsets(list(owned)) if owned else {}
+            except Exception as exc:  # the broker is away: no lag to speak of
+                log.info("end offsets unavailable: %s", exc)
+                continue
+            lag = sum(
+                max(0, end - self._stored.get((tp.topic, tp.partition), end))
+                for tp, end in ends.items()
+            )
+            if lag_then is None:
+                lag_then = lag
+            stuck = time.monotonic() - stored_at
+            if stuck >= after_s and lag > lag_then:
+                topic, group = self.settings.topic, self.settings.group
+                self._raise(rules.stalled, f"stalled:{topic}:{group}",
+                            f"a replica of group {group} stored nothing for {stuck:.0f}s "
+                            f"while its lag on {topic} grew from {lag_then} to {lag}")  # fmt: skip
+                stored_at, lag_then = time.monotonic(), lag
 
     def readiness(self) -> dict[str, Any]:
         """Ready: started (partitions assigned, or waiting for an assignment), PostgreSQL

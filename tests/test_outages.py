@@ -12,6 +12,7 @@ import itertools
 import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -220,3 +221,36 @@ async def test_kill_9_during_a_dead_letter_write_no_duplicate_object_no_loss(
         in_store = set(await store.keys_after(prefix, None))
     assert in_store == indexed, "an object nothing indexes (a duplicate) or one missing"
     assert len(await dead_letters_in_store(settings, db)) == 3
+
+
+async def test_a_stalled_replica_raises_an_alert_while_lag_grows(
+    migrated: Settings,
+    db: asyncpg.Connection,
+    replicas: list[Replica],
+    s3_proxy: TcpProxy,
+    tmp_path: Path,
+) -> None:
+    settings = migrated
+    await kafka.ensure_topics(settings, {settings.topic: 1, settings.alerts_topic: 1})
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[stalled]\nafter = "2s"\n')
+    replicas.append(
+        Replica(settings, **through(settings, s3_proxy), TAILPIPE_ALERT_RULES=str(rules))
+    )
+    first = await produce(settings, 200, seed=38)
+    await wait_stored(db, settings.topic, first.count, 60)
+    await s3_proxy.refuse()  # dead letters cannot be written: the partition is held
+    await produce(settings, 200, seed=39, poison_ratio=0.05)
+    replica = replicas[0]
+    await wait_for(lambda: "held" in replica.readiness(), 60, "partition held")
+    await produce(settings, 200, seed=40)  # the lag grows behind the held partition
+    await wait_for(
+        lambda: db.fetchval("SELECT count(*) > 0 FROM critical_alerts WHERE rule = 'stalled'"),
+        60,
+        "a stalled alert",
+    )
+    summary = await db.fetchval("SELECT summary FROM critical_alerts WHERE rule = 'stalled'")
+    assert "stored nothing" in summary
+    await s3_proxy.restore()
+    await wait_stored(db, settings.topic, 600, 120)
+    assert replica.terminate() == 0

@@ -65,6 +65,8 @@ class Rules:
     slow_window_h: int = 1
     slow_p95_above_ms: float = 5000.0
     slow_min_requests: int = 50
+    stalled: Rule = Rule("stalled", enabled=False)
+    stalled_after_ms: int = 300_000
     anomaly: Rule = Rule("anomaly", enabled=False)
     anomaly_k: float = 3.0
     anomaly_alpha: float = 0.3
@@ -140,6 +142,10 @@ class Rules:
             slow_window_h=_hours(label, "slow", doc),
             slow_p95_above_ms=_number(label, "slow", "p95_above_ms", doc, 5000),
             slow_min_requests=int(_number(label, "slow", "min_requests", doc, 50)),
+            stalled=rule("stalled", "after"),
+            stalled_after_ms=_duration_ms(
+                f"{label}: [stalled] after", doc.get("stalled", {}).get("after", "5m")
+            ),
             anomaly=rule("anomaly", *_ANOMALY_KEYS),
             anomaly_k=_number(label, "anomaly", "k", doc, 3.0),
             anomaly_alpha=min(1.0, _number(label, "anomaly", "alpha", doc, 0.3)),
