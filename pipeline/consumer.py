@@ -98,7 +98,7 @@ class Consumer:
     ) -> None:
         self.settings = settings
         self.rules = rules
-        self.outbox = Outbox(settings, interval_s=max(policy.max_age_s, 0.2))
+        self.outbox = Outbox(settings, interval_s=settings.alert_publish_interval)
         self.policy = policy
         self.transformer = transformer
         self.totals = Totals()

@@ -139,6 +139,12 @@ class Settings:
         optional_path,
         doc="TOML alert rules replacing the built-in ones (see alerts/rules.toml)",
     )
+    alert_publish_interval: float = _setting(
+        1.0, positive_float, doc="seconds between outbox sweeps (a flush that alerts wakes it)"
+    )
+    alert_forward_attempts: int = _setting(
+        5, positive_int, doc="deliveries tried per alert and destination before giving up"
+    )
     alert_destinations: str = _setting(
         "", optional_path, doc="TOML file of Slack, Discord and webhook destinations"
     )

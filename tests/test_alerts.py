@@ -223,3 +223,45 @@ async def test_anomaly_against_the_same_hour_of_previous_days(
     assert "baseline 5.0%" in fired["anomaly:moody:error_rate"]
     assert not [key for key in fired if key.startswith("anomaly:calm")]
     assert replicas[0].terminate() == 0
+
+
+async def test_the_flush_that_makes_an_alert_publishes_it(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await topics(settings, 1)
+    # The periodic sweep is an hour away: only the flush's wake-up can publish in time.
+    replicas.append(Replica(settings, TAILPIPE_ALERT_PUBLISH_INTERVAL="3600"))
+    await wait_for(lambda: replicas[0].readiness().get("partitions") == 1, 60, "assigned")
+    await publish(settings, [(b"w", trace("worker-e", "exceededMemory", mid_window_ms()))])
+    [(key, _)] = await read_topic(replace(settings, topic=settings.alerts_topic), 1)
+    assert key == b"outcome:worker-e:exceededMemory"
+    assert replicas[0].terminate() == 0
+
+
+def rate_limit_line(script: str, remaining: int, ms: int) -> bytes:
+    return orjson.dumps(
+        {"scriptName": script, "outcome": "ok", "eventTimestamp": ms, "exceptions": [],
+         "logs": [{"level": "log", "timestamp": ms,
+                   "message": [f"github ratelimit remaining={remaining} limit=5000"]}]}
+    )  # fmt: skip
+
+
+async def test_rate_limit_alerts_strictly_below_the_threshold(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await topics(settings, 1)
+    replicas.append(Replica(settings))
+    at = mid_window_ms()
+    await publish(settings, [(b"w", rate_limit_line("scanner", 100, at))])  # threshold: 100
+    await wait_stored(db, settings.topic, 1, 60)
+    assert await db.fetchval("SELECT count(*) FROM critical_alerts WHERE rule = 'rate_limit'") == 0
+    await publish(settings, [(b"w", rate_limit_line("scanner", 99, at + 1))])
+    await wait_stored(db, settings.topic, 2, 60)
+    row = await db.fetchrow(
+        "SELECT dedup_key, summary FROM critical_alerts WHERE rule = 'rate_limit'"
+    )
+    assert row["dedup_key"] == "rate_limit:github"
+    assert "remaining 99 (below 100)" in row["summary"]
+    assert replicas[0].terminate() == 0

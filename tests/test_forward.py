@@ -192,3 +192,12 @@ async def test_from_the_alerts_topic_to_a_webhook_then_committed(
 
 async def _committed(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> bool:
     return await consumer.committed(tp) == offset
+
+
+def test_rate_limit_spaces_requests_evenly() -> None:
+    limit = forward.RateLimit(per_minute=30)  # one every 2 s
+    assert limit.reserve(100.0) == 0.0
+    assert limit.reserve(100.0) == 2.0
+    assert limit.reserve(100.5) == 3.5
+    assert limit.reserve(110.0) == 0.0  # idle long enough: no wait, no burst credit either
+    assert limit.reserve(110.0) == 2.0

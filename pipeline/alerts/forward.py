@@ -45,10 +45,14 @@ class RateLimit:
         self._gap = 60.0 / per_minute
         self._next = 0.0
 
-    async def wait(self) -> None:
-        now = time.monotonic()
-        delay = self._next - now
+    def reserve(self, now: float) -> float:
+        """Book the next slot for a request made at `now`; returns how long to wait for it."""
+        delay = max(0.0, self._next - now)
         self._next = max(now, self._next) + self._gap
+        return delay
+
+    async def wait(self) -> None:
+        delay = self.reserve(time.monotonic())
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -126,7 +130,7 @@ async def run(
     )
     await consumer.start()
     async with httpx.AsyncClient(timeout=settings.connect_timeout * 2) as client:
-        forwarder = Forwarder(destinations, client)
+        forwarder = Forwarder(destinations, client, settings.alert_forward_attempts)
         try:
             while not stop.is_set():
                 fetched = await consumer.getmany(timeout_ms=500, max_records=100)
