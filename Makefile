@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STACK := $(PY) deploy/local/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help venv stack-up stack-down stack-status migrate check run test bench bench-api chaos lint fmt clean
+.PHONY: help venv stack-up stack-down stack-status migrate check run test bench bench-api bench-alerts chaos lint fmt clean
 
 help:
 	@echo "make run          bring up the local stack, migrate, check, run the pipeline"
@@ -58,6 +58,10 @@ bench: stack-up
 BENCH_API_ARGS ?=
 bench-api: stack-up
 	$(PY) bench/api.py $(BENCH_API_ARGS)
+
+# Alert latency (not a test): from an event to its alert on the alerts topic, vs one flush.
+bench-alerts: stack-up
+	$(PY) bench/alerts.py
 
 # The failure scenarios at random for CHAOS_ARGS (default 120 s of faults), then an accounting:
 # produced = stored + dead-lettered, nothing twice. JSON in .local/chaos/.
