@@ -366,37 +366,36 @@ class Consumer:
                 log.warning("alert not recorded yet: %s", exc)
 
     async def _watch(self) -> None:
-        if self.rules is not None and self.rules.stalled.enabled:
-            await self._watch_progress(self.rules)
-
-    async def _watch_progress(self, rules: Rules) -> None:
-        """The `stalled` rule: nothing stored for `after` while the lag of our partitions grew
-        (end offsets asked of the broker: a paused partition's fetch position says nothing)."""
+        """Every few seconds: the lag and in-flight gauges, and the `stalled` rule (nothing
+        stored for `after` while the lag grew). End offsets are asked of the broker: a paused
+        partition's fetch position says nothing about what waits behind it."""
         assert self._kafka is not None
-        after_s = rules.stalled_after_ms / 1000
-        stored_at = time.monotonic()
-        last_total: int | None = None
-        lag_then: int | None = None
+        rules = self.rules if self.rules is not None and self.rules.stalled.enabled else None
+        after_s = rules.stalled_after_ms / 1000 if rules is not None else 0.0
+        interval = min(after_s / 2, 5.0) if rules is not None else 5.0
+        stored_at, last_total, lag_then = time.monotonic(), -1, -1
         while True:
-            await asyncio.sleep(min(after_s / 2, 10.0))
+            await asyncio.sleep(interval)
+            batches = (*self._unflushed, self._batch)
+            self.metrics.in_flight_rows.set(sum(b.rows for b in batches))
+            self.metrics.in_flight_bytes.set(sum(b.bytes for b in batches))
             owned = self._kafka.assignment()
-            total = sum(self._stored.get((tp.topic, tp.partition), 0) for tp in owned)
-            if total != last_total:
-                stored_at, last_total, lag_then = time.monotonic(), total, None
-                continue
             try:
                 ends = await self._kafka.end_offsets(list(owned)) if owned else {}
             except Exception as exc:  # the broker is away: no lag to speak of
                 log.info("end offsets unavailable: %s", exc)
                 continue
-            lag = sum(
-                max(0, end - self._stored.get((tp.topic, tp.partition), end))
-                for tp, end in ends.items()
-            )
-            if lag_then is None:
-                lag_then = lag
+            lag = 0
+            for tp, end in ends.items():
+                behind = max(0, end - self._stored.get((tp.topic, tp.partition), end))
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
+                lag += behind
+            total = sum(self._stored.get((tp.topic, tp.partition), 0) for tp in owned)
+            if total != last_total or lag_then < 0:
+                stored_at, last_total, lag_then = time.monotonic(), total, lag
+                continue
             stuck = time.monotonic() - stored_at
-            if stuck >= after_s and lag > lag_then:
+            if rules is not None and stuck >= after_s and lag > lag_then:
                 topic, group = self.settings.topic, self.settings.group
                 self._raise(rules.stalled, f"stalled:{topic}:{group}",
                             f"a replica of group {group} stored nothing for {stuck:.0f}s "

@@ -42,6 +42,9 @@ class Metrics:
     retries: Counter
     dependency_up: Gauge
     paused_partitions: Gauge
+    lag: Gauge
+    in_flight_rows: Gauge
+    in_flight_bytes: Gauge
     guard_tripped: Gauge
     build_info: Gauge
 
@@ -109,6 +112,18 @@ class Metrics:
             paused_partitions=Gauge(
                 "tailpipe_paused_partitions", "partitions paused by backpressure or an outage",
                 registry=r,
+            ),
+            lag=Gauge(
+                "tailpipe_consumer_lag_messages",
+                "per owned partition: the broker's end offset minus the offset stored",
+                ["topic", "partition"], registry=r,
+            ),
+            in_flight_rows=Gauge(
+                "tailpipe_in_flight_rows", "rows read but not yet stored (filling and queued)",
+                registry=r,
+            ),
+            in_flight_bytes=Gauge(
+                "tailpipe_in_flight_bytes", "message bytes read but not yet stored", registry=r
             ),
             guard_tripped=Gauge(
                 "tailpipe_guard_rail_tripped",

@@ -111,6 +111,7 @@ async def test_postgres_stopped_mid_stream_nothing_lost_stays_in_group(
     db = await postgres.connect(settings)
     try:
         await wait_stored(db, settings.topic, first.count + second.count, 120)
+        await wait_for(lambda: replica.readiness()["ready"], 30, "ready again")
         metrics = replica.scrape()
         rss = peak_rss_mib(replica.proc.pid)
         assert replica.terminate() == 0
@@ -251,6 +252,8 @@ async def test_a_stalled_replica_raises_an_alert_while_lag_grows(
     )
     summary = await db.fetchval("SELECT summary FROM critical_alerts WHERE rule = 'stalled'")
     assert "stored nothing" in summary
+    lag = sum(v for k, v in replica.scrape().items() if k.startswith("tailpipe_consumer_lag"))
+    assert lag > 0
     await s3_proxy.restore()
     await wait_stored(db, settings.topic, 600, 120)
     assert replica.terminate() == 0
