@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from pipeline.alerts.detect import note
-from pipeline.alerts.rules import Rules
+from pipeline.alerts.rules import Rule, Rules
 from pipeline.batch import Batch, Part, TopicPartition
 from pipeline.deadletter import DeadLetter, Headers, Raw
 from pipeline.decode import decode
@@ -84,6 +84,11 @@ class Transformer:
     def __init__(self, extractor: Extractor, rules: Rules | None = None) -> None:
         self._extract = extractor.extract
         self._rules = rules
+        self._error_rule = rules.error_log if rules is not None else Rule("error_log", False)
+        # None when the error-line rule is off: the log loop then skips it at no cost.
+        self._error_search = (
+            rules.error_pattern.search if rules is not None and rules.error_log.enabled else None
+        )
 
     def add(
         self,
@@ -183,14 +188,16 @@ class Transformer:
             )
         )
         seq = 0
+        error_search = self._error_search
         for line in inv.logs:
             levels[line.level] += 1
+            text = redact_text(line.text, counts)
             part.logs.append(
                 (
                     _ts(line.timestamp_ms) if line.timestamp_ms else ts,
                     *context[1:],
                     line.level,
-                    redact_text(line.text, counts),
+                    text,
                     _redacted_json(line.data, counts),
                     line.kind,
                     None,
@@ -201,6 +208,10 @@ class Transformer:
                 )
             )
             seq += 1
+            if error_search is not None and line.level == "error" and error_search(text):
+                # The rule reads what is stored: the text after redaction.
+                note(part.rollups.alerts, self._error_rule, f"error_log:{script}", script, ts_ms,
+                     f"{script}: {text}", {"script": script, "level": "error"})  # fmt: skip
         errors = part.rollups.errors
         for exc in inv.exceptions:
             levels["exception"] += 1
@@ -233,7 +244,7 @@ class Transformer:
             part.rollups.error_hours[(exc_ms - exc_ms % HOUR_MS, fp)] += 1
         _extracted(part.rollups, self._extract(inv), ts_ms, script)
         if self._rules is not None:
-            _alerts(part, self._rules, inv, ts_ms, script)
+            _outcome_alert(part, self._rules, inv, ts_ms, script)
         return 1 + seq
 
 
@@ -302,16 +313,10 @@ def _extracted(rollups: Rollups, found: Extracted, ts_ms: int, script: str) -> N
             activity.duration_max = max(activity.duration_max, int(scan.duration_ms))
 
 
-def _alerts(part: Part, rules: Rules, inv: Invocation, ts_ms: int, script: str) -> None:
-    """The per-event alert rules, on what will be stored (messages already redacted)."""
+def _outcome_alert(part: Part, rules: Rules, inv: Invocation, ts_ms: int, script: str) -> None:
+    """The outcome rule (error lines are noted as their rows are built, in `_rows`)."""
     found = part.rollups.alerts
     if rules.outcome.enabled and inv.outcome in rules.outcomes:
         note(found, rules.outcome, f"outcome:{script}:{inv.outcome}", script, ts_ms,
              f"{script}: an invocation ended with {inv.outcome}",
              {"script": script, "outcome": inv.outcome})  # fmt: skip
-    if rules.error_log.enabled and inv.logs:
-        search = rules.error_pattern.search
-        for row in part.logs[len(part.logs) - len(inv.logs) - len(inv.exceptions) :]:
-            if row[4] == "error" and search(row[5]):
-                note(found, rules.error_log, f"error_log:{script}", script, ts_ms,
-                     f"{script}: {row[5]}", {"script": script, "level": "error"})  # fmt: skip
