@@ -125,27 +125,30 @@ async def evaluate(
     hour = newest_ms - newest_ms % HOUR_MS
     if rules.anomaly.enabled:
         await anomalies(conn, found, rules, sorted(scripts), hour)
-    for rule_name, hours in (("error_rate", rules.error_rate_window_h),
-                             ("slow", rules.slow_window_h)):  # fmt: skip
-        rule = getattr(rules, rule_name)
-        if not rule.enabled:
-            continue
+    # Both rules read the same rows when their windows match (the default): one query each
+    # distinct window, and the sketches merged only when the p95 rule wants them.
+    wanted: dict[int, set[str]] = {}
+    if rules.error_rate.enabled:
+        wanted.setdefault(rules.error_rate_window_h, set()).add("error_rate")
+    if rules.slow.enabled:
+        wanted.setdefault(rules.slow_window_h, set()).add("slow")
+    for hours, names in wanted.items():
         rows = await conn.fetch(_WINDOW, sorted(scripts), _at(hour - hours * HOUR_MS), _at(hour))
         for r in rows:
             p95 = None
-            if rule_name == "slow":
+            if "slow" in names:
                 sketch = LatencySketch()
                 for text in r["sketches"]:
                     sketch.merge(LatencySketch.from_json(orjson.loads(text)))
                 p95 = sketch.quantile(0.95)
             broken = decide(
                 rules, r["requests"], r["errors"], p95,
-                rate=rule_name == "error_rate", slow=rule_name == "slow",
+                rate="error_rate" in names, slow="slow" in names,
             )  # fmt: skip
             for name, summary in broken:
                 script = r["script"]
-                note(found, rule, f"{name}:{script}", script, newest_ms, f"{script}: {summary}",
-                     {"script": script})  # fmt: skip
+                note(found, getattr(rules, name), f"{name}:{script}", script, newest_ms,
+                     f"{script}: {summary}", {"script": script})  # fmt: skip
 
 
 def _at(ms: int) -> datetime:
