@@ -1,6 +1,5 @@
-"""The flush: one PostgreSQL transaction that stores a batch and advances its offsets.
-
-Inside the transaction, in this order:
+"""The flush's SQL: one PostgreSQL transaction (run by `pipeline.writer`) that stores a batch
+and advances its offsets. Inside it, in this order:
 1. compare-and-set each partition's stored offset (`pipeline_offsets`) from the value this
    consumer last stored to the batch's end. A consumer that lost a partition in a rebalance
    (a zombie) finds a different value, and its whole transaction rolls back: `PartitionsLost`.
@@ -25,7 +24,7 @@ from typing import NamedTuple
 import asyncpg
 import orjson
 
-from pipeline import merge, postgres
+from pipeline import postgres
 from pipeline.batch import Batch, Row, TopicPartition
 from pipeline.errors import TailpipeError
 from pipeline.transform import EVENT_COLUMNS, LOG_COLUMNS
@@ -55,9 +54,10 @@ RETURNING topic, partition
 """
 
 
-async def _advance(
+async def advance(
     conn: asyncpg.Connection, batch: Batch, stored: Mapping[TopicPartition, int]
 ) -> None:
+    """Step 1 of a flush (inside its transaction): compare-and-set the batch's offsets."""
     updates = [
         (tp, stored[tp], part.next_offset) for tp, part in batch.parts.items() if tp in stored
     ]
@@ -106,13 +106,6 @@ def days_of(batch: Batch) -> set[date]:
 def rows_written(batch: Batch) -> dict[str, int]:
     parts = batch.parts.values()
     return {table: sum(len(getattr(p, attr)) for p in parts) for table, attr, _ in RAW_TABLES}
-
-
-async def advance(
-    conn: asyncpg.Connection, batch: Batch, stored: Mapping[TopicPartition, int]
-) -> None:
-    """Step 1 of a flush (inside its transaction): compare-and-set the batch's offsets."""
-    await _advance(conn, batch, stored)
 
 
 async def copy_rows(conn: asyncpg.Connection, batch: Batch) -> None:
@@ -230,18 +223,6 @@ async def newest_dead_letter_object(
         partition,
     )
     return key
-
-
-async def flush(
-    conn: asyncpg.Connection, batch: Batch, stored: Mapping[TopicPartition, int]
-) -> dict[str, int]:
-    """Store a batch without dead letters exactly once; returns rows written per table. Raises
-    PartitionsLost (nothing stored) when another consumer owns one of its partitions now."""
-    async with conn.transaction():
-        await _advance(conn, batch, stored)
-        await copy_rows(conn, batch)
-        await merge.merge_rollups(conn, batch)
-    return rows_written(batch)
 
 
 async def stored_offsets(

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from pipeline import __version__, kafka, store, synth
 from pipeline.batch import Batch
+from pipeline.dlq import FileStore
 from pipeline.extract import Extractor
+from pipeline.guard import Guard, GuardPolicy
 from pipeline.partitions import PartitionManager, ahead, partition_name
 from pipeline.settings import Settings
 from pipeline.transform import Transformer
+from pipeline.writer import Writer
 from tests.replica import (
     START,
     Replica,
@@ -96,19 +100,22 @@ def _batch(topic: str, offsets: range) -> Batch:
     return batch
 
 
-async def test_zombie_flush_is_rejected(migrated: Settings, db: asyncpg.Connection) -> None:
+async def test_zombie_flush_is_rejected(
+    migrated: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
     topic = migrated.topic
     await PartitionManager().ensure(db, store.days_of(_batch(topic, range(0, 20))))
-    await store.flush(db, _batch(topic, range(0, 10)), {})
+    writer = Writer(FileStore(tmp_path), Transformer(Extractor.from_files()), Guard(GuardPolicy()))
+    await writer.write(db, _batch(topic, range(0, 10)), {})
     # The partition moved on: a new owner stored 10..20.
-    await store.flush(db, _batch(topic, range(10, 20)), {(topic, 0): 10})
+    await writer.write(db, _batch(topic, range(10, 20)), {(topic, 0): 10})
     before = await db.fetchval("SELECT count(*) FROM tail_events")
     # A zombie that still believes the stored offset is 10 flushes its late batch: rejected.
     with pytest.raises(store.PartitionsLost) as lost:
-        await store.flush(db, _batch(topic, range(10, 20)), {(topic, 0): 10})
+        await writer.write(db, _batch(topic, range(10, 20)), {(topic, 0): 10})
     assert lost.value.lost == {(topic, 0)}
     # And one that never saw a stored offset cannot claim the partition either.
     with pytest.raises(store.PartitionsLost):
-        await store.flush(db, _batch(topic, range(0, 10)), {})
+        await writer.write(db, _batch(topic, range(0, 10)), {})
     assert await db.fetchval("SELECT count(*) FROM tail_events") == before == 20
     assert await stored_total(db, topic) == 20
