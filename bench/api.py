@@ -48,12 +48,13 @@ import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from bench.ingest import drop_kafka, env_of, migrate  # noqa: E402
+from bench.ingest import drop_kafka, migrate  # noqa: E402
 from pipeline import kafka, postgres, synth  # noqa: E402
 from pipeline.api import logs as recent_sql  # noqa: E402
 from pipeline.errors import DependencyError  # noqa: E402
 from pipeline.publisher import BulkPublisher  # noqa: E402
 from pipeline.settings import Settings, load  # noqa: E402
+from tests.conftest import env_of  # noqa: E402
 
 SCHEMA = "bench_api"
 TOKEN = "bench-api-read-token-0123456789"

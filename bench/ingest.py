@@ -51,6 +51,7 @@ from pipeline.partitions import PartitionManager  # noqa: E402
 from pipeline.publisher import BulkPublisher  # noqa: E402
 from pipeline.settings import Settings, load  # noqa: E402
 from pipeline.transform import EVENT_COLUMNS, LOG_COLUMNS, Transformer  # noqa: E402
+from tests.conftest import env_of  # noqa: E402
 
 START_MS = 1_764_374_400_000
 PARTITIONS = 6
@@ -63,19 +64,6 @@ def kafka_extensions() -> str | None:
 
     module = DefaultRecordBatch.__module__
     return None if module.startswith("aiokafka.record._crecords") else module
-
-
-def env_of(settings: Settings) -> dict[str, str]:
-    return {
-        "TAILPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "TAILPIPE_TOPIC": settings.topic,
-        "TAILPIPE_ALERTS_TOPIC": settings.alerts_topic,
-        "TAILPIPE_GROUP": settings.group,
-        "TAILPIPE_POSTGRES_DSN": settings.postgres_dsn,
-        "TAILPIPE_POSTGRES_SCHEMA": settings.postgres_schema,
-        "TAILPIPE_S3_ENDPOINT": settings.s3_endpoint,
-        "TAILPIPE_DLQ_URL": settings.dlq_url,
-    }
 
 
 def migrate(settings: Settings) -> None:
@@ -133,13 +121,19 @@ def _bare_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def kafka_ceiling(settings: Settings, n: int) -> dict[str, Any]:
+async def _from_start(settings: Settings) -> AIOKafkaConsumer:
+    """A started bare consumer assigned every partition of the topic, at its beginning."""
     consumer = _bare_consumer(settings)
     await consumer.start()
+    tps = [TopicPartition(settings.topic, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return consumer
+
+
+async def kafka_ceiling(settings: Settings, n: int) -> dict[str, Any]:
+    consumer = await _from_start(settings)
     try:
-        tps = [TopicPartition(settings.topic, p) for p in range(PARTITIONS)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         seen = 0
         started = time.perf_counter()
         while seen < n:
@@ -339,13 +333,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)"""
 
 
 async def naive(settings: Settings, n: int, topic: str) -> dict[str, Any]:
-    consumer = _bare_consumer(settings)
-    await consumer.start()
+    consumer = await _from_start(settings)
     conn = await postgres.connect(settings)
     try:
-        tps = [TopicPartition(settings.topic, p) for p in range(PARTITIONS)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         seen = 0
         started = time.perf_counter()
         while seen < n:

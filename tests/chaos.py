@@ -30,8 +30,14 @@ from pipeline.deadletter import partition_prefix
 from pipeline.settings import Settings, load
 from tests.conftest import ROOT, env_of, tailpipe, unique
 from tests.faults import TcpProxy, postgres_down, postgres_up
-from tests.replica import Produced, Replica, produce, stored_total
-from tests.test_dead_letters import dead_letters_in_store, stored_messages
+from tests.replica import (
+    Produced,
+    Replica,
+    dead_letters_in_store,
+    produce,
+    stored_messages,
+    stored_total,
+)
 
 FAULTS = ("kill9", "sigterm", "postgres", "s3", "s3_hold_kill9")
 

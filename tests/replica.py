@@ -20,8 +20,9 @@ import asyncpg
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import synth
+from pipeline import dlq, synth
 from pipeline.batch import Batch
+from pipeline.deadletter import decode_object
 from pipeline.decode import decode
 from pipeline.errors import DecodeError
 from pipeline.extract import Extractor
@@ -248,3 +249,21 @@ async def assert_rollups_match_raw_rows(db: asyncpg.Connection) -> None:
         """
     )
     assert error_hours == []
+
+
+async def dead_letters_in_store(
+    settings: Settings, db: asyncpg.Connection
+) -> Counter[tuple[int, int]]:
+    """(partition, offset) of every dead letter in every indexed object, with its count."""
+    found: Counter[tuple[int, int]] = Counter()
+    keys = [r[0] for r in await db.fetch("SELECT object_key FROM dead_letters")]
+    async with dlq.open_store(settings) as store:
+        for key in keys:
+            for _, partition, letter in decode_object(await store.get(key)):
+                found[(partition, letter.offset)] += 1
+    return found
+
+
+async def stored_messages(db: asyncpg.Connection) -> set[tuple[int, int]]:
+    rows = await db.fetch("SELECT DISTINCT kafka_partition, kafka_offset FROM tail_events")
+    return {(r[0], r[1]) for r in rows}

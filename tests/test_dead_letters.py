@@ -13,8 +13,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from pipeline import dlq, kafka, synth
-from pipeline.deadletter import decode_object
+from pipeline import kafka, synth
 from pipeline.partitions import PartitionManager
 from pipeline.publisher import BulkPublisher
 from pipeline.settings import Settings
@@ -24,28 +23,12 @@ from tests.replica import (
     START,
     Replica,
     assert_rollups_match_raw_rows,
+    dead_letters_in_store,
     produce,
+    stored_messages,
     stored_total,
     wait_stored,
 )
-
-
-async def dead_letters_in_store(
-    settings: Settings, db: asyncpg.Connection
-) -> Counter[tuple[int, int]]:
-    """(partition, offset) of every dead letter in every indexed object, with its count."""
-    found: Counter[tuple[int, int]] = Counter()
-    keys = [r[0] for r in await db.fetch("SELECT object_key FROM dead_letters")]
-    async with dlq.open_store(settings) as store:
-        for key in keys:
-            for _, partition, letter in decode_object(await store.get(key)):
-                found[(partition, letter.offset)] += 1
-    return found
-
-
-async def stored_messages(db: asyncpg.Connection) -> set[tuple[int, int]]:
-    rows = await db.fetch("SELECT DISTINCT kafka_partition, kafka_offset FROM tail_events")
-    return {(r[0], r[1]) for r in rows}
 
 
 async def test_poison_mix_every_message_stored_or_dead_lettered_once(

@@ -36,11 +36,12 @@ from tests.replica import (
     Replica,
     assert_exactly_once,
     assert_rollups_match_raw_rows,
+    dead_letters_in_store,
     produce,
+    stored_messages,
     stored_total,
     wait_stored,
 )
-from tests.test_dead_letters import dead_letters_in_store, stored_messages
 
 OUTAGE_S = 20.0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 
 from pipeline.api import models
@@ -103,8 +104,6 @@ async def critical_alerts(
             " WHERE last_at >= $1 ORDER BY last_at DESC, id LIMIT $2",
             window.since, limit,
         )  # fmt: skip
-    import orjson
-
     return {
         "window": {"since": window.since, "until": window.until},
         "alerts": [{**dict(r), "details": orjson.loads(r["details"])} for r in rows],
