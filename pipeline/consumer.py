@@ -466,6 +466,11 @@ class Consumer:
             by_topic.setdefault(topic, []).append(partition)
         for topic, partitions in by_topic.items():
             stored = await store.stored_offsets(self._control, topic, partitions)
+            # Rows taken while the stored offsets were being read came from the group's
+            # committed position; where a stored offset exists we seek to it, so they leave
+            # the filling batch (the writer's batches are its own; `store.advance` refuses
+            # such a part there). Without one, the committed position is the right start.
+            self._batch.drop({(topic, p) for p in partitions if (topic, p) in stored})
             for partition in partitions:
                 tp = (topic, partition)
                 if tp in stored:

@@ -31,13 +31,15 @@ from pipeline.transform import EVENT_COLUMNS, LOG_COLUMNS
 
 
 class PartitionsLost(TailpipeError):
-    """Another consumer stored offsets for these partitions since we did: we no longer own
-    them. Nothing of the batch was stored."""
+    """The batch cannot be stored for these partitions from what this consumer knows: another
+    consumer stored offsets since we did (we no longer own them), or the batch holds offsets
+    below the stored one (read from a stale position). Nothing of the batch was stored; the
+    remedy either way is to drop those rows and seek to the stored offset."""
 
-    def __init__(self, lost: set[TopicPartition]) -> None:
+    def __init__(self, lost: set[TopicPartition], why: str = "lost to another consumer") -> None:
         self.lost = lost
         names = ", ".join(f"{t}[{p}]" for t, p in sorted(lost))
-        super().__init__(f"partitions lost to another consumer: {names}")
+        super().__init__(f"partitions {why}: {names}")
 
 
 _CAS = """
@@ -57,7 +59,15 @@ RETURNING topic, partition
 async def advance(
     conn: asyncpg.Connection, batch: Batch, stored: Mapping[TopicPartition, int]
 ) -> None:
-    """Step 1 of a flush (inside its transaction): compare-and-set the batch's offsets."""
+    """Step 1 of a flush (inside its transaction): compare-and-set the batch's offsets.
+
+    A part must not start below its partition's stored offset: those rows are stored already
+    (Kafka offsets may skip forward, so starting above it is fine)."""
+    behind = {
+        tp for tp, part in batch.parts.items() if tp in stored and part.first_offset < stored[tp]
+    }
+    if behind:
+        raise PartitionsLost(behind, "read from below their stored offset")
     updates = [
         (tp, stored[tp], part.next_offset) for tp, part in batch.parts.items() if tp in stored
     ]

@@ -117,5 +117,8 @@ async def test_zombie_flush_is_rejected(
     # And one that never saw a stored offset cannot claim the partition either.
     with pytest.raises(store.PartitionsLost):
         await writer.write(db, _batch(topic, range(0, 10)), {})
+    # Nor can a consumer whose batch starts below the stored offset (a stale fetch position).
+    with pytest.raises(store.PartitionsLost, match="below their stored offset"):
+        await writer.write(db, _batch(topic, range(15, 25)), {(topic, 0): 20})
     assert await db.fetchval("SELECT count(*) FROM tail_events") == before == 20
     assert await stored_total(db, topic) == 20
