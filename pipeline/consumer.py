@@ -49,7 +49,7 @@ from pipeline.partitions import PartitionManager, ahead
 from pipeline.pauses import Pauses
 from pipeline.settings import Settings
 from pipeline.transform import Transformer
-from pipeline.writer import DeadLettersHeld, GuardTripped, Writer
+from pipeline.writer import DeadLettersHeld, GuardTripped, Writer, failure_kind
 
 log = logging.getLogger("tailpipe.consumer")
 
@@ -103,6 +103,8 @@ class Consumer:
         self.transformer = transformer
         self.totals = Totals()
         self.metrics = Metrics.create()
+        for name in rules.enabled() if rules is not None else ():
+            self.metrics.alerts.labels(name)
         self.outages = Outages(self.metrics, policy.backoff)
         self.guard = Guard(policy.guard)
         self.started = False
@@ -290,6 +292,7 @@ class Consumer:
 
     async def _failed(self, batch: Batch, exc: Exception) -> None:
         """Decide what a failed flush means; never raises (the writer must not die)."""
+        self.metrics.flush_failures.labels(failure_kind(exc)).inc()
         try:
             if isinstance(exc, store.PartitionsLost):
                 log.warning("%s", exc)
@@ -356,9 +359,11 @@ class Consumer:
             try:
                 conn = await postgres.connect(self.settings)
                 try:
-                    await record_alerts(conn, found)
+                    created = await record_alerts(conn, found)
                 finally:
                     await conn.close()
+                for rule, n in created.items():
+                    self.metrics.alerts.labels(rule).inc(n)
                 self.outbox.wake()
                 return
             except Exception as exc:  # PostgreSQL away: keep trying, the alert must not be lost

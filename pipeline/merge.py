@@ -8,7 +8,7 @@ script (`Rollups.with_totals`), which the API reads for spans of hours.
 
 from __future__ import annotations
 
-import uuid
+from collections import Counter
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -187,13 +187,13 @@ async def _rollups(conn: asyncpg.Connection, r: Rollups) -> list[Any]:
 
 async def merge_rollups(
     conn: asyncpg.Connection, batch: Batch, rules: Rules | None = None
-) -> list[uuid.UUID]:
+) -> Counter[str]:
     """The last step of a flush: merge the batch's rollups, in key order, then its alerts
-    (with `rules`); returns the ids of the alerts this merge created (to publish)."""
+    (with `rules`); returns how many alerts this merge created, by rule (to publish)."""
     r = Rollups.combine(p.rollups for p in batch.parts.values())
     changed = await _rollups(conn, r)
     if rules is None:
-        return []
+        return Counter()
     found = dict(r.alerts)
     _error_alerts(found, rules, r, changed)
     _rate_limit_alerts(found, rules, r)
@@ -239,14 +239,15 @@ ON CONFLICT (dedup_key, window_start) DO UPDATE SET
     last_at = greatest(a.last_at, excluded.last_at),
     occurrences = a.occurrences + excluded.occurrences,
     summary = CASE WHEN excluded.last_at >= a.last_at THEN excluded.summary ELSE a.summary END
-RETURNING id, (xmax = 0) AS created
+RETURNING rule, (xmax = 0) AS created
 """
 
 
-async def record_alerts(conn: asyncpg.Connection, found: Candidates) -> list[uuid.UUID]:
-    """Merge alert candidates into the outbox, `critical_alerts`; the ids of new alerts."""
+async def record_alerts(conn: asyncpg.Connection, found: Candidates) -> Counter[str]:
+    """Merge alert candidates into the outbox, `critical_alerts`; how many alerts are new, by
+    rule (an occurrence merged into an open alert is not a new one)."""
     if not found:
-        return []
+        return Counter()
     c = [found[k] for k in sorted(found)]
     rows = await conn.fetch(
         _ALERTS,
@@ -255,4 +256,4 @@ async def record_alerts(conn: asyncpg.Connection, found: Candidates) -> list[uui
         [_ts(x.last_ms) for x in c], [x.occurrences for x in c], [x.summary for x in c],
         [_js(x.details) for x in c],
     )  # fmt: skip
-    return [row["id"] for row in rows if row["created"]]
+    return Counter(row["rule"] for row in rows if row["created"])

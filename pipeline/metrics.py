@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROW_BUCKETS = (10, 100, 500, 1000, 2500, 5000, 10_000, 20_000, 50_000, 100_000)
+FAILURE_KINDS = ("postgres", "dead_letter_store", "partitions_lost", "duplicate", "guard_rail")
+"""Label values of `tailpipe_flush_failures_total`, exported at 0 from the start so that rate()
+and increase() see the first failure."""
 DELAY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -46,6 +49,9 @@ class Metrics:
     in_flight_rows: Gauge
     in_flight_bytes: Gauge
     guard_tripped: Gauge
+    alerts: Counter
+    flush_failures: Counter
+    last_flush: Gauge
     build_info: Gauge
 
     @classmethod
@@ -130,6 +136,21 @@ class Metrics:
                 "1 once too many recent messages were bad: consumption stopped",
                 registry=r,
             ),
+            alerts=Counter(
+                "tailpipe_alerts_total",
+                "critical alerts this replica raised (new ones, not repeat occurrences), by rule",
+                ["rule"], registry=r,
+            ),
+            flush_failures=Counter(
+                "tailpipe_flush_failures_total",
+                "flush attempts that did not commit, by kind: postgres (transient, retried), "
+                "dead_letter_store, partitions_lost, duplicate, guard_rail",
+                ["kind"], registry=r,
+            ),
+            last_flush=Gauge(
+                "tailpipe_last_flush_timestamp_seconds",
+                "Unix time of the last committed batch (0 until the first)", registry=r,
+            ),
             build_info=Gauge(
                 "tailpipe_build_info", "always 1; the version in a label", ["version"],
                 registry=r,
@@ -138,6 +159,8 @@ class Metrics:
         metrics.build_info.labels(__version__).set(1)
         for dependency in ("postgres", "s3"):
             metrics.dependency_up.labels(dependency).set(1)
+        for kind in FAILURE_KINDS:
+            metrics.flush_failures.labels(kind)
         return metrics
 
     def flushed(
@@ -146,6 +169,7 @@ class Metrics:
         """Count one committed batch: once per batch, never per event."""
         self.messages.inc(batch.messages)
         self.flushes.inc()
+        self.last_flush.set_to_current_time()
         self.flush_seconds.observe(seconds)
         self.batch_rows.observe(batch.rows)
         for table, n in written.rows.items():
@@ -158,6 +182,8 @@ class Metrics:
             self.dead_letters.labels(reason).inc(n)
         if written.objects:
             self.dead_letter_objects.inc(written.objects)
+        for rule, n in written.alerts.items():
+            self.alerts.labels(rule).inc(n)
         for reason, n in batch.decode_failures.items():
             self.decode_failures.labels(reason).inc(n)
         if batch.oldest_event_ms is not None:

@@ -21,7 +21,6 @@ asyncpg or OS error (transient: retry the same batch).
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +52,19 @@ class GuardTripped(TailpipeError):
     """Too many recent messages would be dead letters: consumption must stop."""
 
 
+def failure_kind(exc: BaseException) -> str:
+    """The `kind` label of a flush that did not commit (`tailpipe_flush_failures_total`)."""
+    if isinstance(exc, store.PartitionsLost):
+        return "partitions_lost"
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return "duplicate"
+    if isinstance(exc, DeadLettersHeld):
+        return "dead_letter_store"
+    if isinstance(exc, GuardTripped):
+        return "guard_rail"
+    return "postgres"
+
+
 @dataclass(slots=True)
 class Written:
     rows: dict[str, int]
@@ -62,8 +74,8 @@ class Written:
     """Messages whose rows PostgreSQL refused (part of `dead`)."""
     redactions: Counter[str] = field(default_factory=Counter)
     objects: int = 0
-    alerts: list[uuid.UUID] = field(default_factory=list)
-    """Alerts this batch created in the outbox."""
+    alerts: Counter[str] = field(default_factory=Counter)
+    """Alerts this batch created in the outbox, by rule."""
 
 
 async def copy_refusing(conn: asyncpg.Connection, batch: Batch, transformer: Transformer) -> int:

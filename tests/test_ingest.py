@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pipeline import __version__, kafka, store, synth
+from pipeline import kafka, store, synth
 from pipeline.batch import Batch
 from pipeline.dlq import FileStore
 from pipeline.extract import Extractor
@@ -36,18 +36,9 @@ async def test_n_events_stored_exactly_once_and_rollups_match(
     produced = await produce(settings, 3000, seed=11, poison_ratio=0.02)
     replicas.append(Replica(settings))
     await wait_stored(db, settings.topic, produced.count, 90)
-    metrics = replicas[0].scrape()
     assert replicas[0].terminate() == 0
     await assert_exactly_once(db, produced)
     await assert_rollups_match_raw_rows(db)
-    # Counted once per batch, and exactly: redactions by rule, messages, rows by table.
-    assert produced.redactions, "the synthetic stream carries secrets"
-    for rule, n in produced.redactions.items():
-        assert metrics[f'tailpipe_redactions_total{{rule="{rule}"}}'] == n
-    assert metrics["tailpipe_messages_total"] == produced.count
-    assert metrics["tailpipe_invocations_total"] == produced.invocations
-    assert metrics['tailpipe_rows_written_total{table="tail_logs"}'] == produced.log_rows
-    assert metrics['tailpipe_build_info{version="' + __version__ + '"}'] == 1
     # Partitions ahead of need: today and the next two days exist before any event needs them.
     attached = {
         r[0]

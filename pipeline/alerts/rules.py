@@ -7,7 +7,7 @@ the key (exit code 2). Rules are frozen dataclasses; evaluating them is pure (`a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline.errors import SettingsError
@@ -76,6 +76,11 @@ class Rules:
     anomaly_min_rate_std: float = 0.02
     anomaly_min_p95_std_ms: float = 50.0
     rate_limit_below: dict[str, int] = field(default_factory=dict)
+
+    def enabled(self) -> list[str]:
+        """The names of the rules that can raise an alert."""
+        rules = (getattr(self, f.name) for f in fields(self))
+        return [r.name for r in rules if isinstance(r, Rule) and r.enabled]
 
     def rate_limit_threshold(self, provider: str) -> int | None:
         return self.rate_limit_below.get(provider, self.rate_limit_below.get("*"))

@@ -1,0 +1,82 @@
+"""A replica's /metrics after a real run: every series there, with the exact counts of what was
+processed, checked against what was produced and what PostgreSQL holds."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from pipeline import __version__, kafka, store
+from pipeline.metrics import FAILURE_KINDS
+from pipeline.settings import Settings
+from tests.faults import wait_for
+from tests.replica import Replica, assert_exactly_once, produce, wait_stored
+
+TABLES = [table for table, _, _ in store.RAW_TABLES]
+
+
+def _sum(metrics: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith(prefix))
+
+
+async def test_scrape_after_a_run_counts_exactly_what_was_processed(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    settings = migrated
+    await kafka.ensure_topics(settings, {settings.topic: 3, settings.alerts_topic: 1})
+    produced = await produce(settings, 3000, seed=23, poison_ratio=0.02)
+    replica = Replica(settings)
+    replicas.append(replica)
+    await wait_stored(db, settings.topic, produced.count, 90)
+
+    # The lag gauges are refreshed every few seconds from the broker's end offsets.
+    def caught_up() -> bool:
+        m = replica.scrape()
+        lags = [m.get(f'tailpipe_consumer_lag_messages{{partition="{p}",topic="{settings.topic}"}}')
+                for p in range(3)]  # fmt: skip
+        return lags == [0, 0, 0] and m["tailpipe_in_flight_rows"] == 0
+
+    await wait_for(caught_up, 30, "lag 0 on every partition and nothing in flight")
+    m = replica.scrape()
+    assert replica.terminate() == 0
+    await assert_exactly_once(db, produced)
+
+    assert m["tailpipe_messages_total"] == produced.count
+    assert m["tailpipe_invocations_total"] == produced.invocations
+    for table in TABLES:
+        stored = await db.fetchval(f"SELECT count(*) FROM {table}")
+        assert m[f'tailpipe_rows_written_total{{table="{table}"}}'] == stored, table
+    assert m['tailpipe_rows_written_total{table="tail_logs"}'] == produced.log_rows
+    assert _sum(m, "tailpipe_decode_failures_total{") == produced.poison > 0
+    assert m['tailpipe_dead_letters_total{reason="DecodeError"}'] == produced.poison
+    assert produced.redactions, "the synthetic stream carries secrets"
+    for rule, n in produced.redactions.items():
+        assert m[f'tailpipe_redactions_total{{rule="{rule}"}}'] == n
+
+    # One observation per committed batch; the batch sizes add up to every row and dead letter.
+    flushes = m["tailpipe_flushes_total"]
+    assert flushes >= 1
+    assert m["tailpipe_flush_duration_seconds_count"] == flushes
+    assert m["tailpipe_batch_rows_count"] == flushes
+    rows = produced.invocations + produced.log_rows + produced.poison
+    assert m["tailpipe_batch_rows_sum"] == rows
+    assert 1 <= m["tailpipe_end_to_end_delay_seconds_count"] <= flushes
+    assert m["tailpipe_last_flush_timestamp_seconds"] > 0
+
+    # Alerts by rule: this replica raised every alert in the outbox, so the counts are the table's.
+    raised = dict(await db.fetch("SELECT rule, count(*) FROM critical_alerts GROUP BY rule"))
+    assert raised, "the synthetic stream holds exceptions: the outcome rule fires"
+    counted = {k[len('tailpipe_alerts_total{rule="') : -2]: v for k, v in m.items()
+               if k.startswith("tailpipe_alerts_total{")}  # fmt: skip
+    assert {rule: n for rule, n in counted.items() if n} == raised
+    assert "guard_rail" in counted, "enabled rules are exported at 0 from the start"
+
+    # Nothing failed, nothing paused; every failure kind is there at 0.
+    for kind in FAILURE_KINDS:
+        assert m[f'tailpipe_flush_failures_total{{kind="{kind}"}}'] == 0
+    assert _sum(m, "tailpipe_retries_total") == 0
+    assert m['tailpipe_dependency_up{dependency="postgres"}'] == 1
+    assert m["tailpipe_paused_partitions"] == 0
+    assert m["tailpipe_guard_rail_tripped"] == 0
+    assert m["tailpipe_in_flight_bytes"] == 0
+    assert m["tailpipe_partition_assignments_total"] == 1
+    assert m[f'tailpipe_build_info{{version="{__version__}"}}'] == 1
