@@ -147,16 +147,16 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
-    import logging
     import signal
 
+    from pipeline import logs
     from pipeline.alerts import destinations, forward
     from pipeline.errors import SettingsError
 
     if not settings.alert_destinations:
         raise SettingsError("TAILPIPE_ALERT_DESTINATIONS", "a destinations TOML file", "")
     targets = destinations.load(settings.alert_destinations)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings.log_format, settings.log_level)
 
     async def main() -> forward.Tally:
         stop = asyncio.Event()

@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pipeline import logs
 from pipeline.collector import batch, body
 from pipeline.collector.metrics import Metrics
 from pipeline.collector.rejection import Rejection
@@ -184,7 +185,7 @@ def serve(settings: Settings, host: str = "0.0.0.0") -> int:
     Binds every interface by default: Cloudflare must reach it (through a TLS proxy).
     """
     app = create_app(settings)  # raises SettingsError before anything is bound
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings.log_format, settings.log_level)
     config = uvicorn.Config(
         app,
         host=host,
@@ -192,7 +193,7 @@ def serve(settings: Settings, host: str = "0.0.0.0") -> int:
         lifespan="on",
         access_log=False,  # one line per request would cost more than the request itself
         server_header=False,
-        log_level="info",
+        log_config=None,
     )
     server = _Server(config)
     try:

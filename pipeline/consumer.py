@@ -156,9 +156,9 @@ class Consumer:
                     await asyncio.wait_for(self._finish(), self.policy.shutdown_grace_s)
                 except TimeoutError:
                     log.warning(
-                        "could not store everything within the shutdown grace (%.0fs): what is"
-                        " not stored will be read again by the next owner of its partitions",
-                        self.policy.shutdown_grace_s,
+                        "shutdown grace over: what is not stored will be read again by the"
+                        " next owner of its partitions",
+                        extra={"shutdown_grace_s": self.policy.shutdown_grace_s},
                     )
             finally:
                 for task in (writer, outbox, watch):
@@ -337,7 +337,7 @@ class Consumer:
         return points
 
     def _trip(self, why: str) -> None:
-        log.critical("dead-letter guard rail tripped: %s", why)
+        log.critical("dead-letter guard rail tripped", extra={"why": why})
         self._drop(set(self._position))
         self._paused().trip(why)
         if self.rules is not None and self.rules.guard_rail.enabled:
@@ -498,6 +498,9 @@ class Consumer:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.metrics.assignments.inc()
+        log.info(
+            "partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)}
+        )
         try:
             await self._seek({(tp.topic, tp.partition) for tp in assigned})
         except Exception as exc:

@@ -72,20 +72,20 @@ class Outages:
         delay = self._backoff.delay(outage.attempts)
         outage.next_retry = now + delay
         self._metrics.retries.labels(dependency).inc()
-        log.warning(
-            "%s failing for %.1fs (%s); retry %d in %.2fs",
-            dependency, now - outage.since, error, outage.attempts, delay,
-        )  # fmt: skip
+        log.warning("dependency failing; retrying", extra={
+            "dependency": dependency, "failing_for_s": round(now - outage.since, 1),
+            "error": error, "attempt": outage.attempts, "retry_in_s": round(delay, 2),
+        })  # fmt: skip
         return delay
 
     def recovered(self, dependency: str) -> None:
         outage = self.current.pop(dependency, None)
         if outage is not None:
             self._metrics.dependency_up.labels(dependency).set(1)
-            log.warning(
-                "%s back after %.1fs and %d retries",
-                dependency, time.time() - outage.since, outage.attempts,
-            )  # fmt: skip
+            log.warning("dependency back", extra={
+                "dependency": dependency, "down_for_s": round(time.time() - outage.since, 1),
+                "retries": outage.attempts,
+            })  # fmt: skip
 
     def down(self, dependency: str) -> bool:
         return dependency in self.current

@@ -251,7 +251,7 @@ class PartitionManager:
                 f"ALTER TABLE {parent_sql} ATTACH PARTITION {child_sql} FOR VALUES"
                 f" FROM ({_literal(day)}) TO ({_literal(day + timedelta(days=1))})"
             )
-        log.info("created partition %s", child)
+        log.info("partition created", extra={"partition": child})
         return True
 
 
@@ -343,7 +343,7 @@ async def _drop_all(conn: asyncpg.Connection, victims: list[_Victim]) -> list[st
             )
             blocked.add(victim.table)
             continue
-        log.info("dropped partition %s", victim.name)
+        log.info("partition dropped", extra={"partition": victim.name})
         dropped.append(victim.name)
     return dropped
 

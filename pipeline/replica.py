@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 
+from pipeline import __version__, logs
 from pipeline.alerts.rules import Rules
 from pipeline.consumer import Consumer, Policy
 from pipeline.errors import DependencyError
@@ -52,13 +53,16 @@ def serve(settings: Settings) -> int:
             status.should_exit = True
             await serving
         t = consumer.totals
-        log.info(
-            "stopped: %d messages, %d flushes, %d events, %d log rows, %d dead letters",
-            t.messages, t.flushes, t.events, t.logs, t.dead,
-        )  # fmt: skip
+        log.info("replica stopped", extra={
+            "messages": t.messages, "flushes": t.flushes, "events": t.events,
+            "log_rows": t.logs, "dead_letters": t.dead,
+        })  # fmt: skip
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    log.info("metrics, health and readiness on port %d", listener.getsockname()[1])
+    logs.configure(settings.log_format, settings.log_level)
+    log.info("replica starting", extra={
+        "version": __version__, "topic": settings.topic, "group": settings.group,
+        "status_port": listener.getsockname()[1],
+    })  # fmt: skip
     if not kafka_extensions_loaded():
         log.warning(
             "aiokafka C extensions are NOT loaded: Kafka record decoding runs in pure Python "

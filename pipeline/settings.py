@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.errors import SettingsError
+from pipeline.logs import FORMATS, LEVELS
 from pipeline.parse import (
-    boolean,
     choice,
     dlq_url,
     host_ports,
@@ -149,7 +149,10 @@ class Settings:
         "", optional_path, doc="TOML file of Slack, Discord and webhook destinations"
     )
     connect_timeout: float = _setting(5.0, positive_float, doc="seconds to reach a dependency")
-    log_json: bool = _setting(True, boolean, doc="JSON log lines (else human-readable)")
+    log_format: str = _setting(
+        "auto", choice(FORMATS), doc="json, text, or auto: text on a terminal, JSON otherwise"
+    )
+    log_level: str = _setting("info", choice(LEVELS), doc="debug, info, warning or error")
 
     def __post_init__(self) -> None:
         secured = self.kafka_security_protocol.startswith("SASL_")

@@ -70,6 +70,7 @@ class StatusServer(uvicorn.Server):
             lifespan="off",
             access_log=False,
             server_header=False,
+            log_config=None,
             log_level="warning",
         )
         return cls(config)

@@ -146,6 +146,10 @@ class Replica:
     def tail(self) -> str:
         return Path(self.log.name).read_text(errors="replace")[-6000:]
 
+    def log_lines(self) -> list[dict[str, Any]]:
+        """Its stderr, one JSON object per line (the format when not on a terminal)."""
+        return [orjson.loads(line) for line in Path(self.log.name).read_text().splitlines()]
+
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM; the exit code. A replica that fails to stop cleanly shows why."""
         self.proc.send_signal(signal.SIGTERM)

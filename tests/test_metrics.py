@@ -39,6 +39,11 @@ async def test_scrape_after_a_run_counts_exactly_what_was_processed(
     m = replica.scrape()
     assert replica.terminate() == 0
     await assert_exactly_once(db, produced)
+    # Its own log: one JSON object per line, the last one the totals of the run.
+    lines = replica.log_lines()
+    assert all({"ts", "level", "logger", "event"} <= line.keys() for line in lines)
+    assert lines[-1]["event"] == "replica stopped"
+    assert lines[-1]["messages"] == produced.count
 
     assert m["tailpipe_messages_total"] == produced.count
     assert m["tailpipe_invocations_total"] == produced.invocations

@@ -44,7 +44,7 @@ def test_config_file_named_by_environment(tmp_path: Path) -> None:
 
 
 def test_rendered_toml_reads_back_to_the_same_settings(tmp_path: Path) -> None:
-    original = load(environ={"TAILPIPE_BATCH_MAX_AGE": "2.5", "TAILPIPE_LOG_JSON": "no"})
+    original = load(environ={"TAILPIPE_BATCH_MAX_AGE": "2.5", "TAILPIPE_LOG_FORMAT": "text"})
     config = tmp_path / "round.toml"
     config.write_text(render_toml(original, mask=False))
     assert load(config, environ={}) == original

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
+from pipeline import logs
 from pipeline.api.app import create_app
 from pipeline.settings import Settings
 
 
 def serve(settings: Settings, host: str = "0.0.0.0") -> int:
     app = create_app(settings)  # raises SettingsError before anything is bound
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings.log_format, settings.log_level)
     config = uvicorn.Config(
         app, host=host, port=settings.api_port, lifespan="on", access_log=False,
-        server_header=False, log_level="info",
+        server_header=False, log_config=None,
     )  # fmt: skip
     server = uvicorn.Server(config)
     try:
