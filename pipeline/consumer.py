@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -36,19 +35,18 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from pipeline import dlq, kafka, postgres, store
-from pipeline.alerts.detect import Candidates, note
 from pipeline.alerts.outbox import Outbox
-from pipeline.alerts.rules import Rule, Rules
+from pipeline.alerts.rules import Rules
 from pipeline.batch import Batch
 from pipeline.errors import DependencyError
 from pipeline.guard import Guard, GuardPolicy
-from pipeline.merge import record_alerts
 from pipeline.metrics import Metrics
 from pipeline.outage import Backoff, Outages
 from pipeline.partitions import PartitionManager, ahead
 from pipeline.pauses import Pauses
 from pipeline.settings import Settings
 from pipeline.transform import Transformer
+from pipeline.watch import Watch
 from pipeline.writer import DeadLettersHeld, GuardTripped, Writer, failure_kind
 
 log = logging.getLogger("tailpipe.consumer")
@@ -98,11 +96,14 @@ class Consumer:
     ) -> None:
         self.settings = settings
         self.rules = rules
-        self.outbox = Outbox(settings, interval_s=settings.alert_publish_interval)
         self.policy = policy
         self.transformer = transformer
         self.totals = Totals()
         self.metrics = Metrics.create()
+        self.outbox = Outbox(
+            settings, interval_s=settings.alert_publish_interval, backoff=policy.backoff,
+            created=self.metrics.alerts_created,
+        )  # fmt: skip
         for name in rules.enabled() if rules is not None else ():
             self.metrics.alerts.labels(name)
         self.outages = Outages(self.metrics, policy.backoff)
@@ -122,11 +123,10 @@ class Consumer:
         self._idle.set()
         self._partitions = PartitionManager()
         self._pauses: Pauses | None = None
-        self._alerting: set[asyncio.Task[None]] = set()
-        """Alerts being recorded apart from a flush (kept here: the loop holds tasks weakly)."""
         self._kafka: AIOKafkaConsumer | None = None
         self._control: asyncpg.Connection | None = None
         self._writer: Writer | None = None
+        self._watch: Watch | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -149,7 +149,11 @@ class Consumer:
             self._writer = Writer(dead_letters, self.transformer, self.guard, self.rules)
             writer = asyncio.create_task(self._write(writer_conn), name="tailpipe-writer")
             outbox = asyncio.create_task(self.outbox.run(), name="tailpipe-alerts")
-            watch = asyncio.create_task(self._watch(), name="tailpipe-progress")
+            self._watch = Watch(
+                settings, self._kafka, self.metrics, self._stored,
+                lambda: (*self._unflushed, self._batch), self.totals, self.outbox, self.rules,
+            )  # fmt: skip
+            watch = asyncio.create_task(self._watch.run(), name="tailpipe-watch")
             try:
                 await self._poll()
                 try:
@@ -343,69 +347,7 @@ class Consumer:
         if self.rules is not None and self.rules.guard_rail.enabled:
             topic = self.settings.topic
             summary = f"dead-letter guard rail stopped a replica of {topic}: {why}"
-            self._raise(self.rules.guard_rail, f"guard_rail:{topic}", summary)
-
-    def _raise(self, rule: Rule, dedup_key: str, summary: str) -> None:
-        """An alert about the replica itself, recorded apart from any flush."""
-        found: Candidates = {}
-        note(found, rule, dedup_key, None, int(time.time() * 1000), summary)
-        task = asyncio.create_task(self._record(found))
-        self._alerting.add(task)
-        task.add_done_callback(self._alerting.discard)
-
-    async def _record(self, found: Candidates) -> None:
-        """Record alerts in the outbox and publish them, retrying until PostgreSQL takes them."""
-        for attempt in itertools.count(1):
-            try:
-                conn = await postgres.connect(self.settings)
-                try:
-                    created = await record_alerts(conn, found)
-                finally:
-                    await conn.close()
-                for rule, n in created.items():
-                    self.metrics.alerts.labels(rule).inc(n)
-                self.outbox.wake()
-                return
-            except Exception as exc:  # PostgreSQL away: keep trying, the alert must not be lost
-                await asyncio.sleep(self.policy.backoff.delay(attempt))
-                log.warning("alert not recorded yet: %s", exc)
-
-    async def _watch(self) -> None:
-        """Every few seconds: the lag and in-flight gauges, and the `stalled` rule (nothing
-        stored for `after` while the lag grew). End offsets are asked of the broker: a paused
-        partition's fetch position says nothing about what waits behind it."""
-        assert self._kafka is not None
-        rules = self.rules if self.rules is not None and self.rules.stalled.enabled else None
-        after_s = rules.stalled_after_ms / 1000 if rules is not None else 0.0
-        interval = min(after_s / 2, 5.0) if rules is not None else 5.0
-        stored_at, last_total, lag_then = time.monotonic(), -1, -1
-        while True:
-            await asyncio.sleep(interval)
-            batches = (*self._unflushed, self._batch)
-            self.metrics.in_flight_rows.set(sum(b.rows for b in batches))
-            self.metrics.in_flight_bytes.set(sum(b.bytes for b in batches))
-            owned = self._kafka.assignment()
-            try:
-                ends = await self._kafka.end_offsets(list(owned)) if owned else {}
-            except Exception as exc:  # the broker is away: no lag to speak of
-                log.info("end offsets unavailable: %s", exc)
-                continue
-            lag = 0
-            for tp, end in ends.items():
-                behind = max(0, end - self._stored.get((tp.topic, tp.partition), end))
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
-                lag += behind
-            total = sum(self._stored.get((tp.topic, tp.partition), 0) for tp in owned)
-            if total != last_total or lag_then < 0:
-                stored_at, last_total, lag_then = time.monotonic(), total, lag
-                continue
-            stuck = time.monotonic() - stored_at
-            if rules is not None and stuck >= after_s and lag > lag_then:
-                topic, group = self.settings.topic, self.settings.group
-                self._raise(rules.stalled, f"stalled:{topic}:{group}",
-                            f"a replica of group {group} stored nothing for {stuck:.0f}s "
-                            f"while its lag on {topic} grew from {lag_then} to {lag}")  # fmt: skip
-                stored_at, lag_then = time.monotonic(), lag
+            self.outbox.raise_(self.rules.guard_rail, f"guard_rail:{topic}", summary)
 
     def readiness(self) -> dict[str, Any]:
         """Ready: started (partitions assigned, or waiting for an assignment), PostgreSQL
@@ -413,10 +355,14 @@ class Consumer:
         assignment = self._kafka.assignment() if self._kafka is not None else set()
         held = self._pauses.held if self._pauses is not None else {}
         tripped = self._pauses.tripped if self._pauses is not None else None
+        probe = self._watch.postgres_error if self._watch is not None else None
+        failing = self.outages.describe()
+        if probe is not None and "postgres" not in failing:
+            failing["postgres"] = {"error": probe}
         state: dict[str, Any] = {
-            "ready": self.started and tripped is None and not self.outages.down("postgres"),
+            "ready": self.started and tripped is None and "postgres" not in failing,
             "partitions": len(assignment),
-            "failing": self.outages.describe(),
+            "failing": failing,
         }
         if held:
             state["held"] = sorted(f"{t}[{p}]" for t, p in held)

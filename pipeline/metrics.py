@@ -8,6 +8,7 @@ once per stored batch with the batch's own counters.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -182,13 +183,16 @@ class Metrics:
             self.dead_letters.labels(reason).inc(n)
         if written.objects:
             self.dead_letter_objects.inc(written.objects)
-        for rule, n in written.alerts.items():
-            self.alerts.labels(rule).inc(n)
+        self.alerts_created(written.alerts)
         for reason, n in batch.decode_failures.items():
             self.decode_failures.labels(reason).inc(n)
         if batch.oldest_event_ms is not None:
             now = time.time() if now is None else now
             self.delay_seconds.observe(max(0.0, now - batch.oldest_event_ms / 1000))
+
+    def alerts_created(self, by_rule: Mapping[str, int]) -> None:
+        for rule, n in by_rule.items():
+            self.alerts.labels(rule).inc(n)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -130,6 +130,14 @@ class Replica:
                 samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return samples
 
+    def get(self, path: str) -> int:
+        """The HTTP status of a GET on the replica's status port."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as refused:
+            return int(refused.code)
+
     def readiness(self) -> dict[str, Any]:
         """The replica's /readyz body, ready or not."""
         url = f"http://127.0.0.1:{self.port}/readyz"

@@ -123,8 +123,29 @@ async def test_postgres_stopped_mid_stream_nothing_lost_stays_in_group(
     assert metrics["tailpipe_partition_assignments_total"] == 1, "the replica left its group"
     assert metrics['tailpipe_retries_total{dependency="postgres"}'] >= 1
     assert metrics['tailpipe_dependency_up{dependency="postgres"}'] == 1
+    assert metrics['tailpipe_flush_failures_total{kind="postgres"}'] >= 1
     print(f"replica peak RSS through the outage: {rss:.0f} MiB")
     assert rss < 400, f"peak RSS {rss:.0f} MiB"
+
+
+async def test_idle_replica_not_ready_while_postgres_is_stopped(
+    migrated: Settings, replicas: list[Replica]
+) -> None:
+    """No traffic, so no flush fails: the replica's own probe must notice."""
+    settings = migrated
+    await kafka.ensure_topics(settings, {settings.topic: 1})
+    replicas.append(Replica(settings))
+    replica = replicas[0]
+    await wait_for(lambda: replica.readiness()["ready"], 60, "ready with nothing to do")
+    postgres_down()
+    try:
+        await wait_for(lambda: not replica.readiness()["ready"], 30, "not ready")
+        assert "postgres" in replica.readiness()["failing"]
+        assert replica.get("/healthz") == 200, "the process and its loop still answer"
+    finally:
+        postgres_up()
+    await wait_for(lambda: replica.readiness()["ready"], 30, "ready again")
+    assert replica.terminate() == 0
 
 
 async def test_kafka_broker_restarted_mid_stream_nothing_lost_nothing_twice(

@@ -6,13 +6,20 @@ replicas do not take the same rows, and no lock is held while Kafka is asked), s
 an idempotent producer keyed by dedup key, waits for Kafka's acknowledgement, and only then
 marks them published. A crash, or a failed send, leaves the claim to expire: the rows are
 published again, with the same ids, and receivers drop repeats by id. Nothing is lost.
+
+Alerts about the replica itself (the guard rail, a stalled group) come from no flush: `raise_`
+records them in the background, retrying until PostgreSQL takes them, then wakes the publisher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -20,6 +27,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from pipeline import kafka, postgres
+from pipeline.alerts.detect import Candidates, note
+from pipeline.alerts.rules import Rule
+from pipeline.merge import record_alerts
+from pipeline.outage import Backoff
 from pipeline.settings import Settings
 
 log = logging.getLogger("tailpipe.alerts")
@@ -51,7 +62,14 @@ def message(row: Any) -> bytes:
 
 class Outbox:
     def __init__(
-        self, settings: Settings, interval_s: float = 1.0, batch: int = 500, lease_s: float = 30.0
+        self,
+        settings: Settings,
+        interval_s: float = 1.0,
+        batch: int = 500,
+        lease_s: float = 30.0,
+        *,
+        backoff: Backoff | None = None,
+        created: Callable[[Counter[str]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.lease_s = lease_s
@@ -59,9 +77,37 @@ class Outbox:
         self.batch = batch
         self.published = 0
         self._wake = asyncio.Event()
+        self._backoff = backoff or Backoff()
+        self._created = created
+        self._recording: set[asyncio.Task[None]] = set()
+        """Alerts being recorded apart from a flush (kept here: the loop holds tasks weakly)."""
 
     def wake(self) -> None:
         self._wake.set()
+
+    def raise_(self, rule: Rule, dedup_key: str, summary: str) -> None:
+        """Record an alert about the replica itself, in the background, and publish it."""
+        found: Candidates = {}
+        note(found, rule, dedup_key, None, int(time.time() * 1000), summary)
+        task = asyncio.create_task(self._record(found))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _record(self, found: Candidates) -> None:
+        for attempt in itertools.count(1):
+            try:
+                conn = await postgres.connect(self.settings)
+                try:
+                    created = await record_alerts(conn, found)
+                finally:
+                    await conn.close()
+                if self._created is not None:
+                    self._created(created)
+                self.wake()
+                return
+            except Exception as exc:  # PostgreSQL away: keep trying, the alert must not be lost
+                log.warning("alert not recorded yet", extra={"error": str(exc)})
+                await asyncio.sleep(self._backoff.delay(attempt))
 
     async def run(self) -> None:
         """Publish until cancelled; failures are logged and retried at the next tick."""
