@@ -146,6 +146,24 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     return serve.serve(settings, host=args.host)
 
 
+def cmd_probe(settings: Settings, args: argparse.Namespace) -> int:
+    """For container health checks, where no curl is installed: 0 when the endpoint says 200."""
+    import urllib.error
+    import urllib.request
+
+    port = args.port if args.port is not None else settings.metrics_port
+    url = f"http://127.0.0.1:{port}/{'healthz' if args.what == 'live' else 'readyz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            print(f"{url}: {response.status}")
+            return 0
+    except urllib.error.HTTPError as refused:
+        print(f"{url}: {refused.code} {refused.read(500).decode(errors='replace')}")
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"{url}: unreachable ({getattr(exc, 'reason', exc)})")
+    return 1
+
+
 def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
     import signal
 
@@ -296,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", cmd_run, "run one consumer replica (Kafka -> PostgreSQL) until SIGTERM")
     p = add("api", cmd_api, "serve the query API (and the dashboard) on TAILPIPE_API_PORT")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p = add("probe", cmd_probe, "exit 0 if this host's replica (or API) is live or ready")
+    p.add_argument("what", choices=["live", "ready"], help="/healthz or /readyz")
+    p.add_argument("--port", type=int, help="default: TAILPIPE_METRICS_PORT (the API: its port)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds")
     p = add("alerts", cmd_alerts, "forward the alerts topic to Slack, Discord and webhooks")
     p.add_argument("action", choices=["forward"])
     p = add("dlq", cmd_dlq, "list or replay dead letters (after a fix or a migration)")

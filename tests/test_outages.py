@@ -10,6 +10,8 @@ import asyncio
 import base64
 import itertools
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -142,10 +144,19 @@ async def test_idle_replica_not_ready_while_postgres_is_stopped(
         await wait_for(lambda: not replica.readiness()["ready"], 30, "not ready")
         assert "postgres" in replica.readiness()["failing"]
         assert replica.get("/healthz") == 200, "the process and its loop still answer"
+        # What a container health check runs: `tailpipe probe` says the same by exit code.
+        assert probe("ready", replica.port) == 1
+        assert probe("live", replica.port) == 0
     finally:
         postgres_up()
     await wait_for(lambda: replica.readiness()["ready"], 30, "ready again")
+    assert probe("ready", replica.port) == 0
     assert replica.terminate() == 0
+
+
+def probe(what: str, port: int) -> int:
+    command = [sys.executable, "-m", "pipeline", "probe", what, "--port", str(port)]
+    return subprocess.run(command, capture_output=True, timeout=30, check=False).returncode
 
 
 async def test_kafka_broker_restarted_mid_stream_nothing_lost_nothing_twice(
