@@ -80,7 +80,7 @@ fmt: venv
 
 # Under CI the stack is stopped afterwards whatever the result, so no server outlives the run.
 test: lint
-	@status=0; { $(STACK) up && $(PY) -m pytest $(PYTEST_ARGS); } || status=$$?; \
+	@status=0; { $(STACK) tools && $(STACK) up && $(PY) -m pytest $(PYTEST_ARGS); } || status=$$?; \
 	if [ -n "$$CI" ]; then $(STACK) down; fi; \
 	exit $$status
 

@@ -441,6 +441,9 @@ class Consumer:
             self._stored.pop(key, None)
             self._position.pop(key, None)
             self._paused().forget(key)
+            # Its new owner reports its lag now: a stale series here would count it twice.
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(key[0], str(key[1]))
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.metrics.assignments.inc()

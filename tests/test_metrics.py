@@ -3,6 +3,8 @@ processed, checked against what was produced and what PostgreSQL holds."""
 
 from __future__ import annotations
 
+import urllib.error
+
 import asyncpg
 
 from pipeline import __version__, kafka, store
@@ -85,3 +87,31 @@ async def test_scrape_after_a_run_counts_exactly_what_was_processed(
     assert m["tailpipe_in_flight_bytes"] == 0
     assert m["tailpipe_partition_assignments_total"] == 1
     assert m[f'tailpipe_build_info{{version="{__version__}"}}'] == 1
+
+
+async def test_lag_series_follow_partition_ownership(
+    migrated: Settings, replicas: list[Replica]
+) -> None:
+    """Summed over replicas, the lag counts each partition once: a replica that loses a
+    partition in a rebalance stops reporting it."""
+    settings = migrated
+    await kafka.ensure_topics(settings, {settings.topic: 4})
+
+    def reported(replica: Replica) -> set[str]:
+        try:
+            samples = replica.scrape()
+        except urllib.error.URLError:  # not listening yet
+            return set()
+        return {k for k in samples if k.startswith("tailpipe_consumer_lag_messages{")}
+
+    first = Replica(settings)
+    replicas.append(first)
+    await wait_for(lambda: len(reported(first)) == 4, 60, "the only replica reports 4 partitions")
+    second = Replica(settings)
+    replicas.append(second)
+
+    def split() -> bool:
+        a, b = reported(first), reported(second)
+        return len(a) == len(b) == 2 and not a & b
+
+    await wait_for(split, 90, "two partitions each, none reported by both")

@@ -2,8 +2,10 @@
 """Run the local Kafka + PostgreSQL + S3 (moto) stack that tailpipe's tests talk to.
 
     .venv/bin/python deploy/local/stack.py up|down|status [kafka|postgres|s3 ...]
+    .venv/bin/python deploy/local/stack.py tools
 
-With no server names the command applies to all three. Tests stop and start one server
+With no server names the command applies to all three. `tools` installs the checkers the deploy
+tests run (promtool, docker-compose) from Debian's packages when they are missing. Tests stop and start one server
 (`down postgres`, then `up postgres`) to make a real outage.
 
 All state lives under <repo>/.local/ (logs/<name>.log, run/<name>.pid, kafka/, postgres/).
@@ -457,9 +459,26 @@ def report(e: StackError) -> None:
     print(f"--- last {len(tail)} lines of {e.log}:", *tail, "---", sep="\n", file=sys.stderr)
 
 
+DEPLOY_TOOLS = {"promtool": "prometheus", "docker-compose": "docker-compose"}
+"""What the deploy tests check files with: Prometheus' rule checker, and Compose's own parser."""
+
+
+def tools() -> int:
+    missing = [package for cmd, package in DEPLOY_TOOLS.items() if shutil.which(cmd) is None]
+    if not missing:
+        return 0
+    try:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        apt_install("--no-install-recommends", *missing)
+    except StackError as exc:
+        # The deploy tests fall back to parsing; say why the real checkers are not there.
+        print(f"deploy checkers not installed ({exc}); see {LOGS / 'apt.log'}", file=sys.stderr)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "tools"])
     names = [s.name for s in SERVERS]
     # Not `choices=`: Python 3.11's argparse checks an empty `nargs="*"` list against them too.
     parser.add_argument("servers", nargs="*", metavar="server",
@@ -469,6 +488,8 @@ def main() -> int:
         choices = ", ".join(map(repr, names))
         parser.error(f"argument server: invalid choice: {unknown[0]!r} (choose from {choices})")
     command = args.command
+    if command == "tools":
+        return tools()
     servers = [s for s in SERVERS if not args.servers or s.name in args.servers]
     for d in (LOGS, RUN):
         d.mkdir(parents=True, exist_ok=True)
