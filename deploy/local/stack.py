@@ -4,9 +4,10 @@
     .venv/bin/python deploy/local/stack.py up|down|status [kafka|postgres|s3 ...]
     .venv/bin/python deploy/local/stack.py tools
 
-With no server names the command applies to all three. `tools` installs the checkers the deploy
-tests run (promtool, docker-compose) from Debian's packages when they are missing. Tests stop and start one server
-(`down postgres`, then `up postgres`) to make a real outage.
+With no server names the command applies to all three. Tests stop and start one server
+(`down postgres`, then `up postgres`) to make a real outage. `tools` installs the checkers the
+deploy tests run (promtool, docker-compose, systemd-analyze) from Debian's packages when they
+are missing.
 
 All state lives under <repo>/.local/ (logs/<name>.log, run/<name>.pid, kafka/, postgres/).
 Only the standard library is imported at module level; aiokafka and botocore are imported by
@@ -459,7 +460,11 @@ def report(e: StackError) -> None:
     print(f"--- last {len(tail)} lines of {e.log}:", *tail, "---", sep="\n", file=sys.stderr)
 
 
-DEPLOY_TOOLS = {"promtool": "prometheus", "docker-compose": "docker-compose"}
+DEPLOY_TOOLS = {
+    "promtool": "prometheus",
+    "docker-compose": "docker-compose",
+    "systemd-analyze": "systemd",
+}
 """What the deploy tests check files with: Prometheus' rule checker, and Compose's own parser."""
 
 
@@ -467,12 +472,12 @@ def tools() -> int:
     missing = [package for cmd, package in DEPLOY_TOOLS.items() if shutil.which(cmd) is None]
     if not missing:
         return 0
+    LOGS.mkdir(parents=True, exist_ok=True)
     try:
-        LOGS.mkdir(parents=True, exist_ok=True)
         apt_install("--no-install-recommends", *missing)
     except StackError as exc:
-        # The deploy tests fall back to parsing; say why the real checkers are not there.
-        print(f"deploy checkers not installed ({exc}); see {LOGS / 'apt.log'}", file=sys.stderr)
+        print(f"deploy checkers not installed: {exc}; see {LOGS / 'apt.log'}", file=sys.stderr)
+        return 1
     return 0
 
 
