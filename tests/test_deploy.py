@@ -22,9 +22,9 @@ import yaml
 
 from pipeline import synth
 from pipeline.cli import build_parser
-from pipeline.metrics import Metrics
 from pipeline.settings import Settings, env_name, load
 from tests.conftest import env_of
+from tests.promql import exported, promql_problems
 from tests.replica import START
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,27 +44,6 @@ def deploy_files() -> list[Path]:
         p for p in DEPLOY.rglob("*")
         if p.is_file() and p.relative_to(DEPLOY).parts[0] not in ELSEWHERE
     )  # fmt: skip
-
-
-def exported_metrics() -> dict[str, set[str]]:
-    """Every sample name a replica can export, with its label names."""
-    metrics = Metrics.create()
-    names: dict[str, set[str]] = {}
-    for field in dataclasses.fields(Metrics):
-        metric = getattr(metrics, field.name)
-        if field.name == "registry":
-            continue
-        labels = set(metric._labelnames)
-        base = metric._name
-        kind = metric._type
-        if kind == "counter":
-            names[f"{base}_total"] = labels
-        elif kind == "histogram":
-            for suffix in ("_bucket", "_sum", "_count"):
-                names[base + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
-        else:
-            names[base] = labels
-    return names
 
 
 def parse_command(argv: list[str]) -> None:
@@ -100,11 +79,11 @@ def test_every_setting_named_in_deploy_exists() -> None:
 
 
 def test_every_metric_named_in_deploy_is_exported() -> None:
-    exported = exported_metrics()
+    known = exported()
     seen = set()
     for path in deploy_files():
         for name in set(re.findall(r"\btailpipe_[a-z0-9_]+\b", path.read_text())) - NOT_METRICS:
-            assert name in exported, f"{path.relative_to(ROOT)}: {name} is not exported"
+            assert name in known, f"{path.relative_to(ROOT)}: {name} is not exported"
             seen.add(name)
     # The rules and the dashboard between them watch the signals the runbook is about.
     assert {
@@ -124,8 +103,8 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
-def test_alert_rules_use_real_labels_and_have_a_runbook_entry() -> None:
-    exported = exported_metrics()
+def test_alert_rules_use_real_series_and_labels_and_have_a_runbook_entry() -> None:
+    known = exported()
     runbook = RUNBOOK.read_text()
     names = [rule["alert"] for rule in alert_rules()]
     wanted = {
@@ -135,15 +114,11 @@ def test_alert_rules_use_real_labels_and_have_a_runbook_entry() -> None:
     assert wanted <= set(names)
     assert len(names) == len(set(names))
     for rule in alert_rules():
+        assert promql_problems(rule["expr"], "", known) == [], rule["alert"]
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         anchor = rule["annotations"]["runbook"].partition("#")[2]
         assert anchor == rule["alert"].lower()
         assert f"### {rule['alert']}" in runbook, f"no runbook entry for {rule['alert']}"
-        for label in re.findall(r"\b(?:by|on) \(([^)]*)\)", rule["expr"]):
-            used = {x.strip() for x in label.split(",")}
-            metrics = set(re.findall(r"\btailpipe_[a-z0-9_]+", rule["expr"]))
-            known = set.union(*(exported[m] for m in metrics)) | {"instance", "job", "le"}
-            assert used <= known, f"{rule['alert']}: labels {used - known} not exported"
 
 
 def test_scrape_targets_use_the_metrics_port() -> None:
