@@ -6,7 +6,7 @@
 
 With no server names the command applies to all three. Tests stop and start one server
 (`down postgres`, then `up postgres`) to make a real outage. `tools` installs the checkers the
-deploy tests run (promtool, docker-compose, systemd-analyze) from Debian's packages when they
+deploy tests run (Prometheus and promtool, docker-compose, systemd-analyze) from Debian's packages when they
 are missing.
 
 All state lives under <repo>/.local/ (logs/<name>.log, run/<name>.pid, kafka/, postgres/).
@@ -461,6 +461,7 @@ def report(e: StackError) -> None:
 
 
 DEPLOY_TOOLS = {
+    "prometheus": "prometheus",
     "promtool": "prometheus",
     "docker-compose": "docker-compose",
     "systemd-analyze": "systemd",
