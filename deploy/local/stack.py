@@ -5,9 +5,9 @@
     .venv/bin/python deploy/local/stack.py tools
 
 With no server names the command applies to all three. Tests stop and start one server
-(`down postgres`, then `up postgres`) to make a real outage. `tools` installs the checkers the
-deploy tests run (Prometheus and promtool, docker-compose, systemd-analyze) from Debian's packages when they
-are missing.
+(`down postgres`, then `up postgres`) to make a real outage. `tools` installs what the deploy
+tests check files with (Prometheus and promtool, docker-compose, systemd-analyze) from Debian's
+packages when they are missing.
 
 All state lives under <repo>/.local/ (logs/<name>.log, run/<name>.pid, kafka/, postgres/).
 Only the standard library is imported at module level; aiokafka and botocore are imported by
