@@ -277,7 +277,14 @@ async def test_a_stalled_replica_raises_an_alert_while_lag_grows(
     await produce(settings, 200, seed=39, poison_ratio=0.05)
     replica = replicas[0]
     await wait_for(lambda: "held" in replica.readiness(), 60, "partition held")
-    await produce(settings, 200, seed=40)  # the lag grows behind the held partition
+
+    def lag() -> float:
+        return sum(v for k, v in replica.scrape().items() if k.startswith("tailpipe_consumer_lag"))
+
+    # The rule wants the lag to grow after the replica saw it stuck: let it see the lag first,
+    # then add to it.
+    await wait_for(lambda: lag() == 200, 30, "the held messages counted as lag")
+    await produce(settings, 200, seed=40)
     await wait_for(
         lambda: db.fetchval("SELECT count(*) > 0 FROM critical_alerts WHERE rule = 'stalled'"),
         60,
@@ -285,8 +292,7 @@ async def test_a_stalled_replica_raises_an_alert_while_lag_grows(
     )
     summary = await db.fetchval("SELECT summary FROM critical_alerts WHERE rule = 'stalled'")
     assert "stored nothing" in summary
-    lag = sum(v for k, v in replica.scrape().items() if k.startswith("tailpipe_consumer_lag"))
-    assert lag > 0
+    assert lag() > 0
     await s3_proxy.restore()
     await wait_stored(db, settings.topic, 600, 120)
     assert replica.terminate() == 0
