@@ -226,11 +226,45 @@ async def test_critical_alerts_one_per_script_outcome_and_window(
     assert [a["last_at"] for a in alerts] == sorted((a["last_at"] for a in alerts), reverse=True)
 
 
+async def test_scripts_and_the_script_filters_match_the_raw_rows(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    since = (datetime.now(UTC) - timedelta(hours=24)).replace(minute=0, second=0, microsecond=0)
+    expected = await db.fetch(
+        "SELECT script, count(*) AS n, count(*) FILTER (WHERE outcome <> 'ok') AS errors,"
+        " max(wall_ms) AS peak FROM tail_events WHERE ts >= $1"
+        " GROUP BY script ORDER BY n DESC, script",
+        since,
+    )
+    body = get(client, "/api/logs/scripts", hours=24)
+    got = [(s["script"], s["requests"], s["errors"], s["wall_ms"]["max"]) for s in body["scripts"]]
+    assert got == [(r["script"], r["n"], r["errors"], r["peak"]) for r in expected]
+    assert len(get(client, "/api/logs/scripts", hours=24, limit=2)["scripts"]) == 2
+
+    # Each view's script filter keeps that script's part only.
+    script = "api-gateway"
+    fingerprints = {
+        r[0] for r in await db.fetch(
+            "SELECT DISTINCT fingerprint FROM tail_logs WHERE level = 'exception'"
+            " AND ts >= $1 AND script = $2", since, script,
+        )
+    }  # fmt: skip
+    errors = get(client, "/api/logs/errors", hours=24, limit=1000, script=script)["errors"]
+    assert {e["fingerprint"] for e in errors} == fingerprints
+    assert all(script in e["scripts"] for e in errors)
+    scans = get(client, "/api/logs/scan-activity", hours=24, script="repo-scanner")["hours"]
+    assert scans
+    assert {h["script"] for h in scans} == {"repo-scanner"}
+    alerts = get(client, "/api/logs/critical-alerts", hours=24, script=script)["alerts"]
+    assert alerts
+    assert {a["script"] for a in alerts} == {script}
+
+
 def test_every_api_route_needs_a_token(client: TestClient) -> None:
     paths = [
         f"/api/logs/{name}"
-        for name in ("recent", "errors", "performance", "api-usage", "scan-activity",
-                     "critical-alerts")
+        for name in ("recent", "errors", "performance", "scripts", "api-usage",
+                     "scan-activity", "critical-alerts")
     ]  # fmt: skip
     for path in paths:
         for header in ({"Authorization": ""}, {"Authorization": "Bearer wrong"},

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Request
 
 from pipeline.api import models
-from pipeline.api.params import Hours, Limit, Window
+from pipeline.api.params import Hours, Limit, Script, Window
 
 router = APIRouter()
 
@@ -76,13 +76,15 @@ def _scans(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @router.get("/api/logs/scan-activity", response_model=models.ScanReport)
-async def scan_activity(request: Request, hours: Hours = 24) -> dict[str, Any]:
+async def scan_activity(
+    request: Request, hours: Hours = 24, script: Script = None
+) -> dict[str, Any]:
     window = Window.last(hours)
     async with request.app.state.pool.acquire() as conn:
         rows = [dict(r) for r in await conn.fetch(
             "SELECT * FROM scan_activity_hourly WHERE hour >= $1 AND hour <= $2"
-            " ORDER BY hour, script",
-            window.first_hour, window.until,
+            " AND ($3::text IS NULL OR script = $3) ORDER BY hour, script",
+            window.first_hour, window.until, script,
         )]  # fmt: skip
     return {
         "window": {"since": window.first_hour, "until": window.until},
@@ -93,16 +95,18 @@ async def scan_activity(request: Request, hours: Hours = 24) -> dict[str, Any]:
 
 @router.get("/api/logs/critical-alerts", response_model=models.Alerts)
 async def critical_alerts(
-    request: Request, hours: Hours = 24, limit: Limit = 100
+    request: Request, hours: Hours = 24, limit: Limit = 100, script: Script = None
 ) -> dict[str, Any]:
-    """Alerts whose last occurrence is in the window, newest first."""
+    """Alerts whose last occurrence is in the window, newest first; with `script`, that
+    script's (alerts about the pipeline itself have none)."""
     window = Window.last(hours)
     async with request.app.state.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT id::text, rule, severity, script, dedup_key, first_at, last_at, occurrences,"
             " summary, details::text AS details FROM critical_alerts"
-            " WHERE last_at >= $1 ORDER BY last_at DESC, id LIMIT $2",
-            window.since, limit,
+            " WHERE last_at >= $1 AND ($3::text IS NULL OR script = $3)"
+            " ORDER BY last_at DESC, id LIMIT $2",
+            window.since, limit, script,
         )  # fmt: skip
     return {
         "window": {"since": window.since, "until": window.until},

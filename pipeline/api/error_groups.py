@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
 from pipeline.api import auth, models
-from pipeline.api.params import Hours, Limit, Window
+from pipeline.api.params import Hours, Limit, Script, Window
 
 router = APIRouter()
 
@@ -17,7 +17,9 @@ Fingerprint = Annotated[str, Path(pattern="^[0-9a-f]{16}$", description="16 hex 
 _TOP = """
 WITH top AS (
     SELECT fingerprint, sum(occurrences)::bigint AS n FROM error_hourly
-    WHERE hour >= $1 GROUP BY fingerprint ORDER BY n DESC, fingerprint LIMIT $2
+    WHERE hour >= $1 AND ($3::text IS NULL OR fingerprint IN (
+        SELECT fingerprint FROM error_summary WHERE $3 = ANY(scripts)))
+    GROUP BY fingerprint ORDER BY n DESC, fingerprint LIMIT $2
 )
 SELECT e.*, top.n FROM top JOIN error_summary e USING (fingerprint) ORDER BY top.n DESC, fingerprint
 """
@@ -28,10 +30,14 @@ WHERE fingerprint = ANY($1::text[]) AND hour >= $2 ORDER BY fingerprint, hour
 
 
 @router.get("/api/logs/errors", response_model=models.Errors)
-async def errors(request: Request, hours: Hours = 24, limit: Limit = 20) -> dict[str, Any]:
+async def errors(
+    request: Request, hours: Hours = 24, limit: Limit = 20, script: Script = None
+) -> dict[str, Any]:
+    """The most frequent error fingerprints of the window. With `script`, the fingerprints that
+    script has raised; their counts are still over every script that raised them."""
     window = Window.last(hours)
     async with request.app.state.pool.acquire() as conn:
-        top = await conn.fetch(_TOP, window.first_hour, limit)
+        top = await conn.fetch(_TOP, window.first_hour, limit, script)
         trend_rows = await conn.fetch(_TREND, [r["fingerprint"] for r in top], window.first_hour)
     trend: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in trend_rows:

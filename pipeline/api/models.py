@@ -96,6 +96,19 @@ class PerformanceHour(Performance):
     hour: datetime
 
 
+class ScriptSummary(BaseModel):
+    script: str
+    requests: int
+    errors: int
+    error_rate: float | None
+    wall_ms: Latency
+
+
+class Scripts(BaseModel):
+    window: Window
+    scripts: list[ScriptSummary] = Field(description="busiest first")
+
+
 class PerformanceReport(BaseModel):
     window: Window
     script: str | None

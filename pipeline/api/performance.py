@@ -1,4 +1,5 @@
-"""GET /api/logs/performance: requests, error rate and latency percentiles, from the rollups.
+"""GET /api/logs/performance and /api/logs/scripts: requests, error rate and latency
+percentiles, overall, per hour and per script, from the rollups.
 
 Reads one total row per hour (`tail_metrics_hourly` with event type `*`: of one script, or of
 all with script `*`), so any span costs its number of hours, never a scan of raw rows. The
@@ -13,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 
 from pipeline.api import models
-from pipeline.api.params import Hours, Script, Window
+from pipeline.api.params import Hours, Limit, Script, Window
 from pipeline.rollup import TOTAL
 from pipeline.sketch import LatencySketch
 
@@ -87,3 +88,34 @@ async def performance(request: Request, hours: Hours = 24, script: Script = None
         ),
         "hours": per_hour,
     }
+
+
+_SCRIPTS = """
+SELECT script, sum(requests)::bigint AS requests, sum(errors)::bigint AS errors,
+       sum(wall_ms_sum)::bigint AS wall_ms_sum, max(wall_ms_max) AS wall_ms_max,
+       array_agg(wall_sketch::text) AS walls
+FROM tail_metrics_hourly
+WHERE script <> $1 AND event_type = '*' AND hour >= $2 AND hour <= $3
+GROUP BY script ORDER BY requests DESC, script LIMIT $4
+"""
+
+
+@router.get("/api/logs/scripts", response_model=models.Scripts)
+async def scripts(request: Request, hours: Hours = 24, limit: Limit = 50) -> dict[str, Any]:
+    """The scripts with requests in the window, busiest first, with their error rate and wall
+    time: the overview's top scripts and the dashboard's script filter."""
+    window = Window.last(hours)
+    async with request.app.state.pool.acquire() as conn:
+        rows = await conn.fetch(_SCRIPTS, TOTAL, window.first_hour, window.until, limit)
+    out = []
+    for r in rows:
+        wall = LatencySketch()
+        for sketch in r["walls"]:
+            wall.merge(LatencySketch.from_json(orjson.loads(sketch)))
+        requests, errors = r["requests"], r["errors"]
+        out.append({
+            "script": r["script"], "requests": requests, "errors": errors,
+            "error_rate": round(errors / requests, 6) if requests else None,
+            "wall_ms": _latency(wall, r["wall_ms_sum"], r["wall_ms_max"]),
+        })  # fmt: skip
+    return {"window": {"since": window.first_hour, "until": window.until}, "scripts": out}
