@@ -86,6 +86,7 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
         poison_ratio=args.poison_ratio,
         reject_ratio=args.reject_ratio,
         start_ms=args.start_ms if args.start_ms is not None else int(time.time() * 1000),
+        step_ms=args.step_ms,
     )
     report = asyncio.run(loadgen.run(settings, args.topic or settings.topic, plan))
     print(report.line())
@@ -357,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of well-formed messages that PostgreSQL refuses (a NUL in a log line)",
     )
     p.add_argument("--start-ms", type=int, help="event time of the first message (default: now)")
+    p.add_argument(
+        "--step-ms", type=_positive, default=7, help="event time between messages (default: 7)"
+    )
     p.add_argument("--topic", help="default: TAILPIPE_TOPIC")
     return parser
 

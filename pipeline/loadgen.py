@@ -27,6 +27,8 @@ class Plan:
     poison_ratio: float
     start_ms: int
     reject_ratio: float = 0.0
+    step_ms: int = 7
+    """Event time between consecutive messages: a demo spreads a few thousand over hours."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +53,9 @@ class Report:
 
 async def run(settings: Settings, topic: str, plan: Plan) -> Report:
     stream = messages(
-        plan.seed, plan.start_ms, poison_ratio=plan.poison_ratio, reject_ratio=plan.reject_ratio
-    )
+        plan.seed, plan.start_ms, poison_ratio=plan.poison_ratio,
+        reject_ratio=plan.reject_ratio, step_ms=plan.step_ms,
+    )  # fmt: skip
     sent = poison = rejected = 0
     started = time.monotonic()
     deadline = started + plan.duration_s if plan.duration_s is not None else None
