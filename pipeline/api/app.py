@@ -19,7 +19,7 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
@@ -33,6 +33,12 @@ from pipeline.settings import Settings
 log = logging.getLogger("tailpipe.api")
 
 STATIC = Path(__file__).parent / "static"
+DASHBOARD_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+"""The dashboard loads nothing from elsewhere and runs no inline script: a log line that
+holds markup can never become code."""
 
 _DEPENDENCIES = [Depends(auth.reader), Depends(known_only)]
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -130,6 +136,14 @@ def create_app(settings: Settings) -> FastAPI:
             swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url="/static/swagger-ui/swagger-ui.css",
             swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> Response:
+        """The web dashboard: static files over this API, signed in with an API token."""
+        return FileResponse(
+            STATIC / "dashboard" / "index.html",
+            headers={"Content-Security-Policy": DASHBOARD_CSP, "Cache-Control": "no-cache"},
         )
 
     @app.get("/healthz", include_in_schema=False)

@@ -1,0 +1,88 @@
+// API usage and cost, scan activity and critical alerts: small rollups, shown as they come.
+
+import { get } from "./api.js";
+import { lineChart } from "./charts.js";
+import { count, empty, h, section, stat, table, usd, when } from "./dom.js";
+
+export async function usage({ hours, signal }) {
+  const body = await get("/api/logs/api-usage", { hours }, signal);
+  const t = body.total;
+  const days = [...new Set(body.days.map((d) => d.day))];
+  const series = body.by_model.map((m) => ({
+    name: `${m.provider} ${m.model}`,
+    points: days.map((day) => {
+      const row = body.days.find((d) => d.day === day && d.provider === m.provider &&
+        d.model === m.model);
+      return [Date.parse(`${day}T00:00:00Z`), row ? row.cost_usd ?? 0 : 0];
+    }),
+  }));
+  const rows = body.by_model.map((m) => h("tr", { "data-model": `${m.provider}/${m.model}` },
+    h("td", {}, m.provider), h("td", {}, m.model),
+    h("td", { class: "num", "data-value": m.calls }, count(m.calls)),
+    h("td", { class: "num" }, count(m.failures)),
+    h("td", { class: "num" }, count(m.rate_limited)),
+    h("td", { class: "num" }, count(m.tokens_in)),
+    h("td", { class: "num" }, count(m.tokens_out)),
+    h("td", { class: "num", "data-value": m.cost_usd ?? "" },
+      m.cost_usd === null ? "no price" : usd(m.cost_usd))));
+  return [
+    h("p", { class: "hint" }, "API usage is recorded per provider and model, not per script."),
+    h("div", { class: "stats" },
+      stat("calls", "Calls", t.calls, count(t.calls)),
+      stat("tokens", "Tokens", t.tokens_in + t.tokens_out, count(t.tokens_in + t.tokens_out)),
+      stat("cost", "Cost", t.cost_usd, usd(t.cost_usd)),
+      stat("unpriced", "Calls without a price", t.unpriced_calls, count(t.unpriced_calls))),
+    section("Cost per day", lineChart(series, { format: usd, label: "cost per day" })),
+    section("Per provider and model", table(
+      ["Provider", "Model", "Calls", "Failures", "Rate limited", "Tokens in", "Tokens out",
+        "Cost"], rows, { "data-table": "usage" })),
+  ];
+}
+
+export async function scans({ hours, script, signal }) {
+  const body = await get("/api/logs/scan-activity", { hours, script }, signal);
+  const t = body.total;
+  const byHour = new Map();
+  for (const x of body.hours) {
+    const sum = byHour.get(x.hour) || { started: 0, completed: 0, failed: 0 };
+    for (const k of Object.keys(sum)) sum[k] += x[k];
+    byHour.set(x.hour, sum);
+  }
+  const hoursOf = [...byHour.entries()];
+  const rows = body.hours.map((x) => h("tr", {},
+    h("td", { class: "nowrap" }, when(x.hour)), h("td", {}, x.script),
+    h("td", { class: "num" }, count(x.started)), h("td", { class: "num" }, count(x.completed)),
+    h("td", { class: "num" }, count(x.failed)), h("td", { class: "num" }, count(x.files))));
+  return [
+    h("div", { class: "stats" },
+      stat("started", "Started", t.started, count(t.started)),
+      stat("completed", "Completed", t.completed, count(t.completed)),
+      stat("failed", "Failed", t.failed, count(t.failed)),
+      stat("files", "Files", t.files, count(t.files)),
+      stat("repositories", "Repositories", t.repositories.length,
+        count(t.repositories.length))),
+    section("Scans per hour", lineChart(["started", "completed", "failed"].map((k) => ({
+      name: k, points: hoursOf.map(([hour, sum]) => [Date.parse(hour), sum[k]]),
+    })), { format: (v) => count(Math.round(v)), label: "scans per hour" })),
+    section("Per hour and script", rows.length
+      ? table(["Hour", "Script", "Started", "Completed", "Failed", "Files"], rows,
+        { "data-table": "scans" })
+      : empty("No scans in this range.")),
+  ];
+}
+
+export async function alerts({ hours, script, signal }) {
+  const body = await get("/api/logs/critical-alerts", { hours, script, limit: 200 }, signal);
+  if (!body.alerts.length) return [empty("No alerts in this range.")];
+  const rows = body.alerts.map((a) => h("tr", { "data-alert": a.id, "data-rule": a.rule },
+    h("td", {}, h("span", { class: `badge ${a.severity}` }, a.severity)),
+    h("td", {}, a.rule), h("td", {}, a.script ?? "–"), h("td", { class: "message" }, a.summary),
+    h("td", { class: "num" }, count(a.occurrences)),
+    h("td", { class: "nowrap" }, when(a.last_at))));
+  return [
+    h("div", { class: "stats" }, stat("alerts", "Alerts", body.alerts.length,
+      count(body.alerts.length))),
+    table(["Severity", "Rule", "Script", "Summary", "Occurrences", "Last"], rows,
+      { "data-table": "alerts" }),
+  ];
+}

@@ -1,0 +1,70 @@
+// Logs: the recent-logs search with its filters, pages through `next_cursor`, and a live tail
+// that reloads the newest page every few seconds while it is shown.
+
+import { get } from "./api.js";
+import { empty, h, table, when } from "./dom.js";
+
+const LEVELS = ["", "debug", "info", "log", "warn", "error", "exception"];
+const LIVE_MS = 5000;
+const filters = { level: "", q: "", live: false };
+
+export async function logs(ctx) {
+  const out = h("div", { "data-view-part": "logs" });
+  const pages = [null];  // the cursors of the pages seen, null for the newest
+  const level = h("select", { name: "level", "aria-label": "level" },
+    LEVELS.map((l) => h("option", { value: l, selected: l === filters.level }, l || "any level")));
+  const q = h("input", { name: "q", type: "search", placeholder: "text in the message",
+    value: filters.q, "aria-label": "search" });
+  const live = h("input", { name: "live", type: "checkbox", checked: filters.live });
+  const updated = h("span", { class: "hint", "data-role": "updated" });
+  const form = h("form", { class: "filters", onsubmit: (event) => {
+    event.preventDefault();
+    filters.level = level.value;
+    filters.q = q.value.trim();
+    pages.length = 1;
+    load().catch(ctx.fail);
+  } }, level, q, h("button", { type: "submit" }, "Search"),
+  h("label", { class: "live" }, live, "Live"), updated);
+  live.addEventListener("change", () => { filters.live = live.checked; });
+  const body = h("div");
+
+  async function load() {
+    const page = await get("/api/logs/recent", {
+      hours: ctx.hours, script: ctx.script, level: filters.level, q: filters.q, limit: 50,
+      cursor: pages[pages.length - 1],
+    }, ctx.signal);
+    body.replaceChildren(...render(page));
+    updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
+  }
+
+  function render(page) {
+    const rows = page.logs.map((line) => h("tr", { "data-level": line.level, "data-ts": line.ts },
+      h("td", { class: "nowrap" }, when(line.ts)),
+      h("td", {}, h("span", { class: `level ${line.level}` }, line.level)),
+      h("td", {}, line.script),
+      h("td", { class: "message" },
+        line.exception_name ? h("strong", {}, `${line.exception_name}: `) : null,
+        line.message),
+      h("td", {}, line.outcome)));
+    const pager = h("div", { class: "pager" },
+      h("button", { type: "button", class: "quiet", "data-action": "newest",
+        disabled: pages.length === 1,
+        onclick: () => { pages.length = 1; load().catch(ctx.fail); } }, "Newest"),
+      h("span", { "data-role": "page" }, `page ${pages.length}`),
+      h("button", { type: "button", class: "quiet", "data-action": "older",
+        disabled: !page.next_cursor,
+        onclick: () => { pages.push(page.next_cursor); load().catch(ctx.fail); } }, "Older"));
+    if (!rows.length) return [empty("No log lines match."), pager];
+    return [table(["Time", "Level", "Script", "Message", "Outcome"], rows,
+      { "data-table": "logs" }), pager];
+  }
+
+  // Live: only the newest page moves; an older page stays put while it is read.
+  const timer = setInterval(() => {
+    if (filters.live && pages.length === 1 && !document.hidden) load().catch(ctx.fail);
+  }, LIVE_MS);
+  ctx.signal.addEventListener("abort", () => clearInterval(timer));
+  await load();
+  out.append(form, body);
+  return [out];
+}
