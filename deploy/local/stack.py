@@ -5,9 +5,9 @@
     .venv/bin/python deploy/local/stack.py tools
 
 With no server names the command applies to all three. Tests stop and start one server
-(`down postgres`, then `up postgres`) to make a real outage. `tools` installs what the deploy
-tests check files with (Prometheus and promtool, docker-compose, systemd-analyze) from Debian's
-packages when they are missing.
+(`down postgres`, then `up postgres`) to make a real outage. `tools` installs, from Debian's
+packages when they are missing, what tests use besides the stack: Prometheus and promtool,
+docker-compose and systemd-analyze (the deploy checks), and Chromium (the dashboard tests).
 
 All state lives under <repo>/.local/ (logs/<name>.log, run/<name>.pid, kafka/, postgres/).
 Only the standard library is imported at module level; aiokafka and botocore are imported by
@@ -460,24 +460,25 @@ def report(e: StackError) -> None:
     print(f"--- last {len(tail)} lines of {e.log}:", *tail, "---", sep="\n", file=sys.stderr)
 
 
-DEPLOY_TOOLS = {
+TOOLS = {
     "prometheus": "prometheus",
     "promtool": "prometheus",
     "docker-compose": "docker-compose",
     "systemd-analyze": "systemd",
+    "chromium": "chromium",
 }
-"""What the deploy tests check files with: Prometheus' rule checker, and Compose's own parser."""
+"""Commands the tests run besides the stack, and the Debian package of each."""
 
 
 def tools() -> int:
-    missing = [package for cmd, package in DEPLOY_TOOLS.items() if shutil.which(cmd) is None]
+    missing = sorted({package for cmd, package in TOOLS.items() if shutil.which(cmd) is None})
     if not missing:
         return 0
     LOGS.mkdir(parents=True, exist_ok=True)
     try:
         apt_install("--no-install-recommends", *missing)
     except StackError as exc:
-        print(f"deploy checkers not installed: {exc}; see {LOGS / 'apt.log'}", file=sys.stderr)
+        print(f"test tools not installed: {exc}; see {LOGS / 'apt.log'}", file=sys.stderr)
         return 1
     return 0
 
