@@ -345,6 +345,7 @@ def test_the_image_install_carries_migrations_data_and_static_files(
         p.name for p in (ROOT / "schema").glob("*.sql")
     )
     assert (installed / "api" / "static" / "swagger-ui" / "swagger-ui-bundle.js").is_file()
+    assert (installed / "api" / "static" / "dashboard" / "index.html").is_file()
     assert (installed / "alerts" / "rules.toml").is_file()
 
     # Run from elsewhere, so nothing of this checkout can be imported by accident.
