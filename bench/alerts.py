@@ -17,7 +17,6 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,18 +28,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
 from pipeline import kafka, postgres  # noqa: E402
 from pipeline.settings import load  # noqa: E402
-from tests.conftest import env_of, tailpipe, unique  # noqa: E402
+from tests.conftest import env_of, isolated, tailpipe, unique  # noqa: E402
 from tests.replica import Replica  # noqa: E402
 
 
 async def main(rounds: int) -> int:
     base = load()
     schema = unique("bench_alerts")
-    settings = replace(
-        base, postgres_schema=schema, topic=unique("bench_events"),
-        alerts_topic=unique("bench_alerts"), group=unique("bench_group"),
-        dlq_url=f"s3://{base.dlq_bucket}/{schema}",
-    )  # fmt: skip
+    settings = isolated(base, schema, prefix="bench_")
     conn = await postgres.connect(base)
     await conn.execute(f"CREATE SCHEMA {schema}")
     await conn.close()

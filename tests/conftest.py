@@ -81,17 +81,22 @@ def schema(base_settings: Settings) -> Iterator[str]:
     asyncio.run(drop())
 
 
+def isolated(base: Settings, schema: str, prefix: str = "") -> Settings:
+    """`base` with a schema, topics, group and dead-letter prefix of its own."""
+    return replace(
+        base,
+        postgres_schema=schema,
+        topic=unique(f"{prefix}events"),
+        alerts_topic=unique(f"{prefix}alerts"),
+        group=unique(f"{prefix}group"),
+        dlq_url=f"s3://{base.dlq_bucket}/{schema}",
+    )
+
+
 @pytest.fixture
 def settings(base_settings: Settings, schema: str) -> Settings:
     """Settings of one test: its own schema and topics on the shared local stack."""
-    return replace(
-        base_settings,
-        postgres_schema=schema,
-        topic=unique("events"),
-        alerts_topic=unique("alerts"),
-        group=unique("group"),
-        dlq_url=f"s3://{base_settings.dlq_bucket}/{schema}",
-    )
+    return isolated(base_settings, schema)
 
 
 def env_of(settings: Settings) -> dict[str, str]:

@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 
 from pipeline import postgres
 from pipeline.settings import Settings
-from tests.conftest import ROOT, env_of, free_port, tailpipe, unique
+from tests.conftest import ROOT, env_of, free_port, isolated, tailpipe, unique
 from tests.replica import Replica, stored_total
 
 READ, WRITE = "dash-read-token-0123456789", "dash-write-token-0123456789"
@@ -81,11 +81,7 @@ def _fill(settings: Settings, count: int, start_ms: int, step_ms: int, seed: int
 @pytest.fixture(scope="module")
 def dashboard(base_settings: Settings) -> Iterator[Dashboard]:
     schema = unique("t")
-    settings = replace(
-        base_settings, postgres_schema=schema, topic=unique("events"),
-        alerts_topic=unique("alerts"), group=unique("group"),
-        dlq_url=f"s3://{base_settings.dlq_bucket}/{schema}",
-    )  # fmt: skip
+    settings = isolated(base_settings, schema)
     env = env_of(settings)
     api: subprocess.Popen[bytes] | None = None
     try:
