@@ -76,9 +76,12 @@ ENDPOINTS: list[tuple[str, dict[str, str]]] = [
     ("/api/logs/errors", {}),
     ("/api/logs/performance", {}),
     ("/api/logs/performance", {"script": "api-gateway"}),
+    ("/api/logs/scripts", {}),
+    ("/api/logs/errors", {"script": "api-gateway"}),
     ("/api/logs/api-usage", {}),
     ("/api/logs/scan-activity", {}),
     ("/api/logs/critical-alerts", {}),
+    ("/api/logs/critical-alerts", {"script": "api-gateway"}),
 ]
 RECENT_LIMIT = 100  # the route's default `limit`
 
