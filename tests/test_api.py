@@ -240,6 +240,16 @@ async def test_scripts_and_the_script_filters_match_the_raw_rows(
     got = [(s["script"], s["requests"], s["errors"], s["wall_ms"]["max"]) for s in body["scripts"]]
     assert got == [(r["script"], r["n"], r["errors"], r["peak"]) for r in expected]
     assert len(get(client, "/api/logs/scripts", hours=24, limit=2)["scripts"]) == 2
+    busiest = body["scripts"][0]
+    walls = [
+        r[0] for r in await db.fetch(
+            "SELECT wall_ms FROM tail_events WHERE ts >= $1 AND script = $2"
+            " AND wall_ms IS NOT NULL", since, busiest["script"],
+        )
+    ]  # fmt: skip
+    for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+        exact = nearest_rank(walls, q)
+        assert busiest["wall_ms"][name] == pytest.approx(exact, rel=0.01, abs=0.5), name
 
     # Each view's script filter keeps that script's part only.
     script = "api-gateway"
