@@ -22,11 +22,13 @@ import orjson
 FORMATS = ("auto", "json", "text")
 LEVELS = ("debug", "info", "warning", "error")
 
-# Attributes every LogRecord has: anything else on a record came from `extra=`.
+# Attributes every LogRecord has: anything else on a record came from `extra=`. uvicorn adds
+# `color_message`, its own line again with terminal colours: noise in a log store.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",
 }
 
 

@@ -31,7 +31,10 @@ def _emit(fmt: str, stream: io.StringIO) -> None:
     logs.configure(fmt, "info", stream)
     log = logging.getLogger("tailpipe.example")
     log.debug("below the level")
-    log.warning("dependency failing", extra={"dependency": "postgres", "attempt": 3})
+    log.warning(
+        "dependency failing",
+        extra={"dependency": "postgres", "attempt": 3, "color_message": "\x1b[36mnoise\x1b[0m"},
+    )
     try:
         raise ValueError("boom")
     except ValueError:
@@ -49,6 +52,7 @@ def test_json_lines_carry_ts_level_event_and_fields() -> None:
         "level": "warning", "logger": "tailpipe.example", "event": "dependency failing",
         "dependency": "postgres", "attempt": 3,
     }  # fmt: skip
+    assert "color_message" not in first, "uvicorn's coloured copy of the line is dropped"
     # A traceback stays inside its line; a field JSON cannot hold is written as text.
     assert second["level"] == "error"
     assert second["where"] == "/tmp/x"
@@ -62,7 +66,7 @@ def test_text_on_a_terminal() -> None:
     lines = out.getvalue().splitlines()
     assert "WARNING" in lines[0]
     assert "example" in lines[0]
-    assert lines[0].endswith("dependency failing  dependency=postgres attempt=3")
+    assert lines[0].endswith("dependency failing  dependency=postgres attempt=3")  # no colours
     assert "Traceback" in out.getvalue()
 
 
