@@ -1,14 +1,15 @@
 // API usage and cost, scan activity and critical alerts: small rollups, shown as they come.
 
 import { get } from "./api.js";
-import { lineChart } from "./charts.js";
+import { hours as everyHour, lineChart, perHour } from "./charts.js";
 import { count, empty, h, section, stat, table, usd, when } from "./dom.js";
 
 export async function usage({ hours, signal }) {
   const body = await get("/api/logs/api-usage", { hours }, signal);
   const t = body.total;
   const days = [...new Set(body.days.map((d) => d.day))];
-  const series = body.by_model.map((m) => ({
+  // Models without a price have no cost to draw; the table lists them.
+  const series = body.by_model.filter((m) => m.cost_usd !== null).map((m) => ({
     name: `${m.provider} ${m.model}`,
     points: days.map((day) => {
       const row = body.days.find((d) => d.day === day && d.provider === m.provider &&
@@ -32,7 +33,7 @@ export async function usage({ hours, signal }) {
       stat("tokens", "Tokens", t.tokens_in + t.tokens_out, count(t.tokens_in + t.tokens_out)),
       stat("cost", "Cost", t.cost_usd, usd(t.cost_usd)),
       stat("unpriced", "Calls without a price", t.unpriced_calls, count(t.unpriced_calls))),
-    section("Cost per day", lineChart(series, { format: usd, label: "cost per day" })),
+    section("Cost per day", lineChart(series, { format: usd, label: "cost per day", days: true })),
     section("Per provider and model", table(
       ["Provider", "Model", "Calls", "Failures", "Rate limited", "Tokens in", "Tokens out",
         "Cost"], rows, { "data-table": "usage" })),
@@ -48,7 +49,8 @@ export async function scans({ hours, script, signal }) {
     for (const k of Object.keys(sum)) sum[k] += x[k];
     byHour.set(x.hour, sum);
   }
-  const hoursOf = [...byHour.entries()];
+  const slots = everyHour(body.window.since, body.window.until);
+  const summed = [...byHour.entries()].map(([hour, sum]) => ({ hour, ...sum }));
   const rows = body.hours.map((x) => h("tr", {},
     h("td", { class: "nowrap" }, when(x.hour)), h("td", {}, x.script),
     h("td", { class: "num" }, count(x.started)), h("td", { class: "num" }, count(x.completed)),
@@ -62,7 +64,7 @@ export async function scans({ hours, script, signal }) {
       stat("repositories", "Repositories", t.repositories.length,
         count(t.repositories.length))),
     section("Scans per hour", lineChart(["started", "completed", "failed"].map((k) => ({
-      name: k, points: hoursOf.map(([hour, sum]) => [Date.parse(hour), sum[k]]),
+      name: k, points: perHour(slots, summed, (x) => x[k], 0),
     })), { format: (v) => count(Math.round(v)), label: "scans per hour" })),
     section("Per hour and script", rows.length
       ? table(["Hour", "Script", "Started", "Completed", "Failed", "Files"], rows,

@@ -13,15 +13,16 @@ function s(tag, attrs = {}, ...children) {
   return el;
 }
 
-const shortTime = (t, span) =>
-  new Date(t).toLocaleString([], span > 2 * 86400e3
-    ? { month: "short", day: "numeric" }
+const shortTime = (t, span, days) =>
+  new Date(t).toLocaleString([], days || span > 2 * 86400e3
+    ? { month: "short", day: "numeric", timeZone: days ? "UTC" : undefined }
     : { hour: "2-digit", minute: "2-digit" });
 
 // series: [{name, points: [[time ms, value | null], ...]}]; gaps where a value is null.
 // The viewBox is about as wide as the chart is drawn (a third of a desktop, a whole phone), so
 // the 11px ticks stay readable.
-export function lineChart(series, { format = String, height = 190, label = "" } = {}) {
+// `days`: points are UTC days (API usage), labelled as dates.
+export function lineChart(series, { format = String, height = 190, label = "", days = false } = {}) {
   const W = 400, H = height, left = 58, right = 10, top = 10, bottom = 22;
   const points = series.flatMap((x) => x.points).filter(([, v]) => v !== null);
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
@@ -39,9 +40,9 @@ export function lineChart(series, { format = String, height = 190, label = "" } 
         format(f * y1)));
   }
   svg.append(
-    s("text", { class: "tick", x: left, y: H - 6 }, shortTime(x0, x1 - x0)),
+    s("text", { class: "tick", x: left, y: H - 6 }, shortTime(x0, x1 - x0, days)),
     s("text", { class: "tick", x: W - right, y: H - 6, "text-anchor": "end" },
-      shortTime(x1, x1 - x0)));
+      shortTime(x1, x1 - x0, days)));
   series.forEach((one, i) => {
     let d = "";
     let pen = "M";
@@ -51,14 +52,30 @@ export function lineChart(series, { format = String, height = 190, label = "" } 
       pen = "L";
     }
     svg.append(s("path", { class: `line series-${i % 6}`, d, "data-series": one.name }));
-    if (one.points.length === 1 && one.points[0][1] !== null) {
-      const [t, v] = one.points[0];
-      svg.append(s("circle", { class: `dot series-${i % 6}`, cx: x(t), cy: y(v), r: 3 }));
-    }
+    // A point with no neighbour draws no line: show it as a dot.
+    one.points.forEach(([t, v], j) => {
+      const alone = v !== null && one.points[j - 1]?.[1] == null && one.points[j + 1]?.[1] == null;
+      if (alone) svg.append(s("circle", { class: `dot series-${i % 6}`, cx: x(t), cy: y(v), r: 3 }));
+    });
   });
   const legend = h("figcaption", { class: "legend" }, series.map((one, i) =>
     h("span", {}, h("i", { class: `swatch series-${i % 6}` }), one.name)));
   return h("figure", { class: "chart" }, svg, legend);
+}
+
+// Every hour of a window, so a chart's x axis is time: an hour without data is a 0 for counts
+// and a gap for rates and percentiles, never a line drawn across it.
+export function hours(since, until) {
+  const out = [];
+  for (let t = Math.floor(Date.parse(since) / 3600e3) * 3600e3; t <= Date.parse(until);
+    t += 3600e3) out.push(t);
+  return out;
+}
+
+// Points of one series over `slots`, from `rows` keyed by their hour; `missing` where none.
+export function perHour(slots, rows, value, missing = null) {
+  const byHour = new Map(rows.map((r) => [Date.parse(r.hour), r]));
+  return slots.map((t) => [t, byHour.has(t) ? value(byHour.get(t)) : missing]);
 }
 
 export function sparkline(values, label = "trend") {

@@ -1,7 +1,7 @@
 // Overview: requests, errors and wall time over the window, per hour, and the busiest scripts.
 
 import { get } from "./api.js";
-import { lineChart } from "./charts.js";
+import { hours as everyHour, lineChart, perHour } from "./charts.js";
 import { count, h, ms, percent, section, stat, table } from "./dom.js";
 
 export async function overview({ hours, script, signal }) {
@@ -10,7 +10,6 @@ export async function overview({ hours, script, signal }) {
     get("/api/logs/scripts", { hours, limit: 10 }, signal),
   ]);
   const o = perf.overall;
-  const at = (hour) => Date.parse(hour.hour);
   const figures = h("div", { class: "stats" },
     stat("requests", "Requests", o.requests, count(o.requests)),
     stat("errors", "Errors", o.errors, count(o.errors)),
@@ -18,18 +17,17 @@ export async function overview({ hours, script, signal }) {
     stat("p50", "p50 wall", o.wall_ms.p50, ms(o.wall_ms.p50)),
     stat("p95", "p95 wall", o.wall_ms.p95, ms(o.wall_ms.p95)),
     stat("p99", "p99 wall", o.wall_ms.p99, ms(o.wall_ms.p99)));
-  const hoursOf = perf.hours;
+  const slots = everyHour(perf.window.since, perf.window.until);
+  const series = (name, value, missing) => ({ name, points: perHour(slots, perf.hours, value,
+    missing) });
   const charts = h("div", { class: "grid" },
     section("Requests per hour", lineChart([
-      { name: "requests", points: hoursOf.map((x) => [at(x), x.requests]) },
-      { name: "errors", points: hoursOf.map((x) => [at(x), x.errors]) },
+      series("requests", (x) => x.requests, 0), series("errors", (x) => x.errors, 0),
     ], { format: (v) => count(Math.round(v)), label: "requests per hour" })),
-    section("Error rate", lineChart([
-      { name: "error rate", points: hoursOf.map((x) => [at(x), x.error_rate]) },
-    ], { format: percent, label: "error rate per hour" })),
-    section("Wall time", lineChart(["p50", "p95", "p99"].map((q) => ({
-      name: q, points: hoursOf.map((x) => [at(x), x.wall_ms[q]]),
-    })), { format: ms, label: "wall time percentiles per hour" })));
+    section("Error rate", lineChart([series("error rate", (x) => x.error_rate)],
+      { format: percent, label: "error rate per hour" })),
+    section("Wall time", lineChart(["p50", "p95", "p99"].map((q) =>
+      series(q, (x) => x.wall_ms[q])), { format: ms, label: "wall time percentiles per hour" })));
   const rows = top.scripts.map((x) => h("tr", { "data-script": x.script },
     h("td", {}, x.script),
     h("td", { class: "num", "data-value": x.requests }, count(x.requests)),
