@@ -15,6 +15,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import asyncpg
 import pytest
@@ -39,10 +40,11 @@ SETTINGS = {env_name(f.name) for f in dataclasses.fields(Settings)} | {"TAILPIPE
 DEFAULTS = Settings()
 
 
-def deploy_files() -> list[Path]:
+def deploy_files(*, everything: bool = False) -> list[Path]:
+    """The files that deploy tailpipe (or, with `everything`, every file under deploy/)."""
     return sorted(
         p for p in DEPLOY.rglob("*")
-        if p.is_file() and p.relative_to(DEPLOY).parts[0] not in ELSEWHERE
+        if p.is_file() and (everything or p.relative_to(DEPLOY).parts[0] not in ELSEWHERE)
     )  # fmt: skip
 
 
@@ -55,7 +57,9 @@ def parse_command(argv: list[str]) -> None:
 # -- every file parses; names are real -----------------------------------------------------
 
 
-@pytest.mark.parametrize("path", deploy_files(), ids=lambda p: str(p.relative_to(DEPLOY)))
+@pytest.mark.parametrize(
+    "path", deploy_files(everything=True), ids=lambda p: str(p.relative_to(DEPLOY))
+)
 def test_every_deploy_file_parses(path: Path) -> None:
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
@@ -70,6 +74,17 @@ def test_every_deploy_file_parses(path: Path) -> None:
         assert unit(path)["Service"]["ExecStart"]
     elif path.name.endswith(".env.example"):
         assert env_file(path)
+    elif path.suffix == ".xml":
+        ElementTree.fromstring(text)
+    elif path.suffix == ".py":
+        compile(text, str(path), "exec")
+    elif path.suffix == ".js":
+        node = tool("node")
+        done = subprocess.run([node, "--check", str(path)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    else:
+        # A kind of file nobody checks would be a file that can silently break.
+        assert path.suffix in (".md", ".properties", ".sql"), f"no check for {path.name}"
 
 
 def test_every_setting_named_in_deploy_exists() -> None:
