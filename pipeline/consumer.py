@@ -44,6 +44,7 @@ from pipeline.metrics import Metrics
 from pipeline.outage import Backoff, Outages
 from pipeline.partitions import PartitionManager, ahead
 from pipeline.pauses import Pauses
+from pipeline.positions import Positions
 from pipeline.settings import Settings
 from pipeline.transform import Transformer
 from pipeline.watch import Watch
@@ -111,14 +112,7 @@ class Consumer:
         self.started = False
         self.stopping = asyncio.Event()
         self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
-        self._stored: dict[tuple[str, int], int] = {}
-        self._position: dict[tuple[str, int], int] = {}
-        """Per partition, the next offset to add: records below it are stale."""
-        self._batch = Batch()
-        self._unflushed: list[Batch] = []
-        """Handed-off batches not yet stored (waiting, queued or being flushed): a partition
-        dropped or re-sought must be dropped from every one of them, or a later batch would
-        store offsets past rows that were never stored."""
+        self.positions = Positions()
         self._idle = asyncio.Event()
         self._idle.set()
         self._partitions = PartitionManager()
@@ -150,8 +144,8 @@ class Consumer:
             writer = asyncio.create_task(self._write(writer_conn), name="tailpipe-writer")
             outbox = asyncio.create_task(self.outbox.run(), name="tailpipe-alerts")
             self._watch = Watch(
-                settings, self._kafka, self.metrics, self._stored,
-                lambda: (*self._unflushed, self._batch), self.totals, self.outbox, self.rules,
+                settings, self._kafka, self.metrics, self.positions.stored,
+                self.positions.in_flight, self.totals, self.outbox, self.rules,
             )  # fmt: skip
             watch = asyncio.create_task(self._watch.run(), name="tailpipe-watch")
             try:
@@ -185,18 +179,18 @@ class Consumer:
                 timeout_ms=100, max_records=self.policy.poll_records
             )
             self._take(fetched)
-            batch = self._batch
+            batch = self.positions.filling
             if batch.messages and self._full(batch):
                 await self._hand_off()
 
     def _take(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Add fetched records to the filling batch, skipping any the partition is past."""
         add = self.transformer.add
-        batch = self._batch
+        batch, next_offsets = self.positions.filling, self.positions.next
         for tp, records in fetched.items():
             topic, partition = tp.topic, tp.partition
             key = (topic, partition)
-            expected = self._position.get(key)
+            expected = next_offsets.get(key)
             if expected is not None and records[0].offset < expected:
                 # Fetched before a rebalance moved this partition on: already stored.
                 records = [r for r in records if r.offset >= expected]
@@ -204,7 +198,7 @@ class Consumer:
                     continue
             for r in records:
                 add(batch, topic, partition, r.offset, r.timestamp, r.key, r.value, r.headers)
-            self._position[key] = records[-1].offset + 1
+            next_offsets[key] = records[-1].offset + 1
             self.totals.messages += len(records)
 
     def _full(self, batch: Batch) -> bool:
@@ -214,10 +208,9 @@ class Consumer:
     async def _hand_off(self) -> None:
         """Queue the filling batch; while the queue is full, pause and keep polling."""
         assert self._kafka is not None
-        batch, self._batch = self._batch, Batch()
-        if not batch.parts:
+        batch = self.positions.hand_off()
+        if batch is None:
             return
-        self._unflushed.append(batch)
         if self._queue.full():
             pauses = self._paused()
             pauses.pause(self._kafka.assignment())
@@ -257,7 +250,7 @@ class Consumer:
             try:
                 conn = await self._flush(conn, batch)
             finally:
-                self._unflushed.remove(batch)
+                self.positions.done(batch)
                 self._queue.task_done()
                 if self._queue.empty():
                     self._idle.set()
@@ -272,16 +265,14 @@ class Consumer:
                 if conn.is_closed():  # PostgreSQL went away under a previous attempt
                     conn = await postgres.connect(self.settings)
                 await self._partitions.ensure(conn, store.days_of(batch) | self._ahead())
-                written = await self._writer.write(conn, batch, self._stored)
+                written = await self._writer.write(conn, batch, self.positions.stored)
             except Exception as exc:
                 await self._failed(batch, exc)
                 continue
             self.outages.recovered("postgres")
             if written.objects:
                 self.outages.recovered("s3")
-            self._stored.update(
-                {tp: part.next_offset for tp, part in batch.parts.items() if tp in self._owned()}
-            )
+            self.positions.stored_up_to(batch, self._owned())
             self.metrics.flushed(batch, written, time.perf_counter() - started)
             if written.alerts:
                 self.outbox.wake()
@@ -324,25 +315,18 @@ class Consumer:
         offset not stored, and pause them for `delay` seconds."""
         assert self._kafka is not None
         owned = self._owned()
-        rewind = {k: offset for k, offset in self._rewind_points(keys).items() if k in owned}
-        self._drop(keys)
+        rewind = {
+            k: offset for k, offset in self.positions.rewind_points(keys).items() if k in owned
+        }
+        self.positions.drop(keys)
         for key, offset in rewind.items():
             self._kafka.seek(TopicPartition(*key), offset)
-            self._position[key] = offset
+            self.positions.next[key] = offset
         self._paused().hold(set(rewind), delay)
-
-    def _rewind_points(self, keys: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """The first unstored offset of each partition: batches are contiguous per partition,
-        so it is the first offset of its oldest unflushed part."""
-        points: dict[tuple[str, int], int] = {}
-        for batch in (*self._unflushed, self._batch):
-            for key in keys & batch.parts.keys():
-                points.setdefault(key, batch.parts[key].first_offset)
-        return points
 
     def _trip(self, why: str) -> None:
         log.critical("dead-letter guard rail tripped", extra={"why": why})
-        self._drop(set(self._position))
+        self.positions.drop(set(self.positions.next))
         self._paused().trip(why)
         if self.rules is not None and self.rules.guard_rail.enabled:
             topic = self.settings.topic
@@ -396,17 +380,11 @@ class Consumer:
 
     async def _recover(self, lost: set[tuple[str, int]]) -> None:
         """Drop what we cannot store; re-seek partitions we still own to their stored offset."""
-        self._drop(lost)
         owned = self._owned() & lost
-        for tp in lost - owned:
-            self._stored.pop(tp, None)
-            self._position.pop(tp, None)
+        self.positions.forget(lost - owned)
+        self.positions.drop(owned)
         if owned:
             await self._seek(owned)
-
-    def _drop(self, keys: set[tuple[str, int]]) -> None:
-        for batch in (*self._unflushed, self._batch):
-            batch.drop(keys)
 
     async def _seek(self, tps: set[tuple[str, int]]) -> None:
         assert self._kafka is not None
@@ -418,28 +396,20 @@ class Consumer:
         for topic, partitions in by_topic.items():
             stored = await store.stored_offsets(self._control, topic, partitions)
             # Rows taken while the stored offsets were being read came from the group's
-            # committed position; where a stored offset exists we seek to it, so they leave
-            # the filling batch (the writer's batches are its own; `store.advance` refuses
-            # such a part there). Without one, the committed position is the right start.
-            self._batch.drop({(topic, p) for p in partitions if (topic, p) in stored})
-            for partition in partitions:
-                tp = (topic, partition)
-                if tp in stored:
-                    self._stored[tp] = self._position[tp] = stored[tp]
-                    self._kafka.seek(TopicPartition(topic, partition), stored[tp])
-                else:
-                    self._stored.pop(tp, None)
-                    self._position.pop(tp, None)
+            # committed position: where a stored offset exists we seek to it, and they go.
+            # Without one, the committed position is the right start.
+            self.positions.sought(stored)
+            self.positions.restart((topic, p) for p in partitions if (topic, p) not in stored)
+            for (t, p), offset in stored.items():
+                self._kafka.seek(TopicPartition(t, p), offset)
 
     # -- rebalance ---------------------------------------------------------------------------
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in revoked}
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.policy.shutdown_grace_s)
-        self._drop(keys)
+        self.positions.forget(keys)
         for key in keys:
-            self._stored.pop(key, None)
-            self._position.pop(key, None)
             self._paused().forget(key)
             # Its new owner reports its lag now: a stale series here would count it twice.
             with contextlib.suppress(KeyError):
