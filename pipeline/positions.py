@@ -57,9 +57,7 @@ class Positions:
         """Partitions no longer ours: nothing of them is held or expected."""
         keys = set(keys)
         self.drop(keys)
-        for key in keys:
-            self.stored.pop(key, None)
-            self.next.pop(key, None)
+        self.restart(keys)
 
     def rewind_points(self, keys: set[Key]) -> dict[Key, int]:
         """The first unstored offset of each partition: batches are contiguous per partition,
@@ -71,7 +69,7 @@ class Positions:
         return points
 
     def restart(self, keys: Iterable[Key]) -> None:
-        """No stored offsets for these: reading starts where the group's offset says."""
+        """No offsets known for these: reading starts where the group's offset says."""
         for key in keys:
             self.stored.pop(key, None)
             self.next.pop(key, None)
