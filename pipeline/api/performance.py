@@ -41,13 +41,17 @@ def _latency(sketch: LatencySketch, total: int, peak: int) -> dict[str, Any]:
     }
 
 
+def _rate(errors: int, requests: int) -> float | None:
+    return round(errors / requests, 6) if requests else None
+
+
 def _summary(
     requests: int, errors: int, wall: dict[str, Any], cpu: dict[str, Any]
 ) -> dict[str, Any]:
     return {
         "requests": requests,
         "errors": errors,
-        "error_rate": round(errors / requests, 6) if requests else None,
+        "error_rate": _rate(errors, requests),
         "wall_ms": wall,
         "cpu_ms": cpu,
     }
@@ -127,7 +131,7 @@ async def scripts(request: Request, hours: Hours = 24, limit: Limit = 50) -> dic
         requests, errors = r["requests"], r["errors"]
         out.append({
             "script": r["script"], "requests": requests, "errors": errors,
-            "error_rate": round(errors / requests, 6) if requests else None,
+            "error_rate": _rate(errors, requests),
             "wall_ms": _latency(wall, r["wall_ms_sum"], r["wall_ms_max"]),
         })  # fmt: skip
     return {"window": {"since": window.first_hour, "until": window.until}, "scripts": out}
