@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +41,13 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def tool(name: str) -> str:
+    """The path of a command a test needs besides the stack; missing is a failure, not a skip."""
+    path = shutil.which(name)
+    assert path, f"{name} missing: `.venv/bin/python deploy/local/stack.py tools` installs it"
+    return path
 
 
 def tailpipe(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,8 +25,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 
 from pipeline import postgres
 from pipeline.settings import Settings
-from tests.conftest import ROOT, env_of, free_port, isolated, tailpipe, unique
-from tests.replica import Replica, stored_total
+from tests.conftest import ROOT, env_of, free_port, isolated, tailpipe, tool, unique
+from tests.replica import Replica, wait_stored
 
 READ, WRITE = "dash-read-token-0123456789", "dash-write-token-0123456789"
 N = 3000
@@ -61,9 +60,7 @@ def _wait_stored(settings: Settings, n: int, deadline_s: float) -> None:
     async def wait() -> None:
         conn = await postgres.connect(settings)
         try:
-            async with asyncio.timeout(deadline_s):
-                while await stored_total(conn, settings.topic) < n:  # noqa: ASYNC110
-                    await asyncio.sleep(0.2)
+            await wait_stored(conn, settings.topic, n, deadline_s)
         finally:
             await conn.close()
 
@@ -71,7 +68,7 @@ def _wait_stored(settings: Settings, n: int, deadline_s: float) -> None:
 
 
 def _fill(settings: Settings, count: int, start_ms: int, step_ms: int, seed: int) -> None:
-    """`tailpipe loadgen` into the topic, stored by a real replica."""
+    """`tailpipe loadgen` into the topic (a replica started afterwards stores it)."""
     env = env_of(settings)
     done = tailpipe("loadgen", "--count", str(count), "--seed", str(seed), "--start-ms",
                     str(start_ms), "--step-ms", str(step_ms), env=env)  # fmt: skip
@@ -134,8 +131,7 @@ async def _drop(settings: Settings, schema: str) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium missing: `.venv/bin/python deploy/local/stack.py tools`"
+    chromium = tool("chromium")
     with sync_playwright() as p:
         # --no-sandbox: the tests may run as root, where Chromium's sandbox cannot start.
         b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])

@@ -24,11 +24,10 @@ import yaml
 from pipeline import synth
 from pipeline.cli import build_parser
 from pipeline.settings import Settings, env_name, load
-from tests.conftest import env_of
+from tests.conftest import ROOT, env_of, tool
 from tests.promql import exported, promql_problems
 from tests.replica import START
 
-ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 RUNBOOK = ROOT / "docs" / "operations.md"
 # Not ours to check: the local test stack (its own TAILPIPE_LOCAL_* ports) and the Cloudflare
@@ -147,12 +146,6 @@ def test_scrape_targets_use_the_metrics_port() -> None:
     for path in (RULES, DEPLOY / "prometheus" / "prometheus-kubernetes.yml"):
         assert 'job="tailpipe"' in RULES.read_text()
         assert path.exists()
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    assert path, f"{name} missing: `.venv/bin/python deploy/local/stack.py tools` installs it"
-    return path
 
 
 def test_promtool_checks_config_and_rules_and_runs_the_rule_tests() -> None:

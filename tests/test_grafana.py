@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pipeline import kafka
 from pipeline.rollup import TOTAL
 from pipeline.settings import Settings
 from pipeline.sketch import LatencySketch
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tool
 from tests.promql import exported, promql_problems
 from tests.replica import Replica, produce, wait_stored
 
@@ -158,8 +157,7 @@ def test_prometheus_queries_name_exported_series_and_labels() -> None:
 
 def test_prometheus_queries_parse(tmp_path: Path) -> None:
     """promtool parses each expression as a recording rule, Grafana's variables filled in."""
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: .venv/bin/python deploy/local/stack.py tools"
+    promtool = tool("promtool")
     values = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h", "topic": ".*"}
     rules = []
     for number, (where, expr, _) in enumerate(prometheus_expressions(load())):

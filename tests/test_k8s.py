@@ -31,8 +31,8 @@ import yaml
 
 from pipeline.cli import build_parser
 from pipeline.settings import Settings, env_name, is_secret, load
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "deploy" / "k8s"
 HPA_COMPONENT = BASE / "hpa"
 

@@ -15,7 +15,7 @@ import yaml
 
 from pipeline import kafka
 from pipeline.settings import Settings
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, tool
 from tests.faults import wait_for
 from tests.replica import Replica, produce, wait_stored
 
@@ -35,7 +35,7 @@ class Prometheus:
         self.log = (directory / "prometheus.log").open("wb")
         self.proc = subprocess.Popen(
             [
-                "prometheus", f"--config.file={directory / 'prometheus.yml'}",
+                tool("prometheus"), f"--config.file={directory / 'prometheus.yml'}",
                 f"--storage.tsdb.path={directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
