@@ -71,6 +71,9 @@ def rollup_lines(rollups: Rollups) -> Iterator[dict[str, Any]]:
                 "calls": a.calls, "failures": a.failures, "rate_limited": a.rate_limited,
                 "rate_limit_remaining": a.remaining, "tokens_in": a.tokens_in,
                 "tokens_out": a.tokens_out, "cost_usd": a.cost, "unpriced_calls": a.unpriced,
+                "cache_read_tokens": a.cache_read, "cache_write_tokens": a.cache_write,
+                "rate_limit_limit": a.limit,
+                "rate_limit_reset": _iso(a.reset_ms) if a.reset_ms is not None else None,
             },
         }  # fmt: skip
     for fp, e in sorted(rollups.errors.items()):

@@ -42,8 +42,9 @@ ON CONFLICT (hour, script, event_type) DO UPDATE SET
 _API = """
 INSERT INTO api_usage_daily AS u
 SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                     $6::bigint[], $7::int[], $8::timestamptz[], $9::bigint[], $10::bigint[],
-                     $11::numeric[], $12::bigint[])
+                     $6::bigint[], $7::bigint[], $8::timestamptz[], $9::bigint[], $10::bigint[],
+                     $11::numeric[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[],
+                     $16::timestamptz[])
 ORDER BY 1, 2, 3
 ON CONFLICT (day, provider, model) DO UPDATE SET
     calls = u.calls + excluded.calls,
@@ -58,7 +59,11 @@ ON CONFLICT (day, provider, model) DO UPDATE SET
     cost_usd = CASE WHEN u.cost_usd IS NULL THEN excluded.cost_usd
                     WHEN excluded.cost_usd IS NULL THEN u.cost_usd
                     ELSE u.cost_usd + excluded.cost_usd END,
-    unpriced_calls = u.unpriced_calls + excluded.unpriced_calls
+    unpriced_calls = u.unpriced_calls + excluded.unpriced_calls,
+    cache_read_tokens = u.cache_read_tokens + excluded.cache_read_tokens,
+    cache_write_tokens = u.cache_write_tokens + excluded.cache_write_tokens,
+    rate_limit_limit = greatest(u.rate_limit_limit, excluded.rate_limit_limit),
+    rate_limit_reset = greatest(u.rate_limit_reset, excluded.rate_limit_reset)
 """
 # A resolved error that occurs again after it was resolved is reopened: a regression.
 _ERRORS = """
@@ -154,6 +159,8 @@ async def _rollups(conn: asyncpg.Connection, r: Rollups) -> list[Any]:
             [_ts(x.remaining_at_ms) if x.remaining is not None else None for x in a],
             [x.tokens_in for x in a], [x.tokens_out for x in a],
             [x.cost for x in a], [x.unpriced for x in a],
+            [x.cache_read for x in a], [x.cache_write for x in a], [x.limit for x in a],
+            [_ts(x.reset_ms) if x.reset_ms is not None else None for x in a],
         )  # fmt: skip
     if r.errors:
         fps = sorted(r.errors)

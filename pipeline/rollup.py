@@ -54,12 +54,22 @@ class ApiUsage:
     calls: int = 0
     failures: int = 0
     rate_limited: int = 0
+    """Rate-limited calls; on a provider-wide row (`*`), readings that said the limit was
+    reached (0 remaining, a Retry-After)."""
     remaining: int | None = None
+    """The newest reading's remaining count (by event time), with its time below."""
     remaining_at_ms: int = -1
     tokens_in: int = 0
+    """Input tokens not read from or written to a prompt cache."""
     tokens_out: int = 0
     cost: Decimal | None = None
     unpriced: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    limit: int | None = None
+    """The largest rate limit a reading reported."""
+    reset_ms: int | None = None
+    """The latest reset (or retry-after) moment a reading reported, epoch ms."""
 
     def add(self, other: ApiUsage) -> None:
         self.calls += other.calls
@@ -72,6 +82,12 @@ class ApiUsage:
         if other.cost is not None:
             self.cost = (self.cost or Decimal(0)) + other.cost
         self.unpriced += other.unpriced
+        self.cache_read += other.cache_read
+        self.cache_write += other.cache_write
+        if other.limit is not None and (self.limit is None or other.limit > self.limit):
+            self.limit = other.limit
+        if other.reset_ms is not None and (self.reset_ms is None or other.reset_ms > self.reset_ms):
+            self.reset_ms = other.reset_ms
 
 
 @dataclass(slots=True)

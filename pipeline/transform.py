@@ -281,13 +281,24 @@ def _extracted(rollups: Rollups, found: Extracted, ts_ms: int, script: str) -> N
             usage = rollups.api[key] = ApiUsage()
         if call.rate_limit_remaining is not None and at >= usage.remaining_at_ms:
             usage.remaining, usage.remaining_at_ms = call.rate_limit_remaining, at
+        limit = call.rate_limit_limit
+        if limit is not None and (usage.limit is None or limit > usage.limit):
+            usage.limit = limit
+        reset_ms = call.rate_limit_reset_ms
+        if reset_ms is not None and (usage.reset_ms is None or reset_ms > usage.reset_ms):
+            usage.reset_ms = reset_ms
         if reading:
+            # Not a call; but one that says the limit was reached (0 remaining, Retry-After)
+            # is counted as rate-limited on the provider-wide row.
+            usage.rate_limited += call.rate_limited
             continue
         usage.calls += 1
         usage.failures += not call.ok
         usage.rate_limited += call.rate_limited
         usage.tokens_in += call.tokens_in or 0
         usage.tokens_out += call.tokens_out or 0
+        usage.cache_read += call.cache_read_tokens or 0
+        usage.cache_write += call.cache_write_tokens or 0
         if call.cost_usd is not None:
             usage.cost = (usage.cost or 0) + call.cost_usd
         elif call.model is not None:

@@ -192,6 +192,19 @@ async def test_api_usage_and_scans_sum_their_rollups(
     assert usage["total"]["tokens_in"] + usage["total"]["tokens_out"] == tokens > 0
     assert sum(m["calls"] for m in usage["by_model"]) == calls
     assert any(m["cost_usd"] is None for m in usage["by_model"] if m["model"] == "mystery-model-x")
+    cache_read, cache_write = await db.fetchrow(
+        "SELECT sum(cache_read_tokens), sum(cache_write_tokens) FROM api_usage_daily"
+        " WHERE day >= $1",
+        day,
+    )
+    total = usage["total"]
+    assert (total["cache_read_tokens"], total["cache_write_tokens"]) == (cache_read, cache_write)
+    # The synthetic GitHub readings, `github ratelimit remaining=N limit=5000`, carry a limit
+    # and no reset; every day and provider row says so.
+    github = [d for d in usage["days"] if (d["provider"], d["model"]) == ("github", "*")]
+    assert github
+    assert all(d["rate_limit_limit"] == 5000 for d in github)
+    assert all(d["rate_limit_reset"] is None and d["calls"] == 0 for d in github)
 
     scans = get(client, "/api/logs/scan-activity", hours=48)
     since = (datetime.now(UTC) - timedelta(hours=48)).replace(minute=0, second=0, microsecond=0)

@@ -21,7 +21,8 @@ from pipeline.extract import (
     load_prices,
     provider_for_model,
 )
-from pipeline.extract.api_calls import api_call_record, llm_usage_data
+from pipeline.extract.api_calls import api_call_record
+from pipeline.extract.llm import llm_usage_data
 from pipeline.extract.scans import scan_record
 from pipeline.records import Invocation, LogLine
 
@@ -131,7 +132,12 @@ def test_api_call_record_infers_the_provider_and_drops_ill_typed_fields() -> Non
         ("chatgpt-4o-latest", "openai"),
         ("mystery-model-x", "llm"),
         ("claude", "llm"),
-        ("gemini-2.5-pro", "llm"),
+        ("gemini-2.5-pro", "google"),
+        ("Gemini-2.0-Flash", "google"),
+        ("gemini", "llm"),
+        ("@cf/meta/llama-3.1-8b-instruct", "workers-ai"),
+        ("@hf/thebloke/zephyr-7b-beta-awq", "workers-ai"),
+        ("@cf/openai/gpt-oss-120b", "workers-ai"),
     ],
 )
 def test_provider_for_model(model: str, provider: str) -> None:

@@ -135,7 +135,16 @@ def test_user_prices_merge_over_the_packaged_ones(tmp_path: Path) -> None:
         ),
         (
             '[models]\n"m" = { input = 1, output = 1, cached = 0.1 }\n',
-            "models.'m': cached: expected one of the keys input, output, got 'cached'",
+            "models.'m': cached: expected one of the keys input, output, cache_read, "
+            "cache_write, cache_write_1h, got 'cached'",
+        ),
+        (
+            '[models]\n"m" = { input = 1, output = 1, cache_read = "-0.1" }\n',
+            "models.'m': price cache_read: expected a Decimal of USD per million tokens",
+        ),
+        (
+            '[models]\n"m" = { input = 1, output = 1, cache_write_1h = "free" }\n',
+            "models.'m'.cache_write_1h: expected USD per million tokens: a number or a decimal",
         ),
         ('[models]\n"m" = 3\n', "models.'m': expected a table {input = .., output = ..}, got 3"),
         ("[prices]\n", "prices: expected one of the keys models, got 'prices'"),
@@ -161,3 +170,83 @@ def test_prices_are_validated_on_creation_and_read_only() -> None:
     assert prices.price("m") == Price(Decimal(1), Decimal(2))
     with pytest.raises(TypeError):
         prices.models["x"] = Price(Decimal(1), Decimal(1))  # type: ignore[index]
+
+
+# --- prompt-cache tokens (issue 16) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "cache_read", "cache_write", "cache_write_1h"),
+    [
+        # Anthropic's pricing page, "Model pricing": cache hits, 5m writes, 1h writes.
+        ("claude-opus-4-5", "0.50", "6.25", "10"),
+        ("claude-opus-4-1", "1.50", "18.75", "30"),
+        ("claude-opus-4", "1.50", "18.75", "30"),
+        ("claude-sonnet-4-5", "0.30", "3.75", "6"),
+        ("claude-sonnet-4", "0.30", "3.75", "6"),
+        ("claude-3-7-sonnet", "0.30", "3.75", "6"),
+        ("claude-haiku-4-5", "0.10", "1.25", "2"),
+        ("claude-3-5-haiku", "0.08", "1", "1.6"),
+    ],
+)
+def test_shipped_anthropic_cache_prices(
+    model: str, cache_read: str, cache_write: str, cache_write_1h: str
+) -> None:
+    price = PRICES.price(model)
+    assert price is not None
+    assert (price.cache_read, price.cache_write, price.cache_write_1h) == (
+        Decimal(cache_read),
+        Decimal(cache_write),
+        Decimal(cache_write_1h),
+    )
+
+
+def test_openai_models_ship_without_cache_prices() -> None:
+    """Not confirmed from OpenAI's own pricing page: left out, so such calls are unpriced."""
+    for model, price in PRICES.models.items():
+        if not model.startswith("claude-"):
+            assert (price.cache_read, price.cache_write, price.cache_write_1h) == (None,) * 3
+
+
+def test_cache_tokens_are_priced_exactly_at_their_own_rates() -> None:
+    # claude-sonnet-4-5: 100 * 3 + 10 * 15 + 1000 * 0.30 + 200 * 3.75 + 50 * 6
+    #   = 300 + 150 + 300 + 750 + 300, with 50 of the 250 writes for one hour.
+    assert PRICES.cost("claude-sonnet-4-5", 100, 10, 1000, 250, 50) == Decimal("0.0018")
+    assert PRICES.cost("claude-sonnet-4-5", None, None, 1000) == Decimal("0.0003")
+    assert PRICES.cost("claude-sonnet-4-5", 0, 0, 0, 0, 0) == Decimal(0)
+
+
+@pytest.mark.parametrize(
+    ("cache_read", "cache_write", "cache_write_1h"),
+    [(1, None, None), (None, 1, None), (None, 2, 1), (None, 1, 1)],
+)
+def test_cache_tokens_without_a_price_leave_the_call_unpriced(
+    cache_read: int | None, cache_write: int | None, cache_write_1h: int | None
+) -> None:
+    prices = Prices({"m": Price(Decimal(1), Decimal(2))})
+    assert prices.cost("m", 10, 10, cache_read, cache_write, cache_write_1h) is None
+    assert prices.cost("m", 10, 10, 0, 0, 0) == Decimal("0.00003")
+
+
+def test_only_the_missing_kind_matters() -> None:
+    prices = Prices({"m": Price(Decimal(1), Decimal(2), cache_read=Decimal("0.1"))})
+    assert prices.cost("m", 10, 10, 1000) == Decimal("0.00013")
+    assert prices.cost("m", 10, 10, 1000, 5) is None
+    hourly = Prices({"m": Price(Decimal(1), Decimal(2), cache_write=Decimal(1))})
+    assert hourly.cost("m", 0, 0, None, 5, 0) == Decimal("0.000005")
+    assert hourly.cost("m", 0, 0, None, 5, 1) is None  # one-hour writes, no price for them
+    assert hourly.cost("m", 0, 0, None, 1, 5) is None  # more one-hour writes than writes
+
+
+def test_user_cache_prices_merge_like_the_others(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[models]
+"gpt-4o" = { input = "2.50", output = "10", cache_read = "1.25" }
+""",
+    )
+    prices = load_prices(path)
+    assert prices.price("gpt-4o") == Price(Decimal("2.50"), Decimal(10), cache_read=Decimal("1.25"))
+    # 100 * 2.50 + 1000 * 1.25 per million; the dated snapshot is the same model.
+    assert prices.cost("gpt-4o-2024-08-06", 100, 0, 1000) == Decimal("0.0015")

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.extract import ApiCall, Extractor, Scan
-from pipeline.extract.values import MAX_COUNT
+from pipeline.extract.rate_limits import MAX_RESET_MS, MIN_RESET_MS
+from pipeline.extract.values import MAX_COUNT, MAX_NAME
 from pipeline.records import Invocation, LogLine
 
 EXTRACTOR = Extractor.from_files()
@@ -37,6 +38,18 @@ FRAGMENTS = [
     "ms",
     " failed",
     "github ratelimit remaining=",
+    "GitHub API rate limit remaining: ",
+    "x-ratelimit-remaining: ",
+    "X-RateLimit-Limit=",
+    "x-ratelimit-reset: ",
+    "retry-after: ",
+    "anthropic-ratelimit-requests-reset: ",
+    "x-ratelimit-remaining-tokens=",
+    "limit=",
+    "2025-11-29T00:01:00Z",
+    "6m0s",
+    "Wed, 21 Oct 2015 07:28:00 GMT",
+    "1764378000",
     "llm usage model=",
     " input_tokens=",
     " output_tokens=",
@@ -79,6 +92,13 @@ shaped = st.one_of(
     ),
     st.builds("GET /orgs/{} failed: {}".format, words, words),
     st.builds("github ratelimit remaining={} limit=5000".format, numbers),
+    st.builds(
+        "{}: {} x-ratelimit-limit={} x-ratelimit-reset: {}".format,
+        st.sampled_from(["x-ratelimit-remaining", "X-RateLimit-Remaining", "retry-after"]),
+        numbers,
+        numbers,
+        numbers | st.sampled_from(["1s", "6m0s", "2025-11-29T00:01:00Z", "0.5", "nan"]),
+    ),
     st.builds(
         "llm usage model={} input_tokens={} output_tokens={}".format, words, numbers, numbers
     ),
@@ -130,13 +150,61 @@ KEYS = [
     "output_tokens",
     "prompt_tokens",
     "completion_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "usageMetadata",
+    "modelVersion",
+    "headers",
+    "x-ratelimit-remaining",
+    "retry-after",
+    "x-github-request-id",
 ]
 usage = st.fixed_dictionaries(
     {},
     optional={
         key: json_values
-        for key in ("input_tokens", "output_tokens", "prompt_tokens", "completion_tokens")
+        for key in (
+            "input_tokens",
+            "output_tokens",
+            "prompt_tokens",
+            "completion_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+            "cache_creation",
+            "input_tokens_details",
+            "prompt_tokens_details",
+        )
     },
+)
+gemini = st.fixed_dictionaries(
+    {},
+    optional={
+        key: json_values
+        for key in (
+            "promptTokenCount",
+            "cachedContentTokenCount",
+            "toolUsePromptTokenCount",
+            "candidatesTokenCount",
+            "thoughtsTokenCount",
+        )
+    },
+)
+headers = st.dictionaries(
+    st.sampled_from(
+        [
+            "x-ratelimit-remaining",
+            "x-ratelimit-limit",
+            "x-ratelimit-reset",
+            "retry-after",
+            "X-RateLimit-Remaining",
+            "anthropic-ratelimit-requests-reset",
+            "anthropic-ratelimit-tokens-remaining",
+            "x-ratelimit-remaining-requests",
+            "x-github-request-id",
+        ]
+    ),
+    json_values | st.sampled_from(["0", "12", "1s", "2025-11-29T00:01:00Z", "1764378000"]),
+    max_size=5,
 )
 data = st.one_of(
     st.none(),
@@ -148,6 +216,20 @@ data = st.one_of(
             "usage": usage | json_values,
         },
     ),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "model": json_values
+            | st.sampled_from(["claude-haiku-4-5", "gpt-4o", "@cf/meta/llama", "x" * 201]),
+            "modelVersion": json_values | st.just("gemini-2.5-flash"),
+            "usage": usage | json_values,
+            "usageMetadata": gemini | json_values,
+            "input_tokens": json_values,
+            "prompt_tokens": json_values,
+        },
+    ),
+    headers,
+    st.fixed_dictionaries({"headers": headers}, optional={"status": json_values}),
 )
 lines = st.builds(
     LogLine,
@@ -162,20 +244,37 @@ lines = st.builds(
 def well_typed_call(call: ApiCall) -> None:
     assert type(call.provider) is str
     assert call.provider
-    for name in ("endpoint", "model"):
+    for name in ("provider", "endpoint", "model"):
         value = getattr(call, name)
         assert value is None or (type(value) is str and value)
+        # Key columns of api_usage_daily: bounded. (NUL is the decoder's to replace: these
+        # lines are built directly.)
+        assert value is None or len(value) <= MAX_NAME
     assert call.status is None or (type(call.status) is int and 0 <= call.status <= 999)
-    for name in ("tokens_in", "tokens_out", "rate_limit_remaining"):
+    for name in (
+        "tokens_in",
+        "tokens_out",
+        "rate_limit_remaining",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "rate_limit_limit",
+    ):
         value = getattr(call, name)
         assert value is None or (type(value) is int and 0 <= value <= MAX_COUNT)
+    reset = call.rate_limit_reset_ms
+    assert reset is None or (type(reset) is int and MIN_RESET_MS <= reset < MAX_RESET_MS)
     duration = call.duration_ms
     assert duration is None or (type(duration) in (int, float) and 0 <= duration <= MAX_COUNT)
     assert type(call.ok) is bool
     assert type(call.rate_limited) is bool
     if call.status:
         assert call.ok == (call.status < 400)
-    assert call.rate_limited == (call.status == 429 or call.rate_limit_remaining == 0)
+    if call.status == 429 or call.rate_limit_remaining == 0:
+        assert call.rate_limited
+    if call.rate_limited and call.status != 429 and call.rate_limit_remaining != 0:
+        # Only a reading says to wait otherwise (a Retry-After, a token limit at 0).
+        assert (call.endpoint, call.model, call.status) == (None, None, None)
     assert call.cost_usd is None or (type(call.cost_usd) is Decimal and call.cost_usd >= 0)
     assert call.cost_usd is None or call.model is not None
 

@@ -113,33 +113,8 @@ def test_github_request_failed_has_no_status_and_is_a_failure() -> None:
     assert run("github-request-failed", "scan failed repo=acme/api") is None
 
 
-@pytest.mark.parametrize(
-    ("text", "remaining", "limited"),
-    [
-        ("github ratelimit remaining=4981 limit=5000", 4981, False),
-        ("github ratelimit remaining=0 limit=5000", 0, True),
-        ("[webhooks] github ratelimit remaining=12", 12, False),
-    ],
-)
-def test_github_rate_limit(text: str, remaining: int, limited: bool) -> None:
-    assert run("github-rate-limit", text) == call(
-        rate_limit_remaining=remaining, rate_limited=limited
-    )
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "github ratelimit remaining= limit=5000",
-        "github ratelimit limit=5000",
-        "gitlab ratelimit remaining=10",
-        "mygithub ratelimit remaining=10",
-        "github rate limit remaining=10",
-        "github ratelimit remaining=-1",
-    ],
-)
-def test_github_rate_limit_near_misses(text: str) -> None:
-    assert run("github-rate-limit", text) is None
+# Rate-limit readings (`github ratelimit remaining=4981 limit=5000` and the rest) are read by the
+# built-in `rate_limit_text`, not by a rule of rules.toml: tests/test_extract_rate_limits.py.
 
 
 @pytest.mark.parametrize(
@@ -304,12 +279,12 @@ contains = "SCAN"
 pattern = '^SCAN (?P<status>started|completed|failed) (?P<repo>\\S+)'
 
 [[rule]]
-name = "github-rate-limit"
+name = "github-request-failed"
 enabled = false
 """,
     )
     rules = {rule.name: rule for rule in load_rules(path)}
-    assert list(rules) == ["scan", "github-request", "github-request-failed", "llm-usage"]
+    assert list(rules) == ["scan", "github-request", "llm-usage"]
     line = LogLine(TS, "log", "SCAN completed acme/api")
     assert rules["scan"].apply(line, TS) == Scan("acme/api", "completed", None, None, TS)
 

@@ -14,7 +14,16 @@ from pipeline.api.params import Hours, Limit, Script, Window
 
 router = APIRouter()
 
-_USAGE_FIELDS = ("calls", "failures", "rate_limited", "tokens_in", "tokens_out", "unpriced_calls")
+_USAGE_FIELDS = (
+    "calls",
+    "failures",
+    "rate_limited",
+    "tokens_in",
+    "tokens_out",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "unpriced_calls",
+)
 
 
 def _usage(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -47,6 +56,8 @@ async def api_usage(request: Request, hours: Hours = 24) -> dict[str, Any]:
                 "provider": r["provider"],
                 "model": r["model"],
                 "rate_limit_remaining": r["rate_limit_remaining"],
+                "rate_limit_limit": r["rate_limit_limit"],
+                "rate_limit_reset": r["rate_limit_reset"],
             }
             for r in rows
         ],

@@ -119,18 +119,29 @@ class PerformanceReport(BaseModel):
 class Usage(BaseModel):
     calls: int
     failures: int
-    rate_limited: int
-    tokens_in: int
+    rate_limited: int = Field(
+        description="rate-limited calls, and readings that said a limit was reached"
+    )
+    tokens_in: int = Field(description="input tokens not read from or written to a prompt cache")
     tokens_out: int
+    cache_read_tokens: int = Field(description="input tokens read from a prompt cache")
+    cache_write_tokens: int = Field(description="input tokens written to a prompt cache")
     cost_usd: float | None = Field(description="estimated; null when no call had a price")
-    unpriced_calls: int = Field(description="calls to models without a price")
+    unpriced_calls: int = Field(
+        description="calls to models without a price, or with cache tokens the price table has"
+        " no price for"
+    )
 
 
 class UsageDay(Usage):
     day: date
     provider: str
     model: str = Field(description="model or endpoint; '*' for provider-wide readings")
-    rate_limit_remaining: int | None
+    rate_limit_remaining: int | None = Field(description="the day's newest reading")
+    rate_limit_limit: int | None = Field(description="the largest limit a reading reported")
+    rate_limit_reset: datetime | None = Field(
+        description="the latest reset or retry-after moment a reading reported"
+    )
 
 
 class UsageTotal(Usage):

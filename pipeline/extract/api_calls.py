@@ -1,15 +1,19 @@
 """Calls to external APIs (GitHub, LLM providers, ...) that an invocation's logs report.
 
-`ApiCall` is the record; `api_call` builds one and derives `ok` and `rate_limited` the same way
-for every source. Two rules here read structured data (the free-text rules are in `rules.py`):
+`ApiCall` is the record; `api_call` builds one for every source alike: it derives `ok` and
+`rate_limited`, keeps a provider, model or endpoint only when it is a name (at most 200
+characters, `values.MAX_NAME`: they are key columns of `api_usage_daily`), and infers a
+missing provider from the model. The structured logger's typed record
+(`LogLine.kind == "api_call"`) is read here (`api_call_record`); LLM usage objects in `llm.py`,
+rate-limit readings in `rate_limits.py`, free text in `rules.py`.
 
-- `api_call_record`: the structured logger's typed record (`LogLine.kind == "api_call"`);
-- `llm_usage_data`: application JSON `{"event": "llm_usage", "model": .., "usage": {..}}`, as
-  `console.log(JSON.stringify(..))` leaves it in `LogLine.data`. `usage` may use Anthropic's
-  names (`input_tokens`, `output_tokens`) or OpenAI's (`prompt_tokens`, `completion_tokens`).
+Tokens are split into disjoint kinds, whatever the provider's own convention, so that each kind
+is priced at its own rate and sums add up: `tokens_in` are input tokens neither read from nor
+written to a prompt cache, `cache_read_tokens` and `cache_write_tokens` the cached ones (the
+three together are the whole input), `tokens_out` every output token (reasoning included).
 
 A line that only reports a reading, such as `github ratelimit remaining=4981 limit=5000`, is an
-`ApiCall` too, with nothing but `provider` and `rate_limit_remaining` set (no endpoint, model,
+`ApiCall` too, with nothing but `provider` and rate-limit fields set (no endpoint, model,
 status or tokens): storage decides whether such readings count as calls.
 """
 
@@ -19,14 +23,17 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from pipeline.extract import values
+from pipeline.extract.values import MAX_NAME
 from pipeline.records import LogLine
 
 UNKNOWN_PROVIDER = "unknown"
-"""Provider of a typed record that names neither a provider nor a model."""
+"""Provider of a record that names neither a provider nor a model: a typed record without
+either, or a rate-limit reading whose line does not say whose limit it is."""
 LLM_PROVIDER = "llm"
 """Provider of a model whose name no rule of `provider_for_model` recognises."""
 
 _OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-")
+_WORKERS_AI_PREFIXES = ("@cf/", "@hf/")
 
 
 class ApiCall(NamedTuple):
@@ -42,22 +49,36 @@ class ApiCall(NamedTuple):
     """HTTP status 0..999; 0 or None: no response (see `ok`)."""
     duration_ms: float | None
     tokens_in: int | None
+    """Input tokens billed at the model's plain input rate: not read from or written to a cache."""
     tokens_out: int | None
     rate_limit_remaining: int | None
     ok: bool
     """False when status >= 400, or when there is no status (0 or None) and the line reports an
     error (level `error`, or a non-empty `error` field or group)."""
     rate_limited: bool
-    """Status 429, or a rate-limit reading of 0 remaining."""
+    """Status 429, a rate-limit reading of 0 remaining, or a reading that says to wait (a
+    `Retry-After`, or another of the provider's limits at 0)."""
     ts_ms: int | None
     """The log line's time, else the invocation's."""
+    cache_read_tokens: int | None = None
+    """Input tokens read from a prompt cache (Anthropic `cache_read_input_tokens`, OpenAI
+    `cached_tokens`, Gemini `cachedContentTokenCount`)."""
+    cache_write_tokens: int | None = None
+    """Input tokens written to a prompt cache (Anthropic `cache_creation_input_tokens`)."""
+    cache_write_1h_tokens: int | None = None
+    """Of `cache_write_tokens`, those written to Anthropic's one-hour cache (priced at the
+    `cache_write_1h` rate); the others are written for the default five minutes."""
+    rate_limit_limit: int | None = None
+    rate_limit_reset_ms: int | None = None
+    """When the limit resets, or when to retry (epoch ms): `X-RateLimit-Reset`, `Retry-After`."""
     cost_usd: Decimal | None = None
-    """Set by the `Extractor` from its price table; None for unknown models and for calls
-    without a model or token counts. Never estimated."""
+    """Set by the `Extractor` from its price table; None for unknown models, for calls without
+    a model or token counts, and for calls with cache tokens the table has no price for. Never
+    estimated."""
 
 
 def api_call(
-    provider: str,
+    provider: str | None,
     endpoint: str | None,
     model: str | None,
     status: int | None,
@@ -67,37 +88,72 @@ def api_call(
     rate_limit_remaining: int | None,
     error: bool,
     ts_ms: int | None,
+    cache_read_tokens: int | None = None,
+    cache_write_tokens: int | None = None,
+    cache_write_1h_tokens: int | None = None,
+    rate_limit_limit: int | None = None,
+    rate_limit_reset_ms: int | None = None,
+    limited: bool = False,
 ) -> ApiCall:
-    """An `ApiCall` with `ok` and `rate_limited` derived, so every rule judges alike."""
+    """An `ApiCall` with names checked, the provider inferred when absent (from the model, else
+    `unknown`), and `ok` and `rate_limited` derived, so every rule judges alike. `limited`: the
+    reading says to wait, whatever the status and remaining count."""
+    # Length only, inline: this runs for every call found. (A NUL cannot reach here from the
+    # pipeline: the decoder replaces it, and `values.name` refuses it in hand-built data.)
+    if model is not None and len(model) > MAX_NAME:
+        model = None
+    if endpoint is not None and len(endpoint) > MAX_NAME:
+        endpoint = None
+    if not provider or len(provider) > MAX_NAME:
+        provider = provider_for_model(model) if model else UNKNOWN_PROVIDER
     failed = status >= 400 if status else error
-    rate_limited = status == 429 or rate_limit_remaining == 0
-    return ApiCall(
-        provider,
-        endpoint,
-        model,
-        status,
-        duration_ms,
-        tokens_in,
-        tokens_out,
-        rate_limit_remaining,
-        not failed,
-        rate_limited,
-        ts_ms,
+    rate_limited = limited or status == 429 or rate_limit_remaining == 0
+    return new_call(
+        ApiCall,
+        (
+            provider,
+            endpoint,
+            model,
+            status,
+            duration_ms,
+            tokens_in,
+            tokens_out,
+            rate_limit_remaining,
+            not failed,
+            rate_limited,
+            ts_ms,
+            cache_read_tokens,
+            cache_write_tokens,
+            cache_write_1h_tokens,
+            rate_limit_limit,
+            rate_limit_reset_ms,
+            None,
+        ),
     )
 
 
+new_call = tuple.__new__
+"""`new_call(ApiCall, (every field, in order))`: what `ApiCall(...)` does, without the Python
+frame of the generated `__new__` (a third of the cost of building one on the hot path)."""
+
+
 def priced(call: ApiCall, cost_usd: Decimal) -> ApiCall:
-    """`call` with its cost (a slice and a call: `_replace` goes through a dict, slower)."""
-    return ApiCall(*call[:-1], cost_usd)
+    """`call` with its cost (a slice and a tuple: `_replace` goes through a dict, slower)."""
+    return new_call(ApiCall, (*call[:-1], cost_usd))
 
 
 def provider_for_model(model: str) -> str:
-    """`anthropic` for claude-*, `openai` for gpt-*, o1*, o3*, o4*, chatgpt-*, else `llm`."""
+    """`anthropic` for claude-*, `openai` for gpt-*, o1*, o3*, o4*, chatgpt-*, `google` for
+    gemini-*, `workers-ai` for Cloudflare Workers AI's @cf/* and @hf/*, else `llm`."""
     name = model[:8].lower()  # the longest prefix tested; a model name can be any log text
     if name.startswith("claude-"):
         return "anthropic"
     if name.startswith(_OPENAI_PREFIXES):
         return "openai"
+    if name.startswith("gemini-"):
+        return "google"
+    if name.startswith(_WORKERS_AI_PREFIXES):
+        return "workers-ai"
     return LLM_PROVIDER
 
 
@@ -109,52 +165,15 @@ def api_call_record(line: LogLine, ts_ms: int | None) -> ApiCall | None:
     if kind is None or kind != "api_call" or line.data is None:
         return None
     get = line.data.get
-    model = values.text(get("model"))
-    provider = values.text(get("provider"))
-    if provider is None:
-        provider = provider_for_model(model) if model is not None else UNKNOWN_PROVIDER
     return api_call(
-        provider,
+        values.text(get("provider")),
         values.text(get("endpoint")),
-        model,
+        values.text(get("model")),
         values.status(get("status")),
         values.duration(get("duration_ms")),
         values.count(get("tokens_in")),
         values.count(get("tokens_out")),
         values.count(get("rate_limit_remaining")),
         line.level == "error" or bool(get("error")),
-        ts_ms,
-    )
-
-
-def llm_usage_data(line: LogLine, ts_ms: int | None) -> ApiCall | None:
-    """`{"event": "llm_usage", "model": .., "usage": {..}}` in `LogLine.data`; `provider` and
-    `duration_ms` are read when present. Needs a model: usage of nothing cannot be priced."""
-    data = line.data
-    if data is None or data.get("event") != "llm_usage":
-        return None
-    model = values.text(data.get("model"))
-    if model is None:
-        return None
-    usage = data.get("usage")
-    tokens_in = tokens_out = None
-    if type(usage) is dict:
-        raw_in = usage.get("input_tokens")
-        tokens_in = values.count(raw_in if raw_in is not None else usage.get("prompt_tokens"))
-        raw_out = usage.get("output_tokens")
-        tokens_out = values.count(
-            raw_out if raw_out is not None else usage.get("completion_tokens")
-        )
-    provider = values.text(data.get("provider")) or provider_for_model(model)
-    return api_call(
-        provider,
-        None,
-        model,
-        None,
-        values.duration(data.get("duration_ms")),
-        tokens_in,
-        tokens_out,
-        None,
-        line.level == "error" or bool(data.get("error")),
         ts_ms,
     )

@@ -1,16 +1,20 @@
 """What an LLM call cost: tokens times the model's price, in exact decimal dollars.
 
-Prices are USD per million tokens, input and output, per model (`prices.toml` in this package
-ships a few current Anthropic and OpenAI models; `load_prices(path)` merges a user's file over
-them, entry by entry). A model is priced by its exact name, else, when it is a dated variant
-of a listed model (the listed name followed by `-YYYYMMDD`, `-YYYY-MM-DD`, `@YYYYMMDD` or
-`-latest`, as in `claude-sonnet-4-5-20250929`), by that model: the longest listed prefix the
-name has, accepted only when what follows it is such a suffix. Anything else is unknown and
-gets no cost: `gpt-4o-audio-preview` starts with `gpt-4o` but is another model at another
+Prices are USD per million tokens, per model: `input` and `output`, and optionally
+`cache_read`, `cache_write` and `cache_write_1h` for prompt-cache tokens (`prices.toml` in this
+package ships a few current Anthropic and OpenAI models; `load_prices(path)` merges a user's
+file over them, entry by entry). A model is priced by its exact name, else, when it is a dated
+variant of a listed model (the listed name followed by `-YYYYMMDD`, `-YYYY-MM-DD`, `@YYYYMMDD`
+or `-latest`, as in `claude-sonnet-4-5-20250929`), by that model: the longest listed prefix
+the name has, accepted only when what follows it is such a suffix. Anything else is unknown
+and gets no cost: `gpt-4o-audio-preview` starts with `gpt-4o` but is another model at another
 price, and a wrong number in a cost report is worse than a missing one.
 
-Only the standard rate of plain input and output tokens is modelled: no prompt-cache reads or
-writes, batch discounts or long-context tiers.
+A call's tokens are disjoint kinds (see `api_calls`): uncached input at `input`, cache reads at
+`cache_read`, cache writes at `cache_write` (Anthropic's default five-minute cache) or, those
+written for one hour, at `cache_write_1h`, and output at `output`. A call with tokens of a kind
+its model has no price for (more than 0 of them) gets no cost: it is counted unpriced, never
+priced at another kind's rate. Batch discounts and long-context tiers are not modelled.
 """
 
 from __future__ import annotations
@@ -33,18 +37,27 @@ _MAX_DIGITS = 12
 _DATED = re.compile(r"(?:-\d{8}|-\d{4}-\d{2}-\d{2}|@\d{8}|-latest)$").search
 _FILE_KEYS = ("models",)
 _PRICE_KEYS = ("input", "output")
+_CACHE_KEYS = ("cache_read", "cache_write", "cache_write_1h")
+"""Optional: a model without them is priced only for calls that used no prompt cache."""
 
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per million tokens."""
+    """USD per million tokens; a cache price of None: the model has no price for that kind."""
 
     input: Decimal
     output: Decimal
+    cache_read: Decimal | None = None
+    cache_write: Decimal | None = None
+    """Tokens written to the (five-minute) prompt cache."""
+    cache_write_1h: Decimal | None = None
+    """Tokens written to Anthropic's one-hour prompt cache."""
 
     def __post_init__(self) -> None:
-        for name in _PRICE_KEYS:
+        for name in (*_PRICE_KEYS, *_CACHE_KEYS):
             value = getattr(self, name)
+            if value is None and name in _CACHE_KEYS:
+                continue
             if not (
                 type(value) is Decimal
                 and value.is_finite()
@@ -77,10 +90,20 @@ class Prices:
         dated = _DATED(model)
         return self.models.get(model[: dated.start()]) if dated else None
 
-    def cost(self, model: str, tokens_in: int | None, tokens_out: int | None) -> Decimal | None:
-        """USD for the tokens, exact; a missing count is no tokens of that kind. None when the
-        model has no price or neither count is known."""
-        if tokens_in is None and tokens_out is None:
+    def cost(
+        self,
+        model: str,
+        tokens_in: int | None,
+        tokens_out: int | None,
+        cache_read: int | None = None,
+        cache_write: int | None = None,
+        cache_write_1h: int | None = None,
+    ) -> Decimal | None:
+        """USD for the tokens, exact; a missing count is no tokens of that kind.
+        `cache_write_1h` is the part of `cache_write` written for one hour. None when the model
+        has no price, when no count is known, or when there are cache tokens of a kind the
+        model has no price for."""
+        if tokens_in is None and tokens_out is None and not cache_read and not cache_write:
             return None
         price = self.price(model)
         if price is None:
@@ -89,6 +112,23 @@ class Prices:
         total = ctx.add(
             ctx.multiply(price.input, tokens_in or 0), ctx.multiply(price.output, tokens_out or 0)
         )
+        if cache_read:
+            if price.cache_read is None:
+                return None
+            total = ctx.add(total, ctx.multiply(price.cache_read, cache_read))
+        if cache_write or cache_write_1h:
+            hour = cache_write_1h or 0
+            minutes = (cache_write or 0) - hour
+            if minutes < 0:
+                return None  # more one-hour writes than writes: counts that contradict
+            if minutes:
+                if price.cache_write is None:
+                    return None
+                total = ctx.add(total, ctx.multiply(price.cache_write, minutes))
+            if hour:
+                if price.cache_write_1h is None:
+                    return None
+                total = ctx.add(total, ctx.multiply(price.cache_write_1h, hour))
         return total.scaleb(-6, ctx)  # per million: an exponent shift, no rounding
 
 
@@ -101,7 +141,8 @@ def load_prices(path: datafile.StrPath | None = None) -> Prices:
 
 
 def parse_prices(label: str, document: dict[str, Any]) -> dict[str, Price]:
-    """`{model: Price}` of a prices document: `[models]` with `"name" = {input=.., output=..}`."""
+    """`{model: Price}` of a prices document: `[models]` with `"name" = {input=.., output=..}`,
+    and optionally `cache_read`, `cache_write`, `cache_write_1h` in the same table."""
     datafile.check_keys(label, document, _FILE_KEYS)
     models = document.get("models", {})
     if type(models) is not dict:
@@ -111,14 +152,15 @@ def parse_prices(label: str, document: dict[str, Any]) -> dict[str, Price]:
         where = f"{label}: models.{model!r}"
         if type(entry) is not dict:
             raise SettingsError(where, "a table {input = .., output = ..}", entry)
-        datafile.check_keys(where, entry, _PRICE_KEYS)
+        datafile.check_keys(where, entry, (*_PRICE_KEYS, *_CACHE_KEYS))
         amounts = []
         for key in _PRICE_KEYS:
             if key not in entry:
                 raise SettingsError(f"{where}.{key}", "USD per million tokens", None)
             amounts.append(_decimal(entry[key], f"{where}.{key}"))
+        cache = {key: _decimal(entry[key], f"{where}.{key}") for key in _CACHE_KEYS if key in entry}
         try:
-            table[model] = Price(*amounts)
+            table[model] = Price(*amounts, **cache)
         except SettingsError as error:
             raise SettingsError(f"{where}: {error.name}", error.expected, error.got) from None
     return table

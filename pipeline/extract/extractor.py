@@ -4,9 +4,11 @@
 walks an invocation's log lines once, trying the rules in order on each line; the first record
 a rule returns is kept and ends the line. LLM calls get their cost from the price table.
 
-The default rules put the exact, structured sources first (typed logger records, then
-`llm_usage` JSON) and the free-text rules after them, so a typed record is never parsed twice.
-Compose your own list (any callables of the `Rule` shape) to add or reorder.
+The default rules put the exact, structured sources first (typed logger records, then LLM usage
+objects and headers objects in `LogLine.data`), the free-text rules after them, so a typed
+record is never parsed twice, and last the free-text rate-limit reading, so a request line that
+also shows a rate-limit header stays a request. Compose your own list (any callables of the
+`Rule` shape) to add or reorder.
 """
 
 from __future__ import annotations
@@ -16,13 +18,29 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from pipeline.extract import datafile
-from pipeline.extract.api_calls import ApiCall, api_call_record, llm_usage_data, priced
+from pipeline.extract.api_calls import ApiCall, api_call_record, priced
 from pipeline.extract.cost import Prices, load_prices
+from pipeline.extract.llm import USAGE_KEYS, llm_usage_data
+from pipeline.extract.rate_limits import HEADER_KEYS, rate_limit_data, rate_limit_text
 from pipeline.extract.rules import Rule, load_rules
 from pipeline.extract.scans import Scan, scan_record
-from pipeline.records import Invocation
+from pipeline.records import Invocation, LogLine
 
-STRUCTURED_RULES: tuple[Rule, ...] = (api_call_record, scan_record, llm_usage_data)
+_DATA_KEYS = USAGE_KEYS | HEADER_KEYS | {"headers"}
+
+
+def data_records(line: LogLine, ts_ms: int | None) -> ApiCall | None:
+    """`llm_usage_data`, else `rate_limit_data`, as one rule: most lines' data holds neither,
+    and one set test rejects it where two rules would cost two calls and two tests."""
+    data = line.data
+    if data is None or _DATA_KEYS.isdisjoint(data):
+        return None
+    return llm_usage_data(line, ts_ms) or rate_limit_data(line, ts_ms)
+
+
+STRUCTURED_RULES: tuple[Rule, ...] = (api_call_record, scan_record, data_records)
+LAST_RULES: tuple[Rule, ...] = (rate_limit_text,)
+"""Tried after the free-text rules of `rules.toml`."""
 
 
 class Extracted(NamedTuple):
@@ -48,8 +66,8 @@ class Extractor:
 
     @classmethod
     def compose(cls, text_rules: Iterable[Rule], prices: Prices) -> Extractor:
-        """`STRUCTURED_RULES` followed by `text_rules`."""
-        return cls((*STRUCTURED_RULES, *text_rules), prices)
+        """`STRUCTURED_RULES`, then `text_rules`, then `LAST_RULES`."""
+        return cls((*STRUCTURED_RULES, *text_rules, *LAST_RULES), prices)
 
     def extract(self, invocation: Invocation) -> Extracted:
         calls: list[ApiCall] = []
@@ -68,7 +86,14 @@ class Extractor:
                 if type(found) is ApiCall:
                     model = found.model
                     if model is not None:
-                        usd = cost(model, found.tokens_in, found.tokens_out)
+                        usd = cost(
+                            model,
+                            found.tokens_in,
+                            found.tokens_out,
+                            found.cache_read_tokens,
+                            found.cache_write_tokens,
+                            found.cache_write_1h_tokens,
+                        )
                         if usd is not None:
                             found = priced(found, usd)
                     calls.append(found)

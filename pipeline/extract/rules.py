@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from pipeline.errors import SettingsError
 from pipeline.extract import datafile, endpoints
-from pipeline.extract.api_calls import UNKNOWN_PROVIDER, ApiCall, api_call, provider_for_model
+from pipeline.extract.api_calls import ApiCall, api_call
 from pipeline.extract.endpoints import endpoint
 from pipeline.extract.scans import STATUSES, Scan, scan_status
 from pipeline.extract.values import parse_count, parse_duration
@@ -165,10 +165,6 @@ def _api_call_rule(rule: TextRule, regex: re.Pattern[str], slots: tuple[int, ...
         if match is None:
             return None
         found = (*match.groups(), None)
-        model = found[model_at] or None
-        provider = fixed_provider or found[provider_at]
-        if not provider:
-            provider = provider_for_model(model) if model else UNKNOWN_PROVIDER
         path = found[endpoint_at]
         status = found[status_at]
         code = parse_count(status) if status else None
@@ -176,10 +172,10 @@ def _api_call_rule(rule: TextRule, regex: re.Pattern[str], slots: tuple[int, ...
         tokens_in = found[tokens_in_at]
         tokens_out = found[tokens_out_at]
         remaining = found[remaining_at]
-        return api_call(
-            provider,
+        return api_call(  # infers a provider from the model when none is given
+            fixed_provider or found[provider_at],
             endpoint(found[method_at], path, style) if path else None,
-            model,
+            found[model_at] or None,
             code if code is None or code <= 999 else None,
             parse_duration(duration) if duration else None,
             parse_count(tokens_in) if tokens_in else None,

@@ -1,10 +1,11 @@
 """Readers that turn untrusted field values into the types the extracted records promise.
 
-Two sources: JSON values (a typed logger record's fields, an `llm_usage` object) and regex
-group text. Neither may raise: a value of the wrong type or out of range reads as None, because
-one odd log line must never cost the invocation its other records. The decoder has already
-checked the typed records' known fields, so the first test of each JSON reader is the one that
-passes; the rest is for data no decoder vouched for (`llm_usage` objects, hand-built lines).
+Two sources: JSON values (a typed logger record's fields, an LLM SDK's usage object, logged
+response headers) and regex group text. Neither may raise: a value of the wrong type or out of
+range reads as None, because one odd log line must never cost the invocation its other records.
+The decoder has already checked the typed records' known fields, so the first test of each JSON
+reader is the one that passes; the rest is for data no decoder vouched for (usage objects,
+headers, hand-built lines).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from pipeline.records import JSON
 
 MAX_COUNT = 10**18 - 1
 """Largest token, file or remaining count kept: fits PostgreSQL's bigint with room for sums."""
+MAX_NAME = 200
+"""Longest provider, model or endpoint kept. They are primary-key columns of `api_usage_daily`,
+and PostgreSQL's btree refuses keys over about 2,700 bytes (a merge that fails every time
+would stop the consumer), so a longer value is not a name: it reads as absent."""
 _MAX_DIGITS = len(str(MAX_COUNT))
 _INF = math.inf
 
@@ -52,6 +57,14 @@ def duration(value: JSON) -> float | None:
 def text(value: JSON) -> str | None:
     """A non-empty string, else None."""
     return value if type(value) is str and value else None
+
+
+def name(value: JSON) -> str | None:
+    """A provider, model or endpoint name: a non-empty string of at most `MAX_NAME`
+    characters without NUL (which PostgreSQL text cannot hold), else None."""
+    if type(value) is str and 0 < len(value) <= MAX_NAME and "\x00" not in value:
+        return value
+    return None
 
 
 def parse_count(group: str) -> int | None:
