@@ -33,6 +33,8 @@ class Part:
     rollups: Rollups = field(default_factory=Rollups)
     redactions: Counter[str] = field(default_factory=Counter)
     decode_failures: Counter[str] = field(default_factory=Counter)
+    sanitized: Counter[str] = field(default_factory=Counter)
+    """Values repaired to be storable, by column (`pipeline.sanitize`)."""
     messages: int = 0
     bytes: int = 0
 
@@ -72,6 +74,10 @@ class Batch:
     @property
     def decode_failures(self) -> Counter[str]:
         return sum((p.decode_failures for p in self.parts.values()), Counter())
+
+    @property
+    def sanitized(self) -> Counter[str]:
+        return sum((p.sanitized for p in self.parts.values()), Counter())
 
     def age(self) -> float:
         return time.monotonic() - self.created

@@ -112,18 +112,25 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
             for row in rows:
                 sys.stdout.buffer.write(dumps(row))
             return 0
-        print(f"{'created':20} {'topic[partition]':24} {'offsets':>23} {'msgs':>5} "
-              f"{'replayed':>8}  errors / object")  # fmt: skip
+        # An object holds the dead letters of one partition from one flush: a count of objects
+        # says little, so every line and the total give messages too, the unit of
+        # tailpipe_dead_letters_total.
+        print(f"{'created':20} {'topic[partition]':24} {'offsets (object covers)':>23} "
+              f"{'messages':>8} {'replayed':>8}  errors / object")  # fmt: skip
         for r in rows:
             state = "done" if r["replayed_at"] else str(r["replayed"])
             origin = f"{r['topic']}[{r['kafka_partition']}]"
             offsets = f"{r['first_offset']}-{r['last_offset']}"
             print(
                 f"{r['created_at']:%Y-%m-%d %H:%M:%S}  {origin:24} {offsets:>23} "
-                f"{r['messages']:>5} {state:>8}  {','.join(r['error_classes'])}  "
+                f"{r['messages']:>8} {state:>8}  {','.join(r['error_classes'])}  "
                 f"{r['object_key']}"
             )
-        print(f"{len(rows)} objects, {sum(r['messages'] for r in rows)} dead letters")
+        total = sum(r["messages"] for r in rows)
+        done = sum(r["messages"] if r["replayed_at"] else r["replayed"] for r in rows)
+        objects = f"{len(rows)} object" + ("" if len(rows) == 1 else "s")
+        print(f"{objects} holding {total} dead-lettered messages: {total - done} pending, "
+              f"{done} replayed")  # fmt: skip
         return 0
     replayer = replay.Replayer(settings, Transformer(Extractor.from_files()))
     summary = asyncio.run(replayer.run(where, args.dry_run, replay.tty_progress))
@@ -199,10 +206,20 @@ def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
     transformer = Transformer(Extractor.from_files())
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     out = sys.stdout.buffer
+    summary: dict[str, Any] = {}
     with source:
         for line in inspect.inspect(transformer, source, int(time.time() * 1000)):
             out.write(inspect.dumps(line))
-    return 0
+            summary = line
+    out.flush()
+    dead, messages = summary.get("dead_letters", 0), summary.get("messages", 0)
+    if dead:
+        print(
+            f"tailpipe inspect: {dead} of {messages} messages would be dead-lettered"
+            ' (the lines with "dead_letter" say why)',
+            file=sys.stderr,
+        )
+    return 1 if dead else 0
 
 
 def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
@@ -355,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--reject-ratio",
         type=_ratio,
         default=0.0,
-        help="share of well-formed messages that PostgreSQL refuses (a NUL in a log line)",
+        help="share of well-formed messages that cannot be stored (a script name too long)",
     )
     p.add_argument("--start-ms", type=int, help="event time of the first message (default: now)")
     p.add_argument(

@@ -48,7 +48,7 @@ from pipeline.positions import Positions
 from pipeline.settings import Settings
 from pipeline.transform import Transformer
 from pipeline.watch import Watch
-from pipeline.writer import DeadLettersHeld, GuardTripped, Writer, failure_kind
+from pipeline.writer import DeadLettersHeld, GuardTripped, Writer, Written, failure_kind
 
 log = logging.getLogger("tailpipe.consumer")
 
@@ -272,6 +272,7 @@ class Consumer:
             self.outages.recovered("postgres")
             if written.objects:
                 self.outages.recovered("s3")
+                _report_dead_letters(written)
             self.positions.stored_up_to(batch, self._owned())
             self.metrics.flushed(batch, written, time.perf_counter() - started)
             if written.alerts:
@@ -428,6 +429,28 @@ class Consumer:
             log.warning("could not read stored offsets on assignment: %s", exc)
         if self._paused().tripped is not None:
             self._paused().pause(assigned)
+
+
+def _report_dead_letters(written: Written) -> None:
+    """One warning per dead-letter object a committed flush wrote: which messages, why, and
+    where they are, so `tailpipe dlq` is one copy-paste away."""
+    for entry in written.letters:
+        log.warning(
+            "messages dead-lettered",
+            extra={
+                "topic": entry.topic,
+                "partition": entry.partition,
+                "offsets": entry.offsets[:_OFFSETS_SHOWN],
+                "messages": len(entry.offsets),
+                "error_classes": entry.error_classes,
+                "error": entry.error[:200],
+                "object": entry.object_key,
+            },
+        )
+
+
+_OFFSETS_SHOWN = 20
+"""A flood of dead letters must not make one log line huge; `messages` has the count."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -11,10 +11,12 @@ Accepted (docs/events.md has examples and the field mapping):
 
 Pure and fast by construction: one `orjson.loads` per message (the split and per-value parse
 of concatenated values runs only when that fails), field checks are type tests and dict
-lookups, and the parsed objects move into the records without copies. Whatever the bytes,
-the only exception is `DecodeError`: its `field` is a path like `logs[2].level`, `[3].outcome`
-(element 3 of an array), `line 7:event` (the value starting on line 7 of a multi-value
-message) or `$` (the whole value).
+lookups, and the parsed objects move into the records without copies. Text PostgreSQL cannot
+hold (U+0000, lone surrogates) is replaced here (`pipeline.sanitize`), so every invocation
+that leaves the decoder can be stored; the walk runs only for a message that can hold some.
+Whatever the bytes, the only exception is `DecodeError`: its `field` is a path like
+`logs[2].level`, `[3].outcome` (element 3 of an array), `line 7:event` (the value starting on
+line 7 of a multi-value message) or `$` (the whole value).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pipeline.errors import DecodeError
 from pipeline.fields import MAX_DEPTH, at, deep_field, describe, too_deep
 from pipeline.jsonstream import split
 from pipeline.records import JSON, Invocation
+from pipeline.sanitize import loads, storable, suspect
 
 # Keys that only trace items have; with none of these, nor Logpush's, nor `envelope`, an
 # object is none of the formats.
@@ -36,16 +39,35 @@ _loads = orjson.loads
 
 
 def decode(value: bytes) -> list[Invocation]:
-    """The invocations in one message value, in order."""
+    """The invocations in one message value, in order, each storable as it is."""
     try:
         document = _loads(value)
     except orjson.JSONDecodeError as error:
-        return _decode_concatenated(value, error)
-    _check_depth(value, document, "")
-    return _decode_document(document, "")
+        found, lenient = _decode_lenient(value, error)
+    else:
+        _check_depth(value, document, "")
+        found, lenient = _decode_document(document, ""), False
+    if lenient or suspect(value):
+        return [storable(inv) for inv in found]
+    return found
 
 
-def _decode_concatenated(value: bytes, error: orjson.JSONDecodeError) -> list[Invocation]:
+def _decode_lenient(value: bytes, error: orjson.JSONDecodeError) -> tuple[list[Invocation], bool]:
+    """What the fast path refused: one value with a lone surrogate, or several values."""
+    if "surrogate" in str(error):
+        try:
+            document, _ = loads(value)
+        except orjson.JSONDecodeError:
+            pass  # not one value: several, each tried below
+        else:
+            _check_depth(value, document, "")
+            return _decode_document(document, ""), True
+    return _decode_concatenated(value, error)
+
+
+def _decode_concatenated(
+    value: bytes, error: orjson.JSONDecodeError
+) -> tuple[list[Invocation], bool]:
     """Several values in one message, or one value that is not JSON as it stands."""
     chunks = split(value)
     if not chunks:
@@ -54,15 +76,17 @@ def _decode_concatenated(value: bytes, error: orjson.JSONDecodeError) -> list[In
     # the splitter could clean up (a leading byte-order mark).
     single = len(chunks) == 1
     found: list[Invocation] = []
+    any_lenient = False
     for chunk in chunks:
         prefix = "" if single else f"line {chunk.line}:"
         try:
-            document = _loads(chunk.data)
+            document, lenient = loads(chunk.data)
         except orjson.JSONDecodeError as bad:
             raise DecodeError(at(prefix, ""), f"invalid JSON: {error if single else bad}") from None
+        any_lenient = any_lenient or lenient
         _check_depth(chunk.data, document, prefix)
         found += _decode_document(document, prefix)
-    return found
+    return found, any_lenient
 
 
 def _check_depth(raw: bytes, document: JSON, prefix: str) -> None:

@@ -40,9 +40,33 @@ class DependencyError(TailpipeError):
 
 class DecodeError(TailpipeError):
     """A message that no accepted format describes. Names the field (a JSON path) and the
-    problem, so a dead-letter record says exactly what was wrong."""
+    problem, so a dead-letter record says exactly what was wrong; `reason` is the kind of
+    problem, from a fixed set, for metric labels (the problem quotes the input)."""
 
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}" if field else problem)
+
+    @property
+    def reason(self) -> str:
+        # By how the problem starts: after its first words it may quote the input.
+        problem = self.problem
+        for start, reason in _REASONS:
+            if problem.startswith(start):
+                return reason
+        if problem[:1].isdigit() or problem[:1] == "-":  # "<number> is negative", ...
+            return "too_long" if problem.endswith("fit an index key") else "out_of_range"
+        return "invalid"
+
+
+_REASONS = (
+    ("invalid JSON", "invalid_json"),
+    ("expected", "wrong_type"),
+    ("missing", "missing_field"),
+    ("not a trace item", "unknown_format"),
+    ("nested deeper", "too_deep"),
+    ("empty message", "empty"),
+)
+DECODE_REASONS = (*(reason for _, reason in _REASONS), "out_of_range", "too_long", "invalid")
+"""Every `DecodeError.reason`: the whole label set of `tailpipe_decode_failures_total`."""

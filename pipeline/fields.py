@@ -25,6 +25,10 @@ MAX_MS = 7_258_118_400_000
 """2200-01-01T00:00:00Z (exclusive): later ones are microseconds or garbage."""
 MAX_DURATION_MS = 2**31 - 1
 """About 24.8 days: fits a PostgreSQL `integer`; no invocation runs longer."""
+MAX_NAME_BYTES = 1024
+"""Longest script name or outcome, in UTF-8 bytes. Both are keys of btree indexes (and parts of
+alert dedup keys), and PostgreSQL refuses an index entry over about 2.7 KB: a longer "name" is
+not one, and storing it cut would be a guess. Workers names are at most 63 characters."""
 MAX_DEPTH = 253
 """Deepest nesting accepted in a message. orjson refuses to write more than 254 levels; values
 stored from a message (in `extra`, `data`) are at least one level below its top, so a later
@@ -67,6 +71,19 @@ def opt_str(value: JSON, prefix: str, name: str) -> str | None:
     if value is None:
         return None
     expected(prefix, name, "a string", value)
+
+
+def key_name(value: JSON, prefix: str, name: str) -> str | None:
+    """`opt_str` for a value that becomes an index key: at most MAX_NAME_BYTES long."""
+    found = opt_str(value, prefix, name)
+    # Up to a quarter of the limit in characters cannot exceed it in bytes: no encode needed.
+    if found is not None and len(found) > MAX_NAME_BYTES // 4:
+        size = len(found.encode("utf-8", "surrogatepass"))
+        if size > MAX_NAME_BYTES:
+            raise DecodeError(
+                at(prefix, name), f"{size} bytes long; at most {MAX_NAME_BYTES} fit an index key"
+            )
+    return found
 
 
 def text(value: JSON, prefix: str, name: str) -> str:
@@ -174,8 +191,21 @@ def too_deep(value: JSON) -> bool:
     says the depth could exceed the limit."""
     try:
         _dumps((value,))
-    except TypeError:  # "Recursion limit reached": a loads() result has no other way to fail
-        return True
+    except TypeError as error:
+        # "Recursion limit reached", or a lone surrogate (from `sanitize.loads`' lenient path,
+        # which orjson cannot write): that rare value is measured by a walk instead.
+        return "surrogates" not in str(error) or _deeper_than(value, MAX_DEPTH)
+    return False
+
+
+def _deeper_than(value: JSON, limit: int) -> bool:
+    stack: list[tuple[JSON, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if type(node) is dict else node
+        stack.extend((c, depth + 1) for c in children if type(c) is dict or type(c) is list)
     return False
 
 

@@ -1,9 +1,11 @@
 """`tailpipe inspect`: what the pipeline would store for some messages, without any service.
 
 Reads messages one per line and runs them through the consumer's own `Transformer` (the same
-decode, redaction and extraction), then prints as JSON lines: every row with the line it came
-from, every decode error, the rollup rows the flush would merge, and the redaction counts.
-Because it is the same code path, what it prints is what would be stored.
+decode, repair, redaction and extraction), then prints as JSON lines: every row with the line it
+came from, every message that would be dead-lettered and why, the rollup rows the flush would
+merge, and a summary (messages, dead letters, values repaired, redactions). Because it is the
+same code path, what it prints is what would be stored; the command exits 1 when any message
+would be a dead letter, so a script can gate on it.
 """
 
 from __future__ import annotations
@@ -107,26 +109,39 @@ def rollup_lines(rollups: Rollups) -> Iterator[dict[str, Any]]:
 def inspect(
     transformer: Transformer, lines: Iterable[bytes], timestamp_ms: int
 ) -> Iterator[dict[str, Any]]:
-    """Rows and errors per input line, then rollups and redaction counts for all of them."""
+    """Rows and dead letters per input line, then the rollups, then one summary line: how many
+    messages, how many would be dead letters, values repaired (by column) and redactions (by
+    rule). A dead letter's line says why: its error class and message, as the index would."""
     parts: list[Rollups] = []
     redactions: Counter[str] = Counter()
+    sanitized: Counter[str] = Counter()
+    messages = dead_letters = 0
     for number, raw in enumerate(lines, start=1):
         value = raw.rstrip(b"\r\n")
         if not value.strip():
             continue
+        messages += 1
         batch = Batch()
         transformer.add(batch, "inspect", 0, number - 1, timestamp_ms, None, value)
         for part in batch.parts.values():
             for dead in part.dead:
-                yield {"line": number, "error": dead.error_class, "message": dead.error}
+                dead_letters += 1
+                yield {"line": number, "dead_letter": True, "error": dead.error_class,
+                       "message": dead.error}  # fmt: skip
             for row in part.events:
                 yield {"line": number, "table": "tail_events", "row": _row(EVENT_COLUMNS, row)}
             for row in part.logs:
                 yield {"line": number, "table": "tail_logs", "row": _row(LOG_COLUMNS, row)}
             parts.append(part.rollups)
         redactions.update(batch.redactions)
+        sanitized.update(batch.sanitized)
     yield from rollup_lines(Rollups.combine(parts))
-    yield {"redactions": dict(sorted(redactions.items()))}
+    yield {
+        "messages": messages,
+        "dead_letters": dead_letters,
+        "sanitized": dict(sorted(sanitized.items())),
+        "redactions": dict(sorted(redactions.items())),
+    }
 
 
 def dumps(line: dict[str, Any]) -> bytes:

@@ -23,6 +23,7 @@ import orjson
 
 from pipeline.errors import DecodeError
 from pipeline.records import JSON
+from pipeline.sanitize import loads
 
 _VALUE_START = re.compile(rb"[^ \t\r\n]")
 # Inside a container: a whole string in one match, else a bracket, else a lone quote (a string
@@ -183,9 +184,10 @@ def split_stream(pieces: Iterable[bytes | str]) -> Iterator[Chunk]:
     yield from splitter.close()
 
 
-def parse(chunk: Chunk) -> JSON:
-    """The chunk's value, or `DecodeError("line N", "invalid JSON: ...")`."""
+def parse(chunk: Chunk) -> tuple[JSON, bool]:
+    """The chunk's value and whether it needed the lenient parse (`sanitize.loads`), or
+    `DecodeError("line N", "invalid JSON: ...")`."""
     try:
-        return orjson.loads(chunk.data)
+        return loads(chunk.data)
     except orjson.JSONDecodeError as error:
         raise DecodeError(f"line {chunk.line}", f"invalid JSON: {error}") from None

@@ -37,7 +37,7 @@ class Report:
     poison: int
     seconds: float
     rejected: int = 0
-    """Well-formed messages that PostgreSQL will refuse (synth's `reject_ratio`)."""
+    """Well-formed messages that cannot be stored (synth's `reject_ratio`)."""
 
     @property
     def rate(self) -> float:
@@ -45,8 +45,8 @@ class Report:
 
     def line(self) -> str:
         return (
-            f"sent {self.sent} messages ({self.poison} malformed, {self.rejected} rejected by "
-            f"the database) in {self.seconds:.2f} s: "
+            f"sent {self.sent} messages ({self.poison} malformed, {self.rejected} unstorable) "
+            f"in {self.seconds:.2f} s: "
             f"{self.rate:,.0f} messages/s"
         )
 

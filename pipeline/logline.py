@@ -13,12 +13,16 @@ synthetic exception "Error: Trace resource limit exceeded; subsequent exceptions
 
 from __future__ import annotations
 
+import re
+
 from pipeline.console import render
 from pipeline.fields import MAX_MS, MIN_MS, epoch_ms, expected, opt_str, text
 from pipeline.logrecord import context, typed
 from pipeline.records import JSON, LOG_LEVELS, ExceptionInfo, LogLine
 
 LIMIT_LOG_PREFIXES = ("Log size limit exceeded", "Trace resource limit exceeded")
+_FRAME = re.compile(r"\n[ \t]+at ")
+_CLASS_NAME = re.compile(r"[A-Za-z_$][\w$]{0,99}")
 LIMIT_EXCEPTION_PREFIX = "Trace resource limit exceeded"
 
 # Case-insensitive, and Python's "warning" is taken for "warn": the structured logger may pass
@@ -64,8 +68,33 @@ def exception_info(entry: JSON, prefix: str) -> ExceptionInfo:
     message = get("message")
     if type(message) is not str:
         message = text(message, prefix, "message")
-    stack = opt_str(get("stack"), prefix, "stack")
-    return ExceptionInfo(timestamp, name, message, stack)
+    return exception(timestamp, name, message, opt_str(get("stack"), prefix, "stack"))
+
+
+def exception(
+    timestamp_ms: int | None, name: str, message: str, stack: str | None
+) -> ExceptionInfo:
+    """An exception as the runtime reported it, with the class its stack's header names.
+
+    V8 writes a stack as a header, `CustomError: message` (or the name alone for an empty
+    message), then one `    at ...` line per frame. workerd reports `name: "Error"` for a
+    subclass of Error and keeps the header, which names the class; other stacks arrive as frames
+    alone. So when the header is the error itself (its name, then exactly the message) and names
+    another class, that class is the name, and the runtime's is kept for grouping
+    (`ExceptionInfo.reported_name`). The header is then dropped from the stack, which thus always
+    holds frames only: the name and message are in the row already."""
+    if not stack or stack[0].isspace():
+        return ExceptionInfo(timestamp_ms, name, message, stack)
+    found = _FRAME.search(stack)
+    header, frames = (
+        (stack[: found.start()], stack[found.start() + 1 :]) if found else (stack, None)
+    )
+    class_name, colon, rest = header.partition(": ")
+    if not (_CLASS_NAME.fullmatch(class_name) and rest == message and (colon or not message)):
+        return ExceptionInfo(timestamp_ms, name, message, stack)  # not a header: keep it all
+    if class_name == name:
+        return ExceptionInfo(timestamp_ms, name, message, frames)
+    return ExceptionInfo(timestamp_ms, class_name, message, frames, name)
 
 
 def _level(raw: JSON, prefix: str) -> str:

@@ -15,11 +15,13 @@ from pipeline.fields import (
     epoch_ms,
     expected,
     flag,
+    key_name,
     opt_str,
     status,
     str_list,
     text,
 )
+from pipeline.logline import exception
 from pipeline.records import JSON, LOG_LEVELS, ExceptionInfo, Invocation, LogLine
 
 MARKER = "<<<Logpush"
@@ -78,10 +80,10 @@ def invocation(record: dict[str, JSON], prefix: str) -> Invocation:
     exceptions, cut_exceptions = _exceptions(get("Exceptions"), prefix)
     version = get("ScriptVersion")
     return Invocation(
-        script=opt_str(get("ScriptName"), prefix, "ScriptName"),
+        script=key_name(get("ScriptName"), prefix, "ScriptName"),
         event_type=event_type or "unknown",
         timestamp_ms=epoch_ms(get("EventTimestampMs"), prefix, "EventTimestampMs"),
-        outcome=opt_str(get("Outcome"), prefix, "Outcome") or "unknown",
+        outcome=key_name(get("Outcome"), prefix, "Outcome") or "unknown",
         method=method,
         url=url,
         status=code,
@@ -190,7 +192,7 @@ def _exceptions(entries: JSON, prefix: str) -> tuple[tuple[ExceptionInfo, ...], 
         message = text(entry.get("message"), where, "Message")
         cut = cut or MARKER in message
         found.append(
-            ExceptionInfo(
+            exception(
                 epoch_ms(entry.get("timestampms", entry.get("timestamp")), where, "TimestampMs"),
                 text(entry.get("name"), where, "Name"),
                 message,

@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from pipeline import __version__
 from pipeline.batch import Batch
+from pipeline.errors import DECODE_REASONS
+from pipeline.sanitize import FIELDS as SANITIZED_FIELDS
 
 if TYPE_CHECKING:
     from pipeline.writer import Written
@@ -34,6 +36,7 @@ class Metrics:
     messages: Counter
     invocations: Counter
     decode_failures: Counter
+    sanitized: Counter
     rows: Counter
     flushes: Counter
     flush_seconds: Histogram
@@ -70,6 +73,12 @@ class Metrics:
             decode_failures=Counter(
                 "tailpipe_decode_failures_total", "messages no accepted format describes",
                 ["reason"], registry=r,
+            ),
+            sanitized=Counter(
+                "tailpipe_sanitized_total",
+                "values stored with U+FFFD for a character PostgreSQL cannot hold (U+0000, a lone"
+                " surrogate), by column",
+                ["field"], registry=r,
             ),
             rows=Counter(
                 "tailpipe_rows_written_total", "rows committed to PostgreSQL", ["table"],
@@ -162,6 +171,10 @@ class Metrics:
             metrics.dependency_up.labels(dependency).set(1)
         for kind in FAILURE_KINDS:
             metrics.flush_failures.labels(kind)
+        for column in SANITIZED_FIELDS:
+            metrics.sanitized.labels(column)
+        for reason in DECODE_REASONS:
+            metrics.decode_failures.labels(reason)
         return metrics
 
     def flushed(
@@ -186,6 +199,8 @@ class Metrics:
         self.alerts_created(written.alerts)
         for reason, n in batch.decode_failures.items():
             self.decode_failures.labels(reason).inc(n)
+        for column, n in batch.sanitized.items():
+            self.sanitized.labels(column).inc(n)
         if batch.oldest_event_ms is not None:
             now = time.time() if now is None else now
             self.delay_seconds.observe(max(0.0, now - batch.oldest_event_ms / 1000))

@@ -15,11 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
-import orjson
-
 from pipeline.errors import DecodeError
 from pipeline.jsonstream import Splitter, parse
 from pipeline.publisher import BulkPublisher
+from pipeline.sanitize import dumps
 from pipeline.settings import Settings
 
 _READ = 1 << 16
@@ -74,7 +73,7 @@ async def run(
             chunks = splitter.feed(piece) if piece else splitter.close()
             for chunk in chunks:
                 try:
-                    value = parse(chunk)
+                    value, lenient = parse(chunk)
                 except DecodeError as exc:
                     outcome.invalid.append(str(exc))
                     print(f"tailpipe produce: {exc}", file=errors)
@@ -83,7 +82,7 @@ async def run(
                         outcome.seconds = time.monotonic() - started
                         return outcome
                     continue
-                await publisher.add(key_of(value), orjson.dumps(value))
+                await publisher.add(key_of(value), dumps(value, lenient))
                 outcome.sent += 1
             if not piece:
                 break

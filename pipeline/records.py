@@ -35,6 +35,12 @@ structured-logger record emitted outside any request or job."""
 
 LOG_LEVELS = ("debug", "info", "log", "warn", "error")
 
+UNNAMED = "(unnamed)"
+"""The script stored for an invocation whose producer named none (`scriptName: null` from a
+local runtime and some event types, Logpush's `""`). One name rather than NULL or `""`, so that
+rollup keys, filters, alert summaries and links all work for it. A Worker's name cannot hold
+parentheses, so no real script is taken for it."""
+
 
 @dataclass(frozen=True, slots=True)
 class LogLine:
@@ -55,8 +61,18 @@ class ExceptionInfo:
 
     timestamp_ms: int | None
     name: str
+    """The most specific class name known: the runtime's, or the stack header's (see
+    `logline.exception`)."""
     message: str
     stack: str | None = None
+    reported_name: str | None = None
+    """The name the runtime reported, when the stack's header named a more specific class
+    (workerd reports `Error` for `class CustomError extends Error`). Errors are grouped by it,
+    so one error groups alike whether or not its stack had the header."""
+
+    @property
+    def group_name(self) -> str:
+        return self.name if self.reported_name is None else self.reported_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +99,6 @@ class Invocation:
     """Every other field, kept: the event's own details, tailAttributes, unknown keys."""
     source: str = field(default="trace", compare=False)
     """Which format it came from: `trace`, `logpush` or `envelope`."""
+    sanitized: tuple[str, ...] = field(default=(), compare=False)
+    """The columns where a character PostgreSQL cannot hold was replaced by U+FFFD, once per
+    value (see `pipeline.sanitize`); empty for nearly every invocation."""

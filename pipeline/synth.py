@@ -5,7 +5,7 @@ Worker receives (trace items, about 0.8 KB with three log lines): a mix of event
 outcomes, exceptions with stacks, GitHub API lines with rate-limit numbers, LLM usage records
 (some as double-encoded JSON), repository scans, occasional secrets that the pipeline must
 redact, a configurable share of malformed messages, and a configurable share of well-formed
-ones that PostgreSQL refuses to store (a NUL character in a log line).
+ones that cannot be stored (a script name longer than an index key holds).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class Message:
     value: bytes
     poison: bool
     rejected: bool = False
-    """Decodes fine, but a log line holds a NUL, which PostgreSQL text and jsonb refuse."""
+    """Well-formed, but its script name is longer than a PostgreSQL index key holds: the decoder
+    refuses it (`fields.MAX_NAME_BYTES`), so it is dead-lettered."""
 
 
 # random.Random.choice and randint cost about a microsecond each in pure Python; these two use
@@ -175,12 +176,12 @@ def trace_item(rng: random.Random, ts: int) -> dict[str, Any]:
     return item
 
 
-def _reject(rng: random.Random, item: dict[str, Any]) -> None:
-    """Put a NUL into one log line's first argument (a string in every shape `_logs` makes)."""
-    message = _pick(rng, tuple(item["logs"]))["message"]
-    text: str = message[0]
-    cut = _int(rng, 0, len(text))
-    message[0] = f"{text[:cut]}\x00{text[cut:]}"
+UNSTORABLE_SUFFIX = "-" + "x" * 1100
+"""Makes a script name too long to store. (A NUL, the old way, is now repaired and stored.)"""
+
+
+def _reject(item: dict[str, Any]) -> None:
+    item["scriptName"] += UNSTORABLE_SUFFIX
 
 
 def messages(
@@ -193,8 +194,8 @@ def messages(
 ) -> Iterator[Message]:
     """An endless, deterministic stream: message i has event time `start_ms + i * step_ms`.
 
-    `poison_ratio` of the messages are undecodable, `reject_ratio` decode but hold a NUL that
-    PostgreSQL refuses; a message is never both."""
+    `poison_ratio` of the messages are undecodable, `reject_ratio` well-formed but unstorable;
+    a message is never both."""
     if not (poison_ratio >= 0.0 and reject_ratio >= 0.0 and poison_ratio + reject_ratio <= 1.0):
         raise ValueError(f"ratios out of range: poison {poison_ratio}, reject {reject_ratio}")
     rng = random.Random(seed)
@@ -209,6 +210,6 @@ def messages(
             item = trace_item(rng, ts)
             rejected = roll < poison_ratio + reject_ratio
             if rejected:
-                _reject(rng, item)
+                _reject(item)
             yield Message(item["scriptName"].encode(), orjson.dumps(item), False, rejected)
         ts += step_ms

@@ -12,17 +12,20 @@ top-level key that has no column, known or not.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from pipeline.errors import DecodeError
 from pipeline.fields import (
     MAX_DURATION_MS,
     MAX_MS,
+    MAX_NAME_BYTES,
     MIN_MS,
     at,
     duration_ms,
     epoch_ms,
     expected,
     flag,
+    key_name,
     opt_str,
     status,
     str_list,
@@ -72,6 +75,10 @@ _POSITIONAL = (
 if tuple(f.name for f in dataclasses.fields(Invocation))[: len(_POSITIONAL)] != _POSITIONAL:
     raise ImportError("pipeline.records.Invocation reordered its fields: update pipeline.trace")
 _OVERLOAD_TYPES = ("overload", "overload-stop")
+_DEV_PREFIX = re.compile(r"(?:\x1b\[\d+m)?\[([\w-]{1,63})\](?:\x1b\[\d+m)? ")
+_DEV_WRAPPED = ("log", "info", "debug")
+_SHORT = MAX_NAME_BYTES // 4
+"""A name this long or shorter fits an index key whatever its characters: no check needed."""
 _REQUEST_TYPED = ("url", "method")
 _EVENT_TYPED = ("request", "response")
 
@@ -109,12 +116,14 @@ def invocation(item: dict[str, JSON], prefix: str) -> Invocation:
         get("event"), extra, prefix, _ENVELOPE_VARIANTS if envelope else _VARIANTS
     )
     outcome = get("outcome")
-    if type(outcome) is not str or not outcome:
+    if type(outcome) is not str or not outcome or len(outcome) > _SHORT:
         # "" reads as absent, as in Logpush; wrangler's sampling notices need not say one.
         if outcome == "" or (outcome is None and event_type == "overload"):
             outcome = "unknown"
         elif "outcome" not in item:
             raise DecodeError(at(prefix, "outcome"), "missing (every trace item has one)")
+        elif type(outcome) is str:
+            outcome = key_name(outcome, prefix, "outcome") or "unknown"
         else:
             expected(prefix, "outcome", "a string", outcome)
 
@@ -134,8 +143,10 @@ def invocation(item: dict[str, JSON], prefix: str) -> Invocation:
     if not (type(wall) is int and 0 <= wall <= MAX_DURATION_MS):
         wall = duration_ms(wall, prefix, "wallTime")
     script = get("scriptName")
-    if type(script) is not str or not script:
-        script = opt_str(script, prefix, "scriptName")
+    if type(script) is not str or not script or len(script) > _SHORT:
+        script = key_name(script, prefix, "scriptName")
+        if script is None and logs:
+            script, logs = _dev_prefix(logs)
     # The optional columns are usually absent: test before paying for a call.
     entrypoint, namespace, tags = get("entrypoint"), get("dispatchNamespace"), get("scriptTags")
     return Invocation(  # positional: see _POSITIONAL
@@ -247,6 +258,32 @@ def _logs(logs: JSON, prefix: str) -> tuple[tuple[LogLine, ...], bool]:
             cut = True
         lines.append(line)
     return tuple(lines), cut
+
+
+def _dev_prefix(logs: tuple[LogLine, ...]) -> tuple[str | None, tuple[LogLine, ...]]:
+    """`wrangler dev` running several Workers prepends the Worker's name, as an argument of its
+    own, to every `console.log`, `.info` and `.debug` call: `["[producer]", "text"]`, coloured
+    (`"\\u001b[34m[producer]\\u001b[39m"`) on a terminal. The runtime names no script there, so
+    when every such line of an unnamed invocation starts with one name, that name is the
+    script's, and it is taken off the lines, colour codes and all. Anything else: no name."""
+    name = None
+    ends: list[int] = []
+    for line in logs:
+        if line.level in _DEV_WRAPPED:
+            found = _DEV_PREFIX.match(line.text)
+            if found is None or (name is not None and found[1] != name):
+                return None, logs
+            name = found[1]
+            ends.append(found.end())
+    if name is None:
+        return None, logs
+    cut = iter(ends)
+    return name, tuple(
+        dataclasses.replace(line, text=line.text[next(cut) :])
+        if line.level in _DEV_WRAPPED
+        else line
+        for line in logs
+    )
 
 
 def _exceptions(entries: JSON, prefix: str) -> tuple[tuple[ExceptionInfo, ...], bool]:

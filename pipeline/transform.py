@@ -121,11 +121,13 @@ class Transformer:
         except DecodeError as exc:
             error = ("DecodeError", str(exc))
             part.dead.append(DeadLetter(offset, timestamp_ms, key, value, headers, *error))
-            part.decode_failures[exc.problem.split(":")[0][:60]] += 1
+            part.decode_failures[exc.reason] += 1
             batch.rows += 1
             return
         counts = part.redactions
         for item, invocation in enumerate(invocations):
+            if invocation.sanitized:
+                part.sanitized.update(invocation.sanitized)
             ts_ms = invocation.timestamp_ms or timestamp_ms
             rows = self._rows(part, invocation, ts_ms, (topic, partition, offset, item), counts)
             batch.rows += rows
@@ -217,7 +219,7 @@ class Transformer:
             levels["exception"] += 1
             message = redact_text(exc.message, counts)
             stack = redact_text(exc.stack, counts) if exc.stack else None
-            fp = fingerprint(exc.name, message)
+            fp = fingerprint(exc.group_name, message)
             exc_ms = exc.timestamp_ms or ts_ms
             part.logs.append(
                 (

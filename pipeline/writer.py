@@ -74,6 +74,8 @@ class Written:
     """Messages whose rows PostgreSQL refused (part of `dead`)."""
     redactions: Counter[str] = field(default_factory=Counter)
     objects: int = 0
+    letters: list[store.IndexEntry] = field(default_factory=list)
+    """The dead-letter objects written, as indexed: what the replica's log reports."""
     alerts: Counter[str] = field(default_factory=Counter)
     """Alerts this batch created in the outbox, by rule."""
 
@@ -127,8 +129,8 @@ class Writer:
                     "stopped consuming: fix the producer or the pipeline, then restart"
                 )
             written = Written(store.rows_written(batch), rejected=rejected)
-            entries = await self._dead_letters(conn, batch, written)
-            await store.index_dead_letters(conn, entries)
+            written.letters = await self._dead_letters(conn, batch, written)
+            await store.index_dead_letters(conn, written.letters)
             written.alerts = await merge.merge_rollups(conn, batch, self.rules)
         self.guard.record(batch.messages, dead)
         written.redactions.update(batch.redactions)

@@ -27,6 +27,7 @@ from pipeline.decode import decode
 from pipeline.errors import DecodeError
 from pipeline.extract import Extractor
 from pipeline.publisher import BulkPublisher
+from pipeline.records import Invocation
 from pipeline.settings import Settings
 from pipeline.transform import Transformer
 from tests.conftest import ROOT, env_of, free_port
@@ -42,14 +43,33 @@ class Produced:
     poison: int
     redactions: Counter[str]
     rejected: int = 0
-    """Messages that decode but that PostgreSQL refuses (a NUL in a log line)."""
+    """Well-formed messages the decoder refuses as unstorable (synth's `reject_ratio`)."""
+    refused: int = 0
+    """Messages whose rows PostgreSQL refuses under `REFUSING_CHECK` (found by bisection)."""
+
+    @property
+    def dead(self) -> int:
+        return self.poison + self.rejected + self.refused
 
     def __add__(self, other: Produced) -> Produced:
         return Produced(
             self.count + other.count, self.invocations + other.invocations,
             self.log_rows + other.log_rows, self.poison + other.poison,
             self.redactions + other.redactions, self.rejected + other.rejected,
+            self.refused + other.refused,
         )  # fmt: skip
+
+
+REFUSING_CHECK = (
+    "ALTER TABLE tail_events ADD CONSTRAINT refused_by_test"
+    " CHECK (wall_ms IS NULL OR wall_ms % 101 <> 7)"
+)
+"""A constraint about 2% of synthetic messages break, as a bad migration would: PostgreSQL
+refuses their rows, and the flush's bisection must find exactly those messages."""
+
+
+def refused_by_check(invocations: list[Invocation]) -> bool:
+    return any(i.wall_ms is not None and i.wall_ms % 101 == 7 for i in invocations)
 
 
 async def produce(
@@ -61,10 +81,12 @@ async def produce(
     *,
     start_ms: int = START,
     step_ms: int = 7,
+    refusing: bool = False,
 ) -> Produced:
     """Publish n synthetic messages and count, independently of the pipeline, what they hold
-    (the redactions as the transform counts them: the rules are tested on their own)."""
-    invocations = log_rows = poison = rejected = 0
+    (the redactions as the transform counts them: the rules are tested on their own).
+    `refusing`: the schema has `REFUSING_CHECK`, so the messages breaking it count as refused."""
+    invocations = log_rows = poison = rejected = refused = 0
     transformer = Transformer(Extractor.from_files())
     batch = Batch()
     async with BulkPublisher(settings, settings.topic) as publisher:
@@ -73,27 +95,20 @@ async def produce(
         )
         for offset, message in enumerate(itertools.islice(stream, n)):
             await publisher.add(message.key, message.value)
-            if message.rejected and _holds_nul(transformer, message):
-                rejected += 1
-                continue
-            transformer.add(batch, "t", 0, offset, START, message.key, message.value)
             try:
                 decoded = decode(message.value)
             except DecodeError:
-                poison += 1
+                rejected += message.rejected
+                poison += message.poison
+                assert message.rejected or message.poison, "synth made an undecodable message"
                 continue
+            if refusing and refused_by_check(decoded):
+                refused += 1
+                continue
+            transformer.add(batch, "t", 0, offset, START, message.key, message.value)
             invocations += len(decoded)
             log_rows += sum(len(i.logs) + len(i.exceptions) for i in decoded)
-    return Produced(n, invocations, log_rows, poison, batch.redactions, rejected)
-
-
-def _holds_nul(transformer: Transformer, message: synth.Message) -> bool:
-    """Whether a row of the message keeps its NUL (redaction can take a NUL away with the
-    secret it was put in): PostgreSQL refuses exactly those."""
-    scratch = Batch()
-    transformer.add(scratch, "t", 0, 0, START, message.key, message.value)
-    rows = [row for part in scratch.parts.values() for row in (*part.events, *part.logs)]
-    return any(isinstance(v, str) and "\x00" in v for row in rows for v in row)
+    return Produced(n, invocations, log_rows, poison, batch.redactions, rejected, refused)
 
 
 class Replica:
@@ -196,7 +211,7 @@ async def assert_exactly_once(db: asyncpg.Connection, produced: Produced) -> Non
     assert events == distinct == produced.invocations
     assert await db.fetchval("SELECT count(*) FROM tail_logs") == produced.log_rows
     dead = await db.fetchval("SELECT coalesce(sum(messages), 0) FROM dead_letters")
-    assert dead == produced.poison + produced.rejected
+    assert dead == produced.dead
     hourly = await db.fetchval(
         "SELECT coalesce(sum(requests), 0) FROM tail_metrics_hourly WHERE event_type <> '*'"
     )

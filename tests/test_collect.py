@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from pipeline.collect import create_app, serve
+from pipeline.decode import decode
 from pipeline.errors import SettingsError
 from pipeline.kafka import client_options, ensure_topics
 from pipeline.settings import Settings
@@ -201,6 +202,28 @@ async def test_tail_events_arrive_intact_keyed_by_script_in_order(
     assert 'tailpipe_collect_items_total{route="/v1/tail"} 8.0' in metrics
     assert 'tailpipe_collect_requests_total{route="/v1/tail",status="202"} 2.0' in metrics
     assert "tailpipe_collect_publish_seconds_count 2.0" in metrics
+
+
+async def test_a_string_cut_inside_an_emoji_is_taken_not_refused(
+    collect_settings: Settings,
+) -> None:
+    """A Worker that slices a string inside an emoji logs a lone surrogate, which
+    `JSON.stringify` writes as `\\ud83d`. The body was refused with 400, so the forwarder
+    dropped the whole batch. Now it is published with the escape kept, for the consumer's
+    decoder to repair and count (`tailpipe_sanitized_total`)."""
+    item = trace_item("api", 1)
+    item["logs"][0]["message"] = ["cut \ufffd here"]
+    body = orjson.dumps([item, trace_item("api", 2)]).replace("\ufffd".encode(), b"\\ud83d")
+    assert b"\\ud83d" in body
+    async with running(collect_settings) as client:
+        response = await client.post("/v1/tail", content=body, headers=bearer())
+        assert (response.status_code, response.json()) == (202, {"published": 2})
+    first, second = sorted(await read_topic(collect_settings, 2), key=lambda r: r.value)
+    assert b"\\ud83d" in first.value
+    [invocation] = decode(first.value)
+    assert invocation.logs[0].text == "cut \ufffd here"
+    assert invocation.sanitized == ("message",)
+    assert orjson.loads(second.value) == trace_item("api", 2)
 
 
 async def test_logpush_batches_arrive_line_for_line(collect_settings: Settings) -> None:

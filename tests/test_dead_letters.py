@@ -13,13 +13,15 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from pipeline import kafka, synth
+from pipeline import dlq, kafka, store, synth
+from pipeline.deadletter import DeadLetter, encode, object_key, record
 from pipeline.partitions import PartitionManager
 from pipeline.publisher import BulkPublisher
 from pipeline.settings import Settings
 from tests.conftest import env_of, read_topic, tailpipe
 from tests.faults import wait_for
 from tests.replica import (
+    REFUSING_CHECK,
     START,
     Replica,
     assert_rollups_match_raw_rows,
@@ -36,9 +38,13 @@ async def test_poison_mix_every_message_stored_or_dead_lettered_once(
 ) -> None:
     settings = migrated
     await kafka.ensure_topics(settings, {settings.topic: 3})
-    produced = await produce(settings, 50_000, seed=21, poison_ratio=0.01, reject_ratio=0.01)
+    await db.execute(REFUSING_CHECK)
+    produced = await produce(
+        settings, 50_000, seed=21, poison_ratio=0.01, reject_ratio=0.01, refusing=True
+    )
     assert produced.poison > 400
     assert produced.rejected > 400
+    assert produced.refused > 400
     replicas.append(Replica(settings, TAILPIPE_BATCH_MAX_ROWS="20000"))
     await wait_stored(db, settings.topic, produced.count, 240)
     metrics = replicas[0].scrape()
@@ -59,12 +65,12 @@ async def test_poison_mix_every_message_stored_or_dead_lettered_once(
     mixed = await db.fetchval(
         "SELECT coalesce(sum(messages), 0) FROM dead_letters WHERE cardinality(error_classes) > 1"
     )
-    assert classes["DecodeError"] + classes["CharacterNotInRepertoireError"] + mixed == len(dead)
-    assert metrics['tailpipe_dead_letters_total{reason="DecodeError"}'] == produced.poison
+    assert classes["DecodeError"] + classes["CheckViolationError"] + mixed == len(dead)
     assert (
-        metrics['tailpipe_dead_letters_total{reason="CharacterNotInRepertoireError"}']
-        == produced.rejected
+        metrics['tailpipe_dead_letters_total{reason="DecodeError"}']
+        == produced.poison + produced.rejected
     )
+    assert metrics['tailpipe_dead_letters_total{reason="CheckViolationError"}'] == produced.refused
     await assert_rollups_match_raw_rows(db)
 
 
@@ -110,6 +116,10 @@ async def test_guard_rail_stops_a_flood_of_bad_messages(
     assert replica.terminate() == 0
 
 
+def _with(value: bytes, **fields: object) -> bytes:
+    return orjson.dumps({**orjson.loads(value), **fields})
+
+
 def _item(script: str, n: int) -> bytes:
     return orjson.dumps(
         {
@@ -147,7 +157,7 @@ async def test_replay_after_the_cause_is_fixed_stores_each_message_once(
     env = env_of(settings)
     listed = tailpipe("dlq", "list", "--error", "CheckViolationError", env=env)
     assert listed.returncode == 0, listed.stderr
-    assert "30 dead letters" in listed.stdout
+    assert "1 object holding 30 dead-lettered messages: 30 pending, 0 replayed" in listed.stdout
     dry = tailpipe("dlq", "replay", "--dry-run", env=env)
     assert dry.returncode == 1  # still failing: the cause is not fixed yet
     assert "would replay 0 messages" in dry.stdout
@@ -183,3 +193,95 @@ async def test_a_directory_as_the_dead_letter_store(
     assert not list((tmp_path / "dlq").rglob(".*.partial"))
     dead = await dead_letters_in_store(settings, db)
     assert len(dead) == sum(dead.values()) == produced.poison
+
+
+async def test_every_dead_letter_is_logged_listed_and_keeps_the_replay_failing(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    """Dead letters used to be silent: no log line, `dlq list` counted objects against a
+    metric that counts messages, and the README's replay exit code was not held by a test."""
+    settings = migrated
+    await kafka.ensure_topics(settings, {settings.topic: 2})
+    produced = await produce(settings, 3000, seed=31, poison_ratio=0.03)
+    replicas.append(Replica(settings, TAILPIPE_BATCH_MAX_ROWS="1500"))
+    await wait_stored(db, settings.topic, produced.count, 90)
+    metrics = replicas[0].scrape()
+    assert replicas[0].terminate() == 0
+    index = {r["object_key"]: r for r in await db.fetch("SELECT * FROM dead_letters")}
+    assert len(index) >= 2
+
+    # One warning per object, naming it, its partition, offsets, messages and error class.
+    warned = [x for x in replicas[0].log_lines() if x["event"] == "messages dead-lettered"]
+    assert len(warned) == len(index)
+    for line in warned:
+        row = index[line["object"]]
+        assert line["level"] == "warning"
+        assert (line["topic"], line["partition"]) == (settings.topic, row["kafka_partition"])
+        assert line["offsets"] == row["offsets"][:20]
+        assert line["messages"] == row["messages"]
+        assert line["error_classes"] == ["DecodeError"]
+        assert line["error"] == row["error"][:200]  # the first dead letter's, as indexed
+        assert line["error"].split(":")[0] in ("$", "[0]", "scriptName", "eventTimestamp")
+    assert sum(x["messages"] for x in warned) == produced.poison
+    assert metrics['tailpipe_dead_letters_total{reason="DecodeError"}'] == produced.poison
+
+    env = env_of(settings)
+    listed = tailpipe("dlq", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[-1] == (
+        f"{len(index)} objects holding {produced.poison} dead-lettered messages: "
+        f"{produced.poison} pending, 0 replayed"
+    )
+    as_json = tailpipe("dlq", "list", "--json", env=env)
+    assert sum(orjson.loads(x)["messages"] for x in as_json.stdout.splitlines()) == produced.poison
+
+    # Undecodable messages stay undecodable: replay says so and exits 1, dry or not.
+    for args in (("--dry-run",), ()):
+        replay = tailpipe("dlq", "replay", *args, env=env)
+        assert replay.returncode == 1, replay.stdout + replay.stderr
+        assert f"{produced.poison} still failing" in replay.stdout
+    assert await db.fetchval("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL") == len(
+        index
+    )
+
+
+async def test_replay_stores_the_nul_dead_letters_an_earlier_version_made(
+    migrated: Settings, db: asyncpg.Connection
+) -> None:
+    """An earlier version dead-lettered a message for one U+0000 (PostgreSQL refused the row).
+    Those objects are in users' stores: replay must now store them, repaired, once."""
+    settings = migrated
+    day = datetime.fromtimestamp(START / 1000, UTC).date()
+    await PartitionManager().ensure(db, {day})
+    nul_in_text = ("CharacterNotInRepertoireError", 'invalid byte sequence for "UTF8": 0x00')
+    nul_in_json = ("UntranslatableCharacterError", "unsupported Unicode escape sequence")
+    line = {"level": "log", "timestamp": START}
+    refused = [
+        (_with(_item("nul-in-text", 10), logs=[{**line, "message": ["binary \x00 data"]}]),
+         nul_in_text),
+        (_with(_item("nul-in-json", 11), logs=[{**line, "message": [{"blob": "a\x00b"}]}]),
+         nul_in_json),
+        (_item("nul\x00script", 12), nul_in_text),
+    ]  # fmt: skip
+    letters = [DeadLetter(10 + i, START, None, v, (), *why) for i, (v, why) in enumerate(refused)]
+    at = "2026-11-01T00:00:00.000Z"
+    async with dlq.open_store(settings) as objects:
+        key = object_key(objects.prefix, settings.topic, 0, 10, 12)
+        await objects.put(key, encode(record(settings.topic, 0, d, at, Counter()) for d in letters))
+    classes = [nul_in_text[0], nul_in_json[0]]
+    entry = store.IndexEntry(key, settings.topic, 0, 10, 12, [10, 11, 12], classes, nul_in_text[1])
+    await store.index_dead_letters(db, [entry])
+
+    replayed = tailpipe("dlq", "replay", env=env_of(settings))
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "replayed 3 messages from 1 objects; 0 still failing" in replayed.stdout
+    scripts = {r[0] for r in await db.fetch("SELECT script FROM tail_events")}
+    assert scripts == {"nul-in-text", "nul-in-json", "nul\ufffdscript"}
+    messages = {r[0] for r in await db.fetch("SELECT message FROM tail_logs")}
+    assert "binary \ufffd data" in messages
+    data = await db.fetchval("SELECT data->>'blob' FROM tail_logs WHERE script = 'nul-in-json'")
+    assert data == "a\ufffdb"
+    assert await db.fetchval("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL") == 0
+    again = tailpipe("dlq", "replay", env=env_of(settings))
+    assert "replayed 0 messages from 0 objects" in again.stdout
+    assert await db.fetchval("SELECT count(*) FROM tail_events") == 3

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline import jsonstream, synth
 from pipeline.decode import decode
-from pipeline.errors import DecodeError
+from pipeline.errors import DECODE_REASONS, DecodeError
 from pipeline.records import EVENT_TYPES, ExceptionInfo, Invocation, LogLine
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
@@ -484,9 +484,174 @@ def test_logpush_event_types_and_case_insensitive_keys() -> None:
     assert got.exceptions == (ExceptionInfo(T0, "E", "m"),)
 
 
-def test_nul_characters_are_kept() -> None:
-    got = one(item(scriptName="a\x00b", logs=[{"level": "log", "message": ["x\x00y"]}]))
-    assert (got.script, got.logs[0].text) == ("a\x00b", "x\x00y")
+# --- exceptions as workerd reports them -------------------------------------------------------
+
+CUSTOM_STACK = "CustomError: quota exceeded for 42\n    at check (worker.js:10:11)\n    at fetch"
+
+
+def test_a_subclass_named_only_in_the_stack_header_is_kept() -> None:
+    """workerd reports `name: "Error"` for `class CustomError extends Error`; the stack's
+    header line names the class. The header is dropped: stacks hold frames only."""
+    thrown = {"timestamp": T0, "name": "Error", "message": "quota exceeded for 42"}
+    got = one(item(exceptions=[{**thrown, "stack": CUSTOM_STACK}]))
+    [exc] = got.exceptions
+    assert (exc.name, exc.reported_name, exc.group_name) == ("CustomError", "Error", "Error")
+    assert exc.stack == "    at check (worker.js:10:11)\n    at fetch"
+    # Logpush's exceptions go through the same reading.
+    logpush = one({"Outcome": "exception", "Exceptions": [
+        {"Name": "Error", "Message": "quota exceeded for 42", "Stack": CUSTOM_STACK}]})  # fmt: skip
+    assert logpush.exceptions[0].name == "CustomError"
+
+
+@pytest.mark.parametrize(
+    ("name", "message", "stack", "want"),
+    [
+        # The header names the runtime's own class: dropped, nothing else changes.
+        ("TypeError", "x is undefined", "TypeError: x is undefined\n    at f (a.js:1:1)",
+         ("TypeError", None, "    at f (a.js:1:1)")),
+        # Frames only, as streaming tail and most exceptions have them.
+        ("Error", "boom", "    at f (a.js:1:1)", ("Error", None, "    at f (a.js:1:1)")),
+        # An empty message: the header is the name alone.
+        ("Error", "", "Oops\n    at f (a.js:1:1)", ("Oops", "Error", "    at f (a.js:1:1)")),
+        # A message over several lines.
+        ("Error", "a\nb", "Bad: a\nb\n    at f (a.js:1)", ("Bad", "Error", "    at f (a.js:1)")),
+        # No frames at all.
+        ("Error", "boom", "CustomError: boom", ("CustomError", "Error", None)),
+        # Not a header of this error: the stack is kept as it came.
+        ("Error", "boom", "Warning: other\n    at f", ("Error", None, "Warning: other\n    at f")),
+        ("Error", "boom", "no class: boom\n    at f", ("Error", None, "no class: boom\n    at f")),
+    ],
+)  # fmt: skip
+def test_stack_headers(name: str, message: str, stack: str, want: tuple[Any, ...]) -> None:
+    [exc] = one(item(exceptions=[{"timestamp": T0, "name": name, "message": message,
+                                  "stack": stack}])).exceptions  # fmt: skip
+    assert (exc.name, exc.reported_name, exc.stack) == want
+
+
+# --- wrangler dev -----------------------------------------------------------------------------
+
+WRAP = "\x1b[34m[producer]\x1b[39m"
+
+
+def test_wrangler_devs_name_prefix_names_the_unnamed_script() -> None:
+    """`wrangler dev` with several Workers prepends `[producer]` (coloured on a terminal) to
+    every log, info and debug call, and the runtime names no script: the prefix was stored at
+    the start of every line's text, with its colour codes, under `(unnamed)`."""
+    logs = [
+        {"level": "log", "message": [WRAP, "plain line"], "timestamp": T0},
+        {"level": "warn", "message": ["not wrapped"], "timestamp": T0},
+        {"level": "info", "message": [WRAP, '{"event": "x"}'], "timestamp": T0},
+        {"level": "debug", "message": ["[producer]", "plain prefix"], "timestamp": T0},
+    ]
+    got = one(item(scriptName=None, logs=logs))
+    assert got.script == "producer"
+    assert [line.text for line in got.logs] == [
+        "plain line",
+        "not wrapped",
+        '{"event": "x"}',
+        "plain prefix",
+    ]
+    assert got.logs[2].data == {"event": "x"}
+
+
+@pytest.mark.parametrize(
+    ("script", "texts"),
+    [
+        ("named", [[WRAP, "a"], [WRAP, "b"]]),  # a named script is never renamed
+        (None, [[WRAP, "a"], ["b"]]),  # a log line without it: not wrangler's
+        (None, [[WRAP, "a"], ["[other]", "b"]]),  # two names
+        (None, [["[not a name]", "a"]]),
+    ],
+)
+def test_a_prefix_that_is_not_wranglers_is_kept(script: str | None, texts: list[Any]) -> None:
+    logs = [{"level": "log", "message": m, "timestamp": T0} for m in texts]
+    got = one(item(scriptName=script, logs=logs))
+    assert got.script == script
+    assert [line.text for line in got.logs] == [" ".join(m) for m in texts]
+
+
+# --- text PostgreSQL cannot hold --------------------------------------------------------------
+
+
+def test_nul_becomes_the_replacement_character_in_every_column() -> None:
+    """U+0000 used to cost the whole invocation (PostgreSQL refuses it in text and jsonb)."""
+    got = one(
+        item(
+            scriptName="a\x00b",
+            outcome="ok\x00",
+            event={"request": {"url": "https://x.test/\x00", "method": "G\x00T"}},
+            logs=[
+                {"level": "log", "message": ["x\x00y", {"k\x00": ["v\x00"]}], "timestamp": T0},
+                {"level": "log", "message": ["clean"], "timestamp": T0},
+            ],
+            exceptions=[{"name": "E\x00", "message": "m\x00", "stack": "at \x00", "timestamp": T0}],
+            scriptVersion={"id": "v\x00"},
+            entrypoint="e\x00",
+            dispatchNamespace="n\x00",
+            scriptTags=["t\x00"],
+            tailAttributes={"a": "b\x00"},
+        )
+    )
+    f = "\ufffd"
+    assert (got.script, got.outcome) == (f"a{f}b", f"ok{f}")
+    assert (got.url, got.method) == (f"https://x.test/{f}", f"G{f}T")
+    assert got.logs[0].text == f'x{f}y {{"k\\u0000":["v\\u0000"]}}'  # rendered JSON: an escape
+    assert got.logs[0].data == {f"k{f}": [f"v{f}"]}
+    assert got.logs[1].text == "clean"
+    assert got.exceptions == (ExceptionInfo(T0, f"E{f}", f"m{f}", f"at {f}"),)
+    assert (got.script_version, got.entrypoint, got.dispatch_namespace, got.script_tags) == (
+        f"v{f}",
+        f"e{f}",
+        f"n{f}",
+        (f"t{f}",),
+    )
+    assert got.extra["tailAttributes"] == {"a": f"b{f}"}
+    assert got.extra["scriptVersion"] == {"id": f"v{f}"}
+    assert sorted(got.sanitized) == sorted(
+        ["script", "outcome", "url", "method", "message", "data", "exception_name", "message",
+         "stack", "script_version", "entrypoint", "dispatch_namespace", "script_tags", "extra"]
+    )  # fmt: skip
+    assert "\x00" not in orjson.dumps(dataclasses.asdict(got)).decode().replace("\\u0000", "")
+
+
+def test_a_lone_surrogate_is_repaired_not_refused() -> None:
+    """`JSON.stringify` writes a string cut inside an emoji as `\\ud83d`; orjson refuses that,
+    and the whole message was dead-lettered. Pairs stay as they are."""
+    value = (
+        b'{"scriptName":"w","outcome":"ok","logs":[{"level":"log","timestamp":%d,'
+        b'"message":["cut \\ud83d","pair \\ud83d\\ude00","low \\udc00"]}]}' % T0
+    )
+    got = one(value)
+    assert got.logs[0].text == "cut \ufffd pair \U0001f600 low \ufffd"
+    assert got.sanitized == ("message",)
+    # The same in an array, in concatenated values and in NDJSON.
+    assert decode(b"[" + value + b"," + value + b"]") == [got, got]
+    assert decode(value + b"\n" + value) == [got, got]
+
+
+def test_clean_messages_are_returned_untouched() -> None:
+    """The walk runs only for a message whose text can hold a NUL (`\\u0000`) or that needed
+    the lenient parse: every other invocation is the decoder's own object."""
+    got = one(item(logs=[{"level": "log", "message": ["a \\u0000 in the text"], "timestamp": T0}]))
+    assert got.logs[0].text == "a \\u0000 in the text"
+    assert got.sanitized == ()
+
+
+def test_a_script_name_too_long_for_an_index_key_is_refused() -> None:
+    with pytest.raises(DecodeError) as error:
+        one(item(scriptName="w" * 1025))
+    assert error.value.field == "scriptName"
+    assert "1025 bytes long; at most 1024 fit an index key" in error.value.problem
+    assert one(item(scriptName="w" * 1024)).script == "w" * 1024
+    assert one(item(scriptName="é" * 512)).script == "é" * 512  # 1024 bytes
+    with pytest.raises(DecodeError, match="1026 bytes"):
+        one(item(scriptName="é" * 513))
+    with pytest.raises(DecodeError) as error:
+        one(item(outcome="x" * 2000))
+    assert error.value.field == "outcome"
+    with pytest.raises(DecodeError) as error:
+        one({"ScriptName": "x" * 3000, "Outcome": "ok"})
+    assert error.value.field == "ScriptName"
 
 
 # --- the tailpipe envelope ------------------------------------------------------------------------
@@ -653,7 +818,10 @@ def test_errors_name_the_field(value: dict[str, Any] | list[Any], message: str) 
         (b"\xff\xfe\x00garbage\x00", "$", "invalid JSON: str is not valid UTF-8"),
         (b'{"outcome": NaN}', "$", "invalid JSON"),
         (b'{"outcome": "ok", "wallTime": 1e400}', "$", "invalid JSON: number is infinity"),
-        (b'{"outcome": "\\ud800"}', "$", "invalid JSON"),
+        # The lenient parse of a lone surrogate refuses what orjson refuses.
+        (b'{"outcome": "\\ud800", "wallTime": NaN}', "$", "invalid JSON"),
+        (b"[" * 2000 + b'"\\ud800"' + b"]" * 2000, "$", "invalid JSON"),
+        (b"[" * 254 + b'"\\ud800"' + b"]" * 254, "[0][0][0]", "nested deeper than 253 levels"),
         (b"[" * 2000 + b"]" * 2000, "$", "invalid JSON"),
         (b"[" * 254 + b"]" * 254, "[0][0][0]", "nested deeper than 253 levels"),
         (b"[" * 253 + b"]" * 253, "[0]", "expected a trace item"),  # deep, but not too deep
@@ -774,7 +942,7 @@ def test_split_reports_broken_values_with_their_line() -> None:
     results = []
     for chunk in chunks:
         try:
-            results.append(jsonstream.parse(chunk))
+            results.append(jsonstream.parse(chunk)[0])
         except DecodeError as error:
             results.append(error.field)
     assert results == [{"ok": 1}, "line 2", "line 4", {"ok": 2}, "line 6"]
@@ -789,3 +957,31 @@ def test_split_is_linear() -> None:
     assert len(chunks) == 1
     assert len(many) == 50_000
     assert elapsed < 5  # about 0.3 s here; a quadratic rescan would take minutes
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b'{"scriptName": "api-gateway", "outcome": ', "invalid_json"),
+        (b"\xff\xfe\x00garbage\x00", "invalid_json"),
+        (b"[1, 2, 3]", "wrong_type"),
+        (b'{"scriptName": 7, "logs": "none"}', "missing_field"),
+        (b'{"outcome": "missing the point", "wallTime": "x"}', "wrong_type"),
+        (b"null", "wrong_type"),
+        (b'{"scriptName": "w", "logs": []}', "missing_field"),
+        (b'{"not a trace item": 1}', "unknown_format"),
+        (b"[" * 300 + b"]" * 300, "too_deep"),
+        (b"  \n ", "empty"),
+        (b'{"outcome": "ok", "eventTimestamp": 5}', "out_of_range"),
+        (b'{"outcome": "ok", "wallTime": -3}', "out_of_range"),
+        (b'{"outcome": "ok", "scriptName": "%s"}' % (b"w" * 2000), "too_long"),
+    ],
+)
+def test_the_reason_label_names_the_kind_of_problem_never_the_input(
+    value: bytes, reason: str
+) -> None:
+    """`tailpipe_decode_failures_total{reason}` used the problem text, which quotes the input
+    (`expected a string, got string 'abc'`): a label from input, of unbounded cardinality."""
+    error = error_of(value)
+    assert error.reason == reason
+    assert reason in DECODE_REASONS

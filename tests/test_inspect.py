@@ -26,10 +26,14 @@ TRACE = {
 }
 
 
-def test_rows_errors_rollups_and_redactions() -> None:
+def test_rows_dead_letters_rollups_and_redactions() -> None:
     text = orjson.dumps(TRACE).decode() + "\n\nnot json\n"
     result = tailpipe("inspect", "-", env={}, timeout=60, stdin=text)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        'tailpipe inspect: 1 of 2 messages would be dead-lettered (the lines with "dead_letter"'
+        " say why)\n"
+    )
     lines = [orjson.loads(line) for line in result.stdout.splitlines()]
     events = [x for x in lines if x.get("table") == "tail_events"]
     logs = [x for x in lines if x.get("table") == "tail_logs"]
@@ -42,10 +46,41 @@ def test_rows_errors_rollups_and_redactions() -> None:
     assert "abcdef123456789" not in result.stdout
     assert "s3cr3tvalue" not in result.stdout
     assert logs[2]["row"]["fingerprint"]
-    assert errors == [{"line": 3, "error": "DecodeError", "message": errors[0]["message"]}]
+    assert errors == [
+        {"line": 3, "dead_letter": True, "error": "DecodeError", "message": errors[0]["message"]}
+    ]
     rollups = {x["rollup"]: x for x in lines if "rollup" in x}
     assert rollups["tail_metrics_hourly"]["add"]["requests"] == 1
     assert rollups["tail_metrics_hourly"]["add"]["errors"] == 1
     assert rollups["api_usage_daily"]["key"]["provider"] == "github"
     assert rollups["error_summary"]["add"]["occurrences"] == 1
-    assert lines[-1]["redactions"] == {"bearer": 1, "query": 1}
+    assert lines[-1] == {
+        "messages": 2,
+        "dead_letters": 1,
+        "sanitized": {},
+        "redactions": {"bearer": 1, "query": 1},
+    }
+
+
+def test_what_postgresql_would_refuse_is_reported_and_fails_the_command() -> None:
+    """A NUL is repaired and counted (exit 0); a script name no index can hold is a dead letter
+    with its reason (exit 1). Before, inspect printed rows with the NUL in them and exited 0."""
+    nul = {**TRACE, "logs": [{"timestamp": 1764374400001, "level": "log", "message": ["a\x00b"]}]}
+    repaired = tailpipe("inspect", "-", env={}, timeout=60, stdin=orjson.dumps(nul).decode())
+    assert repaired.returncode == 0, repaired.stderr
+    lines = [orjson.loads(line) for line in repaired.stdout.splitlines()]
+    [log] = [
+        x["row"] for x in lines if x.get("table") == "tail_logs" and x["row"]["level"] == "log"
+    ]
+    assert log["message"] == "a\ufffdb"
+    assert lines[-1]["sanitized"] == {"message": 1}
+    assert lines[-1]["dead_letters"] == 0
+
+    long_name = orjson.dumps({**TRACE, "scriptName": "w" * 3000}).decode()
+    refused = tailpipe("inspect", "-", env={}, timeout=60, stdin=long_name)
+    assert refused.returncode == 1
+    out = [orjson.loads(line) for line in refused.stdout.splitlines()]
+    [dead] = [x for x in out if x.get("dead_letter")]
+    assert dead["error"] == "DecodeError"
+    assert dead["message"] == "scriptName: 3000 bytes long; at most 1024 fit an index key"
+    assert "1 of 1 messages would be dead-lettered" in refused.stderr

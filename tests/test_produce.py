@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 
 from pipeline import kafka
+from pipeline.decode import decode
 from pipeline.settings import Settings
 from tests.conftest import ROOT, env_of, read_topic, tailpipe
 
@@ -60,3 +61,20 @@ async def test_stdin_and_fail_on_invalid(settings: Settings) -> None:
     assert b"line 2: invalid JSON" in err
     assert b"produced 1 messages" in out
     assert await read_topic(settings, 1) == [(b"alpha", orjson.dumps(ITEMS[0]))]
+
+
+async def test_a_lone_surrogate_is_published_for_the_consumer_to_repair(
+    settings: Settings,
+) -> None:
+    """`wrangler tail` prints a string cut inside an emoji as `\\ud83d`; produce skipped such a
+    value as invalid JSON. Now it is published with the escape kept."""
+    await kafka.ensure_topics(settings, {settings.topic: 1})
+    text = json.dumps({**ITEMS[0], "logs": [{"level": "log", "message": ["cut \ud83d"]}]})
+    assert "\\ud83d" in text
+    result = tailpipe("produce", "-", env=env_of(settings), stdin=text + "\n")
+    assert result.returncode == 0, result.stderr
+    assert "produced 1 messages" in result.stdout
+    [(key, value)] = await read_topic(settings, 1)
+    assert key == b"alpha"
+    [invocation] = decode(value)
+    assert invocation.logs[0].text == "cut \ufffd"

@@ -66,3 +66,29 @@ def test_fast_path_on_synthetic_load() -> None:
                 counts: Counter[str] = Counter()
                 assert (_redacted_json(value, counts), counts) == full_walk(value)
     assert orjson.loads(_redacted_json({"token": "x"}, Counter()) or "{}") != {"token": "x"}
+
+
+def test_an_error_groups_alike_with_or_without_its_stack_header() -> None:
+    """The row names the subclass from the header; the fingerprint is the runtime's name and
+    the message's, so the same error without the header lands in the same group."""
+    from pipeline.batch import Batch
+    from pipeline.extract import Extractor
+    from pipeline.transform import LOG_COLUMNS, Transformer
+
+    def exception_row(stack: str) -> dict[str, Any]:
+        item = {"scriptName": "w", "outcome": "exception", "eventTimestamp": 1764374400000,
+                "exceptions": [{"name": "Error", "message": "quota exceeded for 42",
+                                "stack": stack, "timestamp": 1764374400000}]}  # fmt: skip
+        batch = Batch()
+        Transformer(Extractor.from_files()).add(batch, "t", 0, 0, 0, None, orjson.dumps(item))
+        [part] = batch.parts.values()
+        [row] = part.logs
+        return dict(zip(LOG_COLUMNS, row, strict=True))
+
+    frames = "    at check (worker.js:10:11)"
+    with_header = exception_row(f"CustomError: quota exceeded for 42\n{frames}")
+    without = exception_row(frames)
+    assert with_header["exception_name"] == "CustomError"
+    assert with_header["message"] == "CustomError: quota exceeded for 42"
+    assert with_header["stack"] == without["stack"] == frames
+    assert with_header["fingerprint"] == without["fingerprint"]

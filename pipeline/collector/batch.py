@@ -17,6 +17,7 @@ import orjson
 from pipeline.collector.rejection import Rejection
 from pipeline.decode import decode
 from pipeline.errors import DecodeError
+from pipeline.sanitize import dumps, loads
 
 MAX_ITEM_BYTES = 1_000_000
 """The broker's default `message.max.bytes` (1 MiB) less room for the record's own overhead."""
@@ -36,9 +37,11 @@ class Batch:
 
 
 def tail(body: bytes) -> Batch:
-    """A trace item or an array of them, each re-serialized compactly."""
+    """A trace item or an array of them, each re-serialized compactly. `JSON.stringify` writes
+    a string cut inside an emoji as a lone surrogate escape: such a body is taken too, and the
+    escape kept for the consumer to repair (`pipeline.sanitize`)."""
     try:
-        document = orjson.loads(body)
+        document, lenient = loads(body)
     except orjson.JSONDecodeError as exc:
         raise Rejection(400, "malformed", f"body: not JSON ({exc})") from None
     events = document if isinstance(document, list) else [document]
@@ -52,7 +55,7 @@ def tail(body: bytes) -> Batch:
                 f"{where}: expected a trace item (a JSON object), got {_kind(event)}",
                 item=index,
             )
-        value = orjson.dumps(event)
+        value = dumps(event, lenient)
         _check(value, where, item=index)
         items.append(Item(_key(event), value))
     return Batch(items)
@@ -66,7 +69,7 @@ def logpush(body: bytes) -> Batch:
         if not line:
             continue
         try:
-            record = orjson.loads(line)
+            record, _ = loads(line)  # published as it arrived; the consumer repairs it
         except orjson.JSONDecodeError as exc:
             message = f"line {number}: not JSON ({exc})"
             raise Rejection(400, "malformed", message, line=number) from None
