@@ -214,7 +214,9 @@ def _error_alerts(found: Candidates, rules: Rules, r: Rollups, changed: list[Any
     for row in changed:
         group = r.errors[row["fingerprint"]]
         fp = row["fingerprint"]
-        query = {"q": group.template[:100]}
+        # Its occurrences: a text search for the template would find none once the template
+        # has a placeholder (`step <n>`) the messages do not.
+        query = {"level": "exception", "fingerprint": fp}
         if row["inserted"] and rules.new_error.enabled:
             note(found, rules.new_error, f"new_error:{fp}", None, group.first_ms,
                  f"new error {group.name}: {group.sample_message}", query)  # fmt: skip

@@ -21,7 +21,7 @@ from pipeline.decode import decode
 from pipeline.errors import DecodeError
 from pipeline.extract import Extracted, Extractor
 from pipeline.fingerprint import fingerprint, template
-from pipeline.records import Invocation
+from pipeline.records import UNNAMED, Invocation
 from pipeline.redact import has_trigger, redact_json, redact_text
 from pipeline.rollup import (
     DAY_MS,
@@ -165,7 +165,7 @@ class Transformer:
         counts: Counter[str],
     ) -> int:
         ts = _ts(ts_ms)
-        script = inv.script or ""
+        script = inv.script or UNNAMED
         context = (ts, script, inv.event_type, inv.outcome)
         hour = _hour(part.rollups, inv, ts_ms, script)
         levels = hour.levels

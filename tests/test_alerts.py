@@ -3,17 +3,26 @@ cause them, one per dedup key and window across replicas, and on the alerts topi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import time
 import uuid
 from dataclasses import replace
 
 import asyncpg
 import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from fastapi.testclient import TestClient
 
 from pipeline import kafka
+from pipeline.alerts import destinations
+from pipeline.alerts.outbox import Outbox
+from pipeline.api.app import create_app
 from pipeline.publisher import BulkPublisher
 from pipeline.settings import Settings
-from tests.conftest import read_topic
+from tests.conftest import free_port, read_topic
 from tests.faults import wait_for
 from tests.replica import Replica, stored_total, wait_stored
 
@@ -265,3 +274,78 @@ async def test_rate_limit_alerts_strictly_below_the_threshold(
     assert row["dedup_key"] == "rate_limit:github"
     assert "remaining 99 (below 100)" in row["summary"]
     assert replicas[0].terminate() == 0
+
+
+async def test_an_unnamed_script_gets_summaries_and_links_that_work(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    """`scriptName: null` (a local runtime, some event types) was stored as ''. An alert's
+    summary then began with ': ', and its link `?script=&...` answered 422."""
+    settings = replace(migrated, api_read_tokens=("read-token-0123456789",))
+    await topics(settings, 1)
+    replicas.append(Replica(settings))
+    at = mid_window_ms()
+    item = orjson.loads(trace("x", "exception", at, exception="boom at step 3"))
+    item["scriptName"] = None
+    fatal = {"level": "error", "message": ["fatal: upstream failed: 502"], "timestamp": at}
+    item["logs"].append(fatal)
+    await publish(settings, [(b"", orjson.dumps(item))])
+    await wait_stored(db, settings.topic, 1, 60)
+    await wait_for(
+        lambda: db.fetchval("SELECT count(*) > 0 AND bool_and(published_at IS NOT NULL)"
+                            " FROM critical_alerts"), 60, "alerts published",
+    )  # fmt: skip
+    assert await db.fetchval("SELECT script FROM tail_events") == "(unnamed)"
+    total = await db.fetchval("SELECT count(*) FROM critical_alerts")
+    published = [
+        orjson.loads(v)
+        for _, v in await read_topic(replace(settings, topic=settings.alerts_topic), total)
+    ]
+    assert {a["rule"] for a in published} >= {"outcome", "error_log", "new_error"}
+    with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = "Bearer read-token-0123456789"
+        for alert in published:
+            assert not alert["summary"].startswith(":"), alert
+            if alert["rule"] != "new_error":  # per fingerprint, not per script
+                assert alert["script"] == "(unnamed)", alert
+                assert alert["summary"].startswith("(unnamed): "), alert
+            # The link in the payload, and in the text a chat destination gets.
+            link = alert["details"].get("query")
+            if link is None:
+                continue
+            assert link in destinations.text(alert)
+            response = client.get(link)
+            assert response.status_code == 200, (link, response.text)
+            assert response.json()["logs"], link
+        for path in ("performance", "errors", "scan-activity", "critical-alerts"):
+            response = client.get(f"/api/logs/{path}", params={"script": "(unnamed)"})
+            assert response.status_code == 200, (path, response.text)
+        scripts = client.get("/api/logs/scripts").json()["scripts"]
+        assert [s["script"] for s in scripts] == ["(unnamed)"]
+        perf = client.get("/api/logs/performance", params={"script": "(unnamed)"}).json()
+        assert perf["overall"]["requests"] == 1
+    assert replicas[0].terminate() == 0
+
+
+async def test_an_outbox_stopped_before_kafka_answered_closes_its_producer(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica stopped while its outbox's producer had not started (Kafka not reachable
+    yet) left the producer open: "Unclosed AIOKafkaProducer" in the log at exit."""
+
+    def producers() -> list[AIOKafkaProducer]:
+        return [o for o in gc.get_objects() if isinstance(o, AIOKafkaProducer)]
+
+    before = {id(p) for p in producers()}
+    nowhere = replace(settings, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    task = asyncio.create_task(Outbox(nowhere, interval_s=60).run())
+    await wait_for(
+        lambda: any("alerts not published yet" in r.getMessage() for r in caplog.records),
+        30, "the producer failed to start",
+    )  # fmt: skip
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    made = [p for p in producers() if id(p) not in before]
+    assert made, "the outbox made no producer"
+    assert [p for p in made if not p._closed] == []

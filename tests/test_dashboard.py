@@ -33,6 +33,7 @@ N = 3000
 SPAN_MS = 20 * 3_600_000
 SHOTS = ROOT / ".local" / "screenshots"
 VIEWS = ("overview", "errors", "logs", "usage", "scans", "alerts")
+UNNAMED = 6
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,21 @@ def _fill(settings: Settings, count: int, start_ms: int, step_ms: int, seed: int
     assert done.returncode == 0, done.stderr
 
 
+def _fill_unnamed(settings: Settings, count: int) -> None:
+    """Invocations whose producer named no script (`scriptName: null`), over the last hours."""
+    now = int(time.time() * 1000)
+    items = [
+        {"scriptName": None, "outcome": "exception" if n % 2 else "ok", "wallTime": 10 + n,
+         "eventTimestamp": now - n * 600_000, "event": {"cron": "* * * * *"},
+         "logs": [{"level": "error", "message": [f"job {n} failed"], "timestamp": now}],
+         "exceptions": [{"name": "Error", "message": f"job {n}", "timestamp": now}]}
+        for n in range(count)
+    ]  # fmt: skip
+    stdin = "\n".join(json.dumps(item) for item in items)
+    done = tailpipe("produce", "-", env=env_of(settings), stdin=stdin)
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.fixture(scope="module")
 def dashboard(base_settings: Settings) -> Iterator[Dashboard]:
     schema = unique("t")
@@ -86,9 +102,10 @@ def dashboard(base_settings: Settings) -> Iterator[Dashboard]:
             done = tailpipe(*argv, env=env)
             assert done.returncode == 0, done.stderr
         _fill(settings, N, int(time.time() * 1000) - SPAN_MS, SPAN_MS // N, seed=9)
+        _fill_unnamed(settings, UNNAMED)
         replica = Replica(settings)
         try:
-            _wait_stored(settings, N, 120)
+            _wait_stored(settings, N + UNNAMED, 120)
         finally:
             assert replica.terminate() == 0
         port = free_port()
@@ -244,6 +261,28 @@ def test_script_filter_and_range_picker(browser: Browser, dashboard: Dashboard) 
     expect(page.locator("[data-stat=requests]")).to_have_attribute(
         "data-value", str(hour["requests"])
     )
+    assert console.unexpected() == []
+
+
+def test_the_unnamed_script_can_be_picked_in_every_view(
+    browser: Browser, dashboard: Dashboard
+) -> None:
+    """Invocations without a script name are listed as `(unnamed)`, and every view filtered to
+    it loads: no request is refused (a 4xx is a console error here)."""
+    page, console = open_page(browser, dashboard)
+    sign_in(page, READ)
+    page.wait_for_selector("#view[data-view=overview][data-state=ready]")
+    assert "(unnamed)" in page.locator("#script option").all_inner_texts()
+    page.select_option("#script", "(unnamed)")
+    page.wait_for_selector("#view[data-state=ready]")
+    mine = dashboard.api("/api/logs/performance", hours=24, script="(unnamed)")["overall"]
+    assert mine["requests"] == UNNAMED
+    expect(page.locator("[data-stat=requests]")).to_have_attribute("data-value", str(UNNAMED))
+    for view in ("errors", "scans", "alerts", "logs"):
+        show(page, view)
+    rows = page.locator("#view tbody tr")
+    assert rows.count() > 0
+    assert set(page.locator("#view tbody tr td:nth-child(3)").all_inner_texts()) == {"(unnamed)"}
     assert console.unexpected() == []
 
 

@@ -105,3 +105,56 @@ async def test_failed_migration_leaves_no_trace(
     assert result.returncode == 1
     assert "0002_bad.sql failed" in result.stderr
     assert await db.fetchval("SELECT max(version) FROM schema_migrations") == 1
+
+
+async def test_rows_stored_without_a_script_name_become_unnamed(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """0007: rows an earlier version stored with script '' are moved to '(unnamed)', in the raw
+    tables, the rollups, the error groups and the alerts (whose links answered 422)."""
+    shipped = sorted(migrate.default_directory().glob("*.sql"))
+    before = [f for f in shipped if f.name < "0007"]
+    _write(tmp_path / "old", {f.name: f.read_text() for f in before})
+    old = tailpipe("migrate", "--dir", str(tmp_path / "old"), env=env_of(settings))
+    assert old.returncode == 0, old.stderr
+    await PartitionManager().ensure(db, {date(2026, 11, 29)})
+    at = "'2026-11-29 10:00+00'"
+    await db.execute(f"""
+        INSERT INTO tail_events (ts, script, event_type, outcome, log_count, exception_count,
+                                 truncated, source, topic, kafka_partition, kafka_offset, item)
+        VALUES ({at}, '', 'fetch', 'exception', 0, 1, false, 'trace', 't', 0, 1, 0),
+               ({at}, 'named', 'fetch', 'ok', 0, 0, false, 'trace', 't', 0, 2, 0);
+        INSERT INTO tail_logs (ts, script, event_type, outcome, level, message, topic,
+                               kafka_partition, kafka_offset, item, seq)
+        VALUES ({at}, '', 'fetch', 'exception', 'exception', 'Error: x', 't', 0, 1, 0, 0);
+        INSERT INTO tail_metrics_hourly VALUES
+            ({at}, '', 'fetch', 1, 1, '{{}}', '{{}}', 0, 0, 0, 0, '{{}}', '{{}}');
+        INSERT INTO scan_activity_hourly VALUES ({at}, '', 1, 0, 0, '{{}}', 0, 0, 0);
+        INSERT INTO error_summary (fingerprint, name, template, first_seen, last_seen,
+                                   occurrences, scripts, sample_message)
+        VALUES ('f', 'Error', 'x', {at}, {at}, 1, ARRAY['', 'named'], 'x');
+        INSERT INTO critical_alerts (id, rule, severity, script, dedup_key, first_at, last_at,
+                                     summary, details, window_start)
+        VALUES (gen_random_uuid(), 'outcome', 'critical', '', 'outcome::exception', {at}, {at},
+                ': an invocation ended with exception',
+                '{{"query": "/api/logs/recent?script=&outcome=exception"}}', {at}),
+               (gen_random_uuid(), 'error_rate', 'warning', '', 'error_rate:', {at}, {at},
+                ': error rate 100%', '{{"query": "/api/logs/recent?script="}}', {at});
+    """)  # fmt: skip
+    new = tailpipe("migrate", env=env_of(settings))
+    assert new.returncode == 0, new.stderr
+    assert "applied 0007_unnamed_scripts\n" in new.stdout
+    scripts = "SELECT array_agg(DISTINCT script ORDER BY script) FROM "
+    assert await db.fetchval(scripts + "tail_events") == ["(unnamed)", "named"]
+    for table in ("tail_logs", "tail_metrics_hourly", "scan_activity_hourly", "critical_alerts"):
+        assert await db.fetchval(scripts + table) == ["(unnamed)"], table
+    assert await db.fetchval("SELECT scripts FROM error_summary") == ["(unnamed)", "named"]
+    alerts = {r[0]: r[1:] for r in await db.fetch(
+        "SELECT rule, summary, details->>'query' FROM critical_alerts")}  # fmt: skip
+    assert alerts == {
+        "outcome": (
+            "(unnamed): an invocation ended with exception",
+            "/api/logs/recent?script=%28unnamed%29&outcome=exception",
+        ),
+        "error_rate": ("(unnamed): error rate 100%", "/api/logs/recent?script=%28unnamed%29"),
+    }

@@ -132,8 +132,8 @@ class Outbox:
                     await asyncio.wait_for(self._wake.wait(), self.interval_s)
                 self._wake.clear()
         finally:
-            if started:
-                await producer.stop()
+            # Also when stopped during start(): a half-started producer holds connections.
+            await producer.stop()
             if conn is not None:
                 await conn.close()
 

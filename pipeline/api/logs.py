@@ -22,6 +22,7 @@ _FILTERS = {
     "script": "script = ${}",
     "outcome": "outcome = ${}",
     "q": "message ILIKE ${} ESCAPE '\\'",
+    "fingerprint": "fingerprint = ${}",
 }
 _AFTER = "(ts, kafka_offset, kafka_partition, item, seq, topic) < (${}, ${}, ${}, ${}, ${}, ${})"
 _ORDER = (
@@ -45,6 +46,13 @@ async def recent(
     q: Annotated[
         str | None, Query(min_length=1, max_length=200, description="text in the message")
     ] = None,
+    fingerprint: Annotated[
+        str | None,
+        Query(
+            pattern="^[0-9a-f]{16}$",
+            description="an error group's occurrences (the `fingerprint` of `/api/logs/errors`)",
+        ),
+    ] = None,
     cursor_: Annotated[
         str | None, Query(alias="cursor", max_length=512, description="from `next_cursor`")
     ] = None,
@@ -59,7 +67,9 @@ async def recent(
         at, window = None, Window.last(hours)
     args: list[Any] = [window.since, window.until]
     where = ["ts >= $1", "ts <= $2"]
-    for name, value in (("level", level), ("script", script), ("outcome", outcome), ("q", q)):
+    filters = (("level", level), ("script", script), ("outcome", outcome), ("q", q),
+               ("fingerprint", fingerprint))  # fmt: skip
+    for name, value in filters:
         if value is not None:
             args.append(_like(value) if name == "q" else value)
             where.append(_FILTERS[name].format(len(args)))
