@@ -3,11 +3,17 @@
 
     .venv/bin/python deploy/local/stack.py up|down|status [kafka|postgres|s3 ...]
     .venv/bin/python deploy/local/stack.py tools
+    .venv/bin/python deploy/local/stack.py workerd
+    .venv/bin/python deploy/local/stack.py wrangler
 
 With no server names the command applies to all three. Tests stop and start one server
 (`down postgres`, then `up postgres`) to make a real outage. `tools` installs, from Debian's
 packages when they are missing, what tests use besides the stack: Prometheus and promtool,
-docker-compose and systemd-analyze (the deploy checks), and Chromium (the dashboard tests).
+docker-compose and systemd-analyze (the deploy checks), and Chromium (the dashboard tests);
+and the pinned Workers runtime and wrangler. `workerd` installs only that runtime, from npm into
+.local/workerd (once per lock file), and prints the path of its binary; `wrangler` likewise
+installs the pinned wrangler into .local/wrangler and prints the path of its entry script (run it
+with `node`).
 
 All state lives under <repo>/.local/ (logs/<name>.log, run/<name>.pid, kafka/, postgres/).
 Only the standard library is imported at module level; aiokafka and botocore are imported by
@@ -43,6 +49,8 @@ HERE = Path(__file__).resolve().parent
 LOCAL = HERE.parents[1] / ".local"
 LOGS, RUN, KAFKA, PG = LOCAL / "logs", LOCAL / "run", LOCAL / "kafka", LOCAL / "postgres"
 LIBS, PG_DATA, PG_RUN = KAFKA / "libs", PG / "data", PG / "run"
+WORKERD_PIN, WORKERD = HERE / "workerd", LOCAL / "workerd"  # package.json + lock; the install
+WRANGLER_PIN, WRANGLER = HERE / "wrangler", LOCAL / "wrangler"  # the same for wrangler
 IS_ROOT = os.geteuid() == 0
 PG_USER = "postgres"  # PostgreSQL refuses to run as root, so root runs it as this user
 KAFKA_PORT = int(os.environ.get("TAILPIPE_LOCAL_KAFKA_PORT", "19092"))
@@ -471,21 +479,117 @@ TOOLS = {
 
 
 def tools() -> int:
-    missing = sorted({package for cmd, package in TOOLS.items() if shutil.which(cmd) is None})
-    if not missing:
-        return 0
+    """The Debian tools of TOOLS, then the pinned workerd and wrangler; 1 if any could not be
+    had."""
+    status = 0
+    if missing := sorted({package for cmd, package in TOOLS.items() if shutil.which(cmd) is None}):
+        LOGS.mkdir(parents=True, exist_ok=True)
+        try:
+            apt_install("--no-install-recommends", *missing)
+        except StackError as exc:
+            print(f"test tools not installed: {exc}; see {LOGS / 'apt.log'}", file=sys.stderr)
+            status = 1
+    for name, install in (("workerd", workerd), ("wrangler", wrangler)):
+        try:
+            install()
+        except StackError as exc:
+            print(f"{name} not installed: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+# ---------------------------------------------------------------- workerd (npm)
+_NPM_PLATFORMS = {
+    ("linux", "x86_64"): "linux-64",
+    ("linux", "amd64"): "linux-64",
+    ("linux", "aarch64"): "linux-arm64",
+    ("linux", "arm64"): "linux-arm64",
+    ("darwin", "x86_64"): "darwin-64",
+    ("darwin", "arm64"): "darwin-arm64",
+}
+"""(system, machine) -> the suffix of the npm package `@cloudflare/workerd-<suffix>`."""
+
+
+def workerd_binary() -> Path:
+    """Where the installed runtime's binary is: the platform package's own executable.
+
+    Not `node_modules/.bin/workerd`: without the `workerd` package's postinstall script that
+    is a Node.js shim which starts this same binary as a child, one process more to signal."""
+    key = (os.uname().sysname.lower(), os.uname().machine.lower())
+    if key not in _NPM_PLATFORMS:
+        raise StackError(f"no workerd package for {key[0]} on {key[1]}")
+    package = WORKERD / "node_modules" / "@cloudflare" / f"workerd-{_NPM_PLATFORMS[key]}"
+    return package / "bin" / "workerd"
+
+
+def workerd() -> Path:
+    """Install the workerd pinned in deploy/local/workerd/ into .local/workerd, unless that
+    lock file is installed already, and return the binary (the real-runtime tests run it).
+
+    `npm ci` installs exactly what the lock file names, from the npm registry (or npm's cache).
+    `--ignore-scripts`: the `workerd` package's only script (postinstall) swaps its Node.js
+    shim for a hard link to the platform binary, which workerd_binary() runs directly anyway;
+    so nothing runs at install time, and npm's `allowScripts` policy changes nothing."""
+    return npm_ci(WORKERD_PIN, WORKERD, workerd_binary(), lambda b: [str(b), "--version"])
+
+
+# ---------------------------------------------------------------- wrangler (npm)
+def wrangler() -> Path:
+    """Install the wrangler pinned in deploy/local/wrangler/ into .local/wrangler, unless that
+    lock file is installed already, and return its entry script, `bin/wrangler.js`: what
+    `npx wrangler` runs, with `node` (tests/test_wrangler.py runs `wrangler dev`).
+
+    The pin is the last wrangler whose `engines` accept Node.js 20 (later ones need 22); it
+    brings its own workerd. `--ignore-scripts` skips three postinstall scripts, none needed:
+    workerd's and esbuild's only swap their Node.js shim for the platform binary (both find
+    that binary without it), and sharp's (image resizing for Images bindings) builds nothing
+    when its prebuilt platform package is installed."""
+    entry = WRANGLER / "node_modules" / "wrangler" / "bin" / "wrangler.js"
+    node = tool("node", "nodejs")
+    return npm_ci(WRANGLER_PIN, WRANGLER, entry, lambda e: [node, str(e), "--version"])
+
+
+def npm_ci(pin: Path, dest: Path, entry: Path, version: Callable[[Path], list[str]]) -> Path:
+    """Install the package.json + package-lock.json of `pin` into `dest` with `npm ci`, unless
+    that lock file is installed there already; return `entry`, once the `version` command run on
+    it has succeeded (a marker holding the lock's hash records that; no network then).
+
+    `npm ci` installs exactly what the lock file names, from the npm registry (or npm's cache).
+    `--ignore-scripts`: nothing runs at install time, so npm's `allowScripts` policy changes
+    nothing (each caller says why its packages need no script). npm's output goes to
+    .local/logs/<dest>-install.log."""
+    files = [pin / "package.json", pin / "package-lock.json"]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    marker = dest / ".lock-sha256"
+    if marker.is_file() and marker.read_text().strip() == digest and entry.is_file():
+        return entry
+    shutil.rmtree(dest, ignore_errors=True)  # an older pin's packages must not linger
+    dest.mkdir(parents=True)
     LOGS.mkdir(parents=True, exist_ok=True)
-    try:
-        apt_install("--no-install-recommends", *missing)
-    except StackError as exc:
-        print(f"test tools not installed: {exc}; see {LOGS / 'apt.log'}", file=sys.stderr)
-        return 1
-    return 0
+    for f in files:
+        shutil.copy2(f, dest / f.name)
+    log = LOGS / f"{dest.name}-install.log"
+    log.write_text("")
+    npm = [tool("npm", "npm"), "ci", "--ignore-scripts", "--no-audit", "--no-fund"]
+    with log.open("ab") as out:
+        done = subprocess.run(npm, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                              cwd=dest, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise StackError(f"`{shlex.join(npm)}` exited {done.returncode}", log)
+    argv = version(entry)
+    # No telemetry, and wrangler's user config (metrics consent, logs) kept inside `dest`.
+    env = {**os.environ, "WRANGLER_SEND_METRICS": "false", "XDG_CONFIG_HOME": str(dest / "config")}
+    checked = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    if checked.returncode != 0:
+        raise StackError(f"`{shlex.join(argv)}` exited {checked.returncode}: {checked.stderr}")
+    marker.write_text(digest + "\n")
+    print(f"installed {checked.stdout.strip()} at {entry}", file=sys.stderr, flush=True)
+    return entry
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "tools"])
+    parser.add_argument("command", choices=["up", "down", "status", "tools", "workerd", "wrangler"])
     names = [s.name for s in SERVERS]
     # Not `choices=`: Python 3.11's argparse checks an empty `nargs="*"` list against them too.
     parser.add_argument("servers", nargs="*", metavar="server",
@@ -497,6 +601,13 @@ def main() -> int:
     command = args.command
     if command == "tools":
         return tools()
+    if command in ("workerd", "wrangler"):
+        try:
+            print(workerd() if command == "workerd" else wrangler())
+        except StackError as exc:
+            report(exc)
+            return 1
+        return 0
     servers = [s for s in SERVERS if not args.servers or s.name in args.servers]
     for d in (LOGS, RUN):
         d.mkdir(parents=True, exist_ok=True)
