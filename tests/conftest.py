@@ -78,15 +78,16 @@ def schema(base_settings: Settings) -> Iterator[str]:
     """A fresh schema name; dropped with everything in it after the test."""
     name = unique("t")
     yield name
+    asyncio.run(drop_schema(base_settings, name))
 
-    async def drop() -> None:
-        conn = await postgres.connect(base_settings)
-        try:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {postgres.quote_ident(name)} CASCADE")
-        finally:
-            await conn.close()
 
-    asyncio.run(drop())
+async def drop_schema(settings: Settings, name: str) -> None:
+    """Drop the schema `name` and everything in it, if it is there."""
+    conn = await postgres.connect(settings)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {postgres.quote_ident(name)} CASCADE")
+    finally:
+        await conn.close()
 
 
 def isolated(base: Settings, schema: str, prefix: str = "") -> Settings:

@@ -25,7 +25,16 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 
 from pipeline import postgres
 from pipeline.settings import Settings
-from tests.conftest import ROOT, env_of, free_port, isolated, tailpipe, tool, unique
+from tests.conftest import (
+    ROOT,
+    drop_schema,
+    env_of,
+    free_port,
+    isolated,
+    tailpipe,
+    tool,
+    unique,
+)
 from tests.replica import Replica, wait_stored
 
 READ, WRITE = "dash-read-token-0123456789", "dash-write-token-0123456789"
@@ -122,7 +131,7 @@ def dashboard(base_settings: Settings) -> Iterator[Dashboard]:
         if api is not None:
             api.terminate()
             api.wait(30)
-        run(_drop(base_settings, schema))
+        run(drop_schema(base_settings, schema))
 
 
 def _wait_ready(url: str, deadline_s: float) -> None:
@@ -136,14 +145,6 @@ def _wait_ready(url: str, deadline_s: float) -> None:
             pass
         assert time.monotonic() < deadline, f"{url} not ready"
         time.sleep(0.1)  # another process is starting; nothing to wait on but its port
-
-
-async def _drop(settings: Settings, schema: str) -> None:
-    conn = await postgres.connect(settings)
-    try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {postgres.quote_ident(schema)} CASCADE")
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="module")

@@ -31,11 +31,19 @@ import httpx
 import orjson
 import pytest
 
-from pipeline import postgres
 from pipeline.settings import Settings
-from tests.conftest import env_of, isolated, tailpipe, unique
-from tests.replica import Replica, wait_stored
-from tests.workers import Capture, collector, run_dir, wait_for, workerd, workerd_binary
+from tests.conftest import env_of
+from tests.workers import (
+    Capture,
+    collector,
+    replica,
+    scratch,
+    show,
+    stored_rows,
+    wait_for,
+    workerd,
+    workerd_binary,
+)
 
 TOKEN = "collect-" + uuid.uuid4().hex
 """The forwarder's TAILPIPE_TOKEN, one of the collector's TAILPIPE_COLLECT_TOKENS."""
@@ -179,108 +187,44 @@ def reported_all(capture: Capture) -> bool:
     return all(seen[what] >= n for what, n in EXPECTED.items())
 
 
-async def snapshot(settings: Settings, messages: int) -> dict[str, Any]:
-    """Once every message of the topic is stored (or dead-lettered), the rows to check."""
-    db = await postgres.connect(settings)
-    try:
-        await wait_stored(db, settings.topic, messages, 60)
-        events = await db.fetch(
-            "SELECT *, (extract(epoch FROM ts) * 1000)::bigint AS event_ms FROM tail_events"
-        )
-        logs = await db.fetch(
-            """
-            SELECT l.*, (extract(epoch FROM l.ts) * 1000)::bigint AS ms,
-                   e.event_type AS e_type, (extract(epoch FROM e.ts) * 1000)::bigint AS e_ms,
-                   e.url AS e_url
-            FROM tail_logs l
-            LEFT JOIN tail_events e USING (topic, kafka_partition, kafka_offset, item)
-            ORDER BY l.kafka_partition, l.kafka_offset, l.item, l.seq
-            """
-        )
-        usage = await db.fetch("SELECT * FROM api_usage_daily ORDER BY provider, model")
-        dead = await db.fetchval("SELECT coalesce(sum(messages), 0) FROM dead_letters")
-        texts = await db.fetch("SELECT e::text FROM tail_events e UNION ALL "
-                               "SELECT l::text FROM tail_logs l")  # fmt: skip
-    finally:
-        await db.close()
-    log_rows = []
-    for record in logs:
-        row = dict(record)
-        invocation = {"event_type": row["e_type"], "event_ms": row["e_ms"], "url": row["e_url"]}
-        row["key"] = None if row["e_type"] is None else stored_key(invocation)
-        log_rows.append(row)
-    return {
-        "events": [dict(r) for r in events],
-        "logs": log_rows,
-        "usage": [dict(r) for r in usage],
-        "dead_letters": int(dead),
-        "row_texts": [r[0] for r in texts],
-    }
-
-
-async def drop(base: Settings, schema: str) -> None:
-    conn = await postgres.connect(base)
-    try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {postgres.quote_ident(schema)} CASCADE")
-    finally:
-        await conn.close()
-
-
 def exercise(settings: Settings, binary: Path, logs: Path, started: float) -> Run:
     """Start a replica, the collector and workerd; drive every route; return what the runtime
     reported and, once all of it is stored, what PostgreSQL holds. Every process is stopped
     before this returns, whatever happens."""
-    env = env_of(settings)
     timings: dict[str, float] = {}
 
     def lap(name: str) -> None:
         timings[name] = time.monotonic() - started
 
-    replica = Replica(settings)
-    try:
-        with (
-            Capture() as capture,
-            collector(env, TOKEN, logs) as collect_url,
-            workerd(binary, tailpipe_url=collect_url, tailpipe_token=TOKEN,
-                    capture_url=capture.url, logs=logs) as runtime,
-        ):  # fmt: skip
-            lap("started_s")
-            statuses = drive(runtime.producer, runtime.driver)
-            lap("driven_s")
-            wait_for(lambda: reported_all(capture), 30, "every invocation reported")
-            captured = capture.snapshot()
-            lap("reported_s")
-            (logs / "captured.json").write_text(json.dumps(captured, indent=2))
-            rows = asyncio.run(snapshot(settings, len(captured)))
-            lap("stored_s")
-        metrics = replica.scrape()
-        sanitized = sum(v for k, v in metrics.items() if k.startswith("tailpipe_sanitized_total"))
-        assert replica.terminate() == 0
-    finally:
-        if replica.proc.poll() is None:
-            replica.kill()
-        (logs / "replica.log").write_text(replica.tail())
+    with (
+        replica(settings, logs) as watched,
+        Capture() as capture,
+        collector(env_of(settings), TOKEN, logs) as collect_url,
+        workerd(binary, tailpipe_url=collect_url, tailpipe_token=TOKEN,
+                capture_url=capture.url, logs=logs) as runtime,
+    ):  # fmt: skip
+        lap("started_s")
+        statuses = drive(runtime.producer, runtime.driver)
+        lap("driven_s")
+        wait_for(lambda: reported_all(capture), 30, "every invocation reported")
+        captured = capture.snapshot()
+        lap("reported_s")
+        (logs / "captured.json").write_text(json.dumps(captured, indent=2))
+        rows = asyncio.run(stored_rows(settings, len(captured), stored_key))
+        lap("stored_s")
     lap("wall_s")
-    return Run(statuses, captured, sanitized=sanitized, timings=timings, **rows)
+    return Run(statuses, captured, sanitized=watched.sanitized, timings=timings, **rows)
 
 
 @pytest.fixture(scope="module")
 def run(base_settings: Settings, request: pytest.FixtureRequest) -> Iterator[Run]:
     binary = workerd_binary()  # before the clock starts: a first install is not the test
     started = time.monotonic()
-    logs = run_dir("workerd-test")
-    schema = unique("t")
-    settings = isolated(base_settings, schema)
-    try:
-        for argv in (["migrate"], ["topics", "create", "--partitions", "3"]):
-            done = tailpipe(*argv, env=env_of(settings))
-            assert done.returncode == 0, done.stderr
+    with scratch(base_settings, "workerd-test") as (settings, logs):
         result = exercise(settings, binary, logs, started)
         summary = report(result, logs)
         yield result
-        show(summary, logs, request)
-    finally:
-        asyncio.run(drop(base_settings, schema))
+        show(request, "workerd end to end", summary, logs)
 
 
 def _plain(value: Any) -> Any:
@@ -308,17 +252,6 @@ def report(result: Run, logs: Path) -> dict[str, Any]:
     }
     (logs / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return summary
-
-
-def show(summary: dict[str, Any], logs: Path, request: pytest.FixtureRequest) -> None:
-    """The summary on the terminal, past pytest's output capture, once the module's tests ran."""
-    line = ", ".join(f"{k}={v}" for k, v in summary.items() if k != "api_usage_rows")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(f"\nworkerd end to end: {line} (details: {logs})")
 
 
 # ---------------------------------------------------------------- the runtime did its part

@@ -10,6 +10,7 @@ capture server records, and what the forwarder posts goes through the collector 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -27,7 +28,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, free_port, tool
+import pytest
+
+from pipeline import postgres
+from pipeline.settings import Settings
+from tests.conftest import (
+    ROOT,
+    drop_schema,
+    env_of,
+    free_port,
+    isolated,
+    tailpipe,
+    tool,
+    unique,
+)
+from tests.replica import Replica, wait_stored
 
 ASSETS = ROOT / "tests" / "workerd"
 CONFIG = ASSETS / "workerd.capnp"
@@ -300,3 +315,100 @@ def run_dir(name: str) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+async def stored_rows(
+    settings: Settings, messages: int, key: Callable[[dict[str, Any]], Any]
+) -> dict[str, Any]:
+    """Once every message of the topic is stored (or dead-lettered), the rows a real-runtime
+    test checks: `events`, `logs` (each with `key`, its invocation's `key(...)` of
+    `{event_type, event_ms, url}`, None when it has none), `usage`, `dead_letters`, and
+    `row_texts` (every raw row as text, to look for secrets in)."""
+    db = await postgres.connect(settings)
+    try:
+        await wait_stored(db, settings.topic, messages, 60)
+        events = await db.fetch(
+            "SELECT *, (extract(epoch FROM ts) * 1000)::bigint AS event_ms FROM tail_events"
+        )
+        logs = await db.fetch(
+            """
+            SELECT l.*, (extract(epoch FROM l.ts) * 1000)::bigint AS ms,
+                   e.event_type AS e_type, (extract(epoch FROM e.ts) * 1000)::bigint AS e_ms,
+                   e.url AS e_url
+            FROM tail_logs l
+            LEFT JOIN tail_events e USING (topic, kafka_partition, kafka_offset, item)
+            ORDER BY l.kafka_partition, l.kafka_offset, l.item, l.seq
+            """
+        )
+        usage = await db.fetch("SELECT * FROM api_usage_daily ORDER BY provider, model")
+        dead = await db.fetchval("SELECT coalesce(sum(messages), 0) FROM dead_letters")
+        texts = await db.fetch("SELECT e::text FROM tail_events e UNION ALL "
+                               "SELECT l::text FROM tail_logs l")  # fmt: skip
+    finally:
+        await db.close()
+    log_rows = []
+    for record in logs:
+        row = dict(record)
+        invocation = {"event_type": row["e_type"], "event_ms": row["e_ms"], "url": row["e_url"]}
+        row["key"] = None if row["e_type"] is None else key(invocation)
+        log_rows.append(row)
+    return {
+        "events": [dict(r) for r in events],
+        "logs": log_rows,
+        "usage": [dict(r) for r in usage],
+        "dead_letters": int(dead),
+        "row_texts": [r[0] for r in texts],
+    }
+
+
+def show(request: pytest.FixtureRequest, title: str, summary: dict[str, Any], logs: Path) -> None:
+    """A run's summary on the terminal, past pytest's output capture, once a module's tests
+    ran (it is also in `logs`/summary.json)."""
+    line = ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, list))
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(f"\n{title}: {line} (details: {logs})")
+
+
+@contextlib.contextmanager
+def scratch(base: Settings, name: str) -> Iterator[tuple[Settings, Path]]:
+    """Settings with a schema and topics of their own, migrated and created, and a fresh
+    .local/<name>/ for the run's files; the schema is dropped afterwards."""
+    logs = run_dir(name)
+    settings = isolated(base, unique("t"))
+    try:
+        for argv in (["migrate"], ["topics", "create", "--partitions", "3"]):
+            done = tailpipe(*argv, env=env_of(settings))
+            assert done.returncode == 0, done.stderr
+        yield settings, logs
+    finally:
+        asyncio.run(drop_schema(base, settings.postgres_schema))
+
+
+class Watched:
+    """A replica while a real-runtime test runs; `sanitized` is its count of repaired values
+    (tailpipe_sanitized_total), read when it stops."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.replica = Replica(settings)
+        self.sanitized = 0.0
+
+
+@contextlib.contextmanager
+def replica(settings: Settings, logs: Path) -> Iterator[Watched]:
+    """One `tailpipe run`, stopped cleanly (exit 0) at the end, its log kept in `logs`."""
+    watched = Watched(settings)
+    try:
+        yield watched
+        metrics = watched.replica.scrape()
+        watched.sanitized = sum(
+            v for k, v in metrics.items() if k.startswith("tailpipe_sanitized_total")
+        )
+        assert watched.replica.terminate() == 0
+    finally:
+        if watched.replica.proc.poll() is None:
+            watched.replica.kill()
+        (logs / "replica.log").write_text(watched.replica.tail())
