@@ -6,14 +6,21 @@ from __future__ import annotations
 import urllib.error
 
 import asyncpg
+import orjson
 
 from pipeline import __version__, kafka, store
+from pipeline.errors import DECODE_REASONS
 from pipeline.metrics import FAILURE_KINDS
+from pipeline.publisher import BulkPublisher
 from pipeline.settings import Settings
 from tests.faults import wait_for
-from tests.replica import Replica, assert_exactly_once, produce, wait_stored
+from tests.replica import START, Replica, assert_exactly_once, produce, wait_stored
 
 TABLES = [table for table, _, _ in store.RAW_TABLES]
+
+
+def synth_item(n: int) -> bytes:
+    return orjson.dumps({"scriptName": "w", "outcome": "ok", "eventTimestamp": START + n})
 
 
 def _sum(metrics: dict[str, float], prefix: str) -> float:
@@ -115,3 +122,44 @@ async def test_lag_series_follow_partition_ownership(
         return len(a) == len(b) == 2 and not a & b
 
     await wait_for(split, 90, "two partitions each, none reported by both")
+
+
+async def test_distinct_bad_inputs_never_add_series(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    """`tailpipe_decode_failures_total{reason}` was labelled with the problem's text, which
+    quotes the input (`-7 is negative`, `expected a string, got number 12345`): every odd input
+    made a new series. 600 distinct bad messages must leave the label set as it was."""
+    settings = migrated
+    await kafka.ensure_topics(settings, {settings.topic: 2})
+    bad = [
+        variant
+        for n in range(100)
+        for variant in (
+            b'{"outcome": "ok", "wallTime": -%d}' % (n + 1),
+            b'{"outcome": %d}' % n,
+            b'{"outcome": "ok", "scriptName": %d}' % n,
+            b'{"outcome": "ok", "eventTimestamp": %d}' % n,
+            b'{"outcome": "ok", "logs": [{"level": "lvl%d"}]}' % n,
+            b'{"nothing known %d": 1}' % n,
+        )
+    ]
+    # The guard rail stops a replica whose batch could hold over 500 dead letters in its last
+    # 1,000 messages: one bad message in 13.
+    good = [synth_item(n) for n in range(12 * len(bad))]
+    async with BulkPublisher(settings, settings.topic) as publisher:
+        for n, value in enumerate(good):
+            await publisher.add(None, value)
+            if n % 12 == 0:
+                await publisher.add(None, bad[n // 12])
+    replica = Replica(settings)
+    replicas.append(replica)
+    await wait_stored(db, settings.topic, len(good) + len(bad), 90)
+    series = {
+        name: value
+        for name, value in replica.scrape().items()
+        if name.startswith("tailpipe_decode_failures_total{")
+    }
+    assert len(series) == len(DECODE_REASONS)  # each exported from the start, no other
+    assert sum(series.values()) == len(bad)
+    assert replica.terminate() == 0
