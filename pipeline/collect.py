@@ -8,7 +8,9 @@ take them the answer is 503 with `Retry-After`, so the sender keeps the data and
 Delivery is therefore at least once: a sender retrying after a timeout may publish twice.
 
 `/healthz` says the process answers, `/readyz` that Kafka answered recently, `/metrics` is
-Prometheus. The parts live in pipeline/collector/.
+Prometheus (pipeline/collector/metrics.py: every request by route, method and status class,
+items, bytes, refusals by reason, publish latency), on the same port and without a token, like
+the health checks. The parts live in pipeline/collector/.
 """
 
 from __future__ import annotations
@@ -16,21 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline import logs
+from pipeline import httpmetrics, logs, server
 from pipeline.collector import batch, body
 from pipeline.collector.metrics import Metrics
 from pipeline.collector.rejection import Rejection
@@ -63,7 +63,13 @@ class Collector:
         self.tokens = Tokens(settings.collect_tokens, settings.collect_secret_header)
         self.limit = settings.collect_max_body_bytes
         self.sink = KafkaSink(settings)
-        self.metrics = Metrics.create()
+        self.routes = [self.route(path, parse) for path, parse in ROUTES.items()]
+        self.routes += [
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics_page, methods=["GET"]),
+        ]
+        self.metrics = Metrics.create(httpmetrics.RouteTable(self.routes), ingest=ROUTES)
 
     def route(self, path: str, parse: Parser) -> Route:
         async def endpoint(request: Request) -> Response:
@@ -72,15 +78,6 @@ class Collector:
         return Route(path, endpoint, methods=["POST"])
 
     async def ingest(self, request: Request, route: str, parse: Parser) -> Response:
-        status = 500
-        try:
-            response = await self._ingest(request, route, parse)
-            status = response.status_code
-            return response
-        finally:
-            self.metrics.requests.labels(route, str(status)).inc()
-
-    async def _ingest(self, request: Request, route: str, parse: Parser) -> Response:
         try:
             if not self.tokens.allows(request.headers):
                 raise Rejection(
@@ -151,32 +148,14 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await collector.sink.stop()
 
-    routes = [collector.route(path, parse) for path, parse in ROUTES.items()]
-    routes += [
-        Route("/healthz", collector.healthz, methods=["GET"]),
-        Route("/readyz", collector.readyz, methods=["GET"]),
-        Route("/metrics", collector.metrics_page, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=collector.routes,
+        lifespan=lifespan,
+        # Counts and times every request, by route template, method and status class.
+        middleware=[Middleware(httpmetrics.Instrumented, metrics=collector.metrics)],
+    )
     app.state.collector = collector
     return app
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn re-raises a captured SIGTERM after its graceful shutdown, which would end the
-        # process by the signal's default action instead of letting serve() return 0.
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        wanted = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in wanted}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def serve(settings: Settings, host: str = "0.0.0.0") -> int:
@@ -186,18 +165,4 @@ def serve(settings: Settings, host: str = "0.0.0.0") -> int:
     """
     app = create_app(settings)  # raises SettingsError before anything is bound
     logs.configure(settings.log_format, settings.log_level)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=settings.collect_port,
-        lifespan="on",
-        access_log=False,  # one line per request would cost more than the request itself
-        server_header=False,
-        log_config=None,
-    )
-    server = _Server(config)
-    try:
-        server.run()
-    except SystemExit as exc:  # uvicorn exits this way when it cannot bind or start
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0 if server.started else 1
+    return server.run(app, host, settings.collect_port)

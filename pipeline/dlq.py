@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 from pipeline import s3
-from pipeline.errors import TailpipeError
+from pipeline.errors import DependencyError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 
-class StoreUnavailable(TailpipeError):
+class StoreUnavailable(DependencyError):
     """The dead-letter store did not take or give an object (down, slow, refused)."""
 
 

@@ -1,12 +1,28 @@
 """The errors tailpipe raises on purpose.
 
-Anything else escaping a command is a bug. The tree::
+Anything else escaping a command is a bug. Every error class of the package is in this tree
+(`tests/test_errors.py` holds it to that); the ones that belong to one room live there and are
+named with their module::
 
-    TailpipeError                 base: caught by the CLI, printed as one line
-    ├── SettingsError             a setting is missing or malformed (exit code 2)
-    ├── MigrationError            a migration cannot be applied or was edited after it was
-    ├── DependencyError           Kafka, PostgreSQL or S3 could not be reached
-    └── DecodeError               a message is not an accepted input format (bad data, not a bug)
+    TailpipeError                      base: caught by the CLI, printed as one line (exit 1)
+    ├── SettingsError                  a setting is missing or malformed (exit 2)
+    ├── MigrationError                 a migration cannot be applied, or was edited after it was
+    ├── DependencyError                Kafka, PostgreSQL or S3 did not answer: retried, never
+    │   │                              the data's fault
+    │   ├── dlq.StoreUnavailable       the dead-letter store did not take or give an object
+    │   └── collector.sink.Unavailable Kafka cannot take a request's items now: 503, retry later
+    ├── InputError                     what a producer or client sent cannot be taken as it is:
+    │   │                              never retried unchanged
+    │   ├── DecodeError                a message no accepted format describes: a dead letter
+    │   ├── collector.rejection.Rejection  a request the collector refuses: 400, 401, 413
+    │   └── api.cursor.InvalidCursor   a paging cursor forged, tampered with or stale: 422
+    └── FlushAborted                   a flush stored nothing, for a reason that decides what
+        │                              the replica does next (`consumer.Consumer._failed`)
+        ├── store.PartitionsLost       another replica owns these partitions: drop, re-seek
+        ├── writer.DeadLettersHeld     the dead-letter store failed: hold those partitions
+        └── writer.GuardTripped        too many recent messages would be dead letters: stop
+
+Control flow inside one function (`store._Undo`, `replay._DryRun`) is no error and stays out.
 """
 
 from __future__ import annotations
@@ -38,7 +54,16 @@ class DependencyError(TailpipeError):
     """A service tailpipe needs did not answer."""
 
 
-class DecodeError(TailpipeError):
+class InputError(TailpipeError):
+    """What a producer or a client sent cannot be taken as it is; sending it again unchanged
+    cannot help, so it is answered or dead-lettered, never retried."""
+
+
+class FlushAborted(TailpipeError):
+    """A flush stored nothing, and why decides what the replica does next."""
+
+
+class DecodeError(InputError):
     """A message that no accepted format describes. Names the field (a JSON path) and the
     problem, so a dead-letter record says exactly what was wrong; `reason` is the kind of
     problem, from a fixed set, for metric labels (the problem quotes the input)."""

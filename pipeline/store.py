@@ -26,11 +26,11 @@ import orjson
 
 from pipeline import postgres
 from pipeline.batch import Batch, Row, TopicPartition
-from pipeline.errors import TailpipeError
+from pipeline.errors import FlushAborted
 from pipeline.transform import EVENT_COLUMNS, LOG_COLUMNS
 
 
-class PartitionsLost(TailpipeError):
+class PartitionsLost(FlushAborted):
     """The batch cannot be stored for these partitions from what this consumer knows: another
     consumer stored offsets since we did (we no longer own them), or the batch holds offsets
     below the stored one (read from a stale position). Nothing of the batch was stored; the

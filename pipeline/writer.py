@@ -33,13 +33,13 @@ from pipeline.alerts.rules import Rules
 from pipeline.batch import Batch, Part, TopicPartition
 from pipeline.deadletter import encode, object_key, partition_prefix, record
 from pipeline.dlq import Store, StoreUnavailable
-from pipeline.errors import TailpipeError
+from pipeline.errors import FlushAborted
 from pipeline.guard import Guard
 from pipeline.redact import redact_text
 from pipeline.transform import Transformer
 
 
-class DeadLettersHeld(TailpipeError):
+class DeadLettersHeld(FlushAborted):
     """The dead-letter store failed for these partitions' objects; nothing was stored."""
 
     def __init__(self, partitions: set[TopicPartition], cause: StoreUnavailable) -> None:
@@ -48,7 +48,7 @@ class DeadLettersHeld(TailpipeError):
         super().__init__(str(cause))
 
 
-class GuardTripped(TailpipeError):
+class GuardTripped(FlushAborted):
     """Too many recent messages would be dead letters: consumption must stop."""
 
 

@@ -3,7 +3,12 @@ against an independent computation over the raw rows, plus auth, validation and 
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import math
+import os
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -11,17 +16,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
 from pipeline import kafka
+from pipeline.api import cursor
 from pipeline.api.app import create_app
 from pipeline.errors import SettingsError
 from pipeline.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import ROOT, env_of, free_port
+from tests.faults import wait_for
 from tests.replica import Replica, produce, wait_stored
 
 READ, WRITE = "read-token-0123456789", "write-token-0123456789"
+ORIGIN = ("offset", "partition", "item", "seq")  # after ts, the keyset's order
 N = 3000
 HOURS_OF_DATA = 20
 
@@ -91,6 +101,57 @@ async def test_recent_logs_pages_are_complete_and_stable_while_rows_arrive(
             break
         page = get(client, "/api/logs/recent", level="error", limit=17, cursor=page["next_cursor"])
     assert seen == [tuple(r) for r in expected]
+
+
+def test_forged_edited_and_overreaching_cursors_get_422(
+    client: TestClient, stored: Settings
+) -> None:
+    first = get(client, "/api/logs/recent", hours=24, limit=5)
+    real = first["next_cursor"]
+    second = get(client, "/api/logs/recent", limit=5, cursor=real)
+    assert second["window"] == first["window"]
+    order = [
+        (datetime.fromisoformat(line["ts"]), *(line["origin"][k] for k in ORIGIN))
+        for line in first["logs"] + second["logs"]
+    ]
+    assert order == sorted(order, reverse=True)
+    assert len(set(order)) == 10, "the second page goes on where the first ended"
+
+    raw = base64.urlsafe_b64decode(real + "=" * (-len(real) % 4))
+    edited = bytearray(raw)
+    edited[5] ^= 0x01  # a bit of the window's start: 17 s earlier or later
+    now = datetime.now(UTC)
+    at = cursor.Position(now - timedelta(hours=1), 0, 0, 0, 0, stored.topic)
+    key = cursor.key_for((READ, WRITE))
+    ancient = datetime(1970, 1, 1, tzinfo=UTC)
+    hand_made = [1, 0, 253_402_300_799_000_000, 0, 0, 0, 0, 0, stored.topic]  # 8,000 years
+    forged = {
+        "edited": base64.urlsafe_b64encode(bytes(edited)).decode().rstrip("="),
+        "hand-made": base64.urlsafe_b64encode(orjson.dumps(hand_made)).decode(),
+        "another key": cursor.encode(cursor.Cursor(now - timedelta(hours=2), now, at),
+                                     cursor.key_for(("someone-else's-token",))),
+        "over-long": cursor.encode(cursor.Cursor(ancient, now, at), key),
+        "in the future": cursor.encode(
+            cursor.Cursor(now, now + timedelta(hours=2), cursor.Position(now, 0, 0, 0, 0, "t")),
+            key,
+        ),
+    }  # fmt: skip
+    for what, text in forged.items():
+        response = client.get("/api/logs/recent", params={"cursor": text})
+        assert response.status_code == 422, what
+        assert response.json()["error"].startswith("cursor: "), what
+    # Signed with this API's key and inside the limits: taken.
+    assert get(client, "/api/logs/recent", cursor=cursor.encode(
+        cursor.Cursor(now - timedelta(hours=2), now, at), key))["window"]  # fmt: skip
+
+    # New tokens, new key: every outstanding cursor is refused, and a first page works.
+    rotated = replace(stored, api_read_tokens=("rotated-token-0123456789",))
+    with TestClient(create_app(rotated)) as other:
+        other.headers["Authorization"] = "Bearer rotated-token-0123456789"
+        refused = other.get("/api/logs/recent", params={"cursor": real})
+        assert refused.status_code == 422
+        assert "tokens changed" in refused.json()["error"]
+        assert other.get("/api/logs/recent", params={"limit": 5}).status_code == 200
 
 
 async def test_recent_logs_filters_and_search_combine(
@@ -354,3 +415,33 @@ def test_without_the_database_readyz_and_routes_answer_503(settings: Settings) -
         response = c.get("/api/logs/recent")
         assert response.status_code == 503
         assert response.json() == {"error": "the database is unavailable; retry later"}
+
+
+async def test_serve_runs_until_sigterm_and_exits_0(migrated: Settings) -> None:
+    """`tailpipe api` stopped by SIGTERM exited -15 (uvicorn raises the signal again after its
+    graceful shutdown); a unit's RestartPreventExitStatus and a rollout expect 0."""
+    port = free_port()
+    env = {**os.environ, **env_of(migrated), "TAILPIPE_API_PORT": str(port),
+           "TAILPIPE_API_READ_TOKENS": READ}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "api", "--host", "127.0.0.1", env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await wait_for(lambda: _answers(client, "/healthz"), 30, "the API is up")
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            output, _ = await process.communicate()
+        assert process.returncode == 0, output.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _answers(client: httpx.AsyncClient, path: str) -> bool:
+    try:
+        return (await client.get(path)).status_code == 200
+    except httpx.TransportError:  # not listening yet
+        return False

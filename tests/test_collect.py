@@ -8,12 +8,18 @@ broker (tests/broker.py) so it can kill it without disturbing the shared one.
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
+import importlib.metadata
+import inspect
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,10 +31,14 @@ import httpx
 import orjson
 import pytest
 import uvicorn
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.producer.sender import Sender
 from aiokafka.structs import ConsumerRecord
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from pipeline.collect import create_app, serve
+from pipeline.collector import sink
 from pipeline.decode import decode
 from pipeline.errors import SettingsError
 from pipeline.kafka import client_options, ensure_topics
@@ -200,7 +210,10 @@ async def test_tail_events_arrive_intact_keyed_by_script_in_order(
         expected.setdefault(key, []).append(event)
     assert by_key == expected  # intact, keyed by script name, one script's events in order
     assert 'tailpipe_collect_items_total{route="/v1/tail"} 8.0' in metrics
-    assert 'tailpipe_collect_requests_total{route="/v1/tail",status="202"} 2.0' in metrics
+    assert (
+        'tailpipe_collect_requests_total{method="POST",route="/v1/tail",status="2xx"} 2.0'
+        in metrics
+    )
     assert "tailpipe_collect_publish_seconds_count 2.0" in metrics
 
 
@@ -281,6 +294,81 @@ async def test_requests_without_a_known_token_are_refused(collect_settings: Sett
         metrics = (await client.get("/metrics")).text
     assert f'tailpipe_collect_rejects_total{{reason="unauthorized"}} {len(attempts)}.0' in metrics
     assert await topic_end(collect_settings) == 0
+
+
+async def test_tokens_of_any_length_are_taken_and_near_misses_refused(settings: Settings) -> None:
+    """The collector's check is pipeline/tokens.py's: a token of 1 byte or of 200, in either
+    header, is taken; anything a byte off, shorter or longer, is refused."""
+    await ensure_topics(settings, {settings.topic: PARTITIONS})
+    tokens = ("a", "b" * 200, TOKEN)
+    configured = replace(settings, collect_tokens=tokens)
+    misses = ("A", "aa", "b" * 199, "b" * 201, TOKEN[:-1], TOKEN + "0")
+    async with running(configured) as client:
+        n = 0
+        for token in tokens:
+            for headers in (bearer(token), {"x-tailpipe-token": token}):
+                response = await client.post("/v1/tail", json=trace_item("api", n), headers=headers)
+                assert response.status_code == 202, (token, headers)
+                n += 1
+        for miss in misses:
+            for headers in (bearer(miss), {"x-tailpipe-token": miss}):
+                response = await client.post("/v1/tail", json=trace_item("api", 0), headers=headers)
+                assert response.status_code == 401, headers
+    assert await topic_end(configured) == 2 * len(tokens)
+
+
+async def test_metrics_count_and_time_every_request_by_route_template(
+    collect_settings: Settings,
+) -> None:
+    """`tailpipe_collect_requests_total` and `_request_duration_seconds`: every route and the
+    others under `other`, methods and statuses from fixed sets, all exported at 0 first."""
+    async with running(collect_settings) as client:
+        first = (await client.get("/metrics")).text
+        for n in range(3):
+            assert (
+                await client.post("/v1/tail", json=trace_item("api", n), headers=bearer())
+            ).status_code == 202
+        lines = "\n".join(orjson.dumps(logpush_record("api", n)).decode() for n in range(4))
+        logpush = await client.post("/v1/logpush", content=lines, headers=bearer())
+        assert logpush.status_code == 202
+        assert (await client.post("/v1/tail", content=b"{", headers=bearer())).status_code == 400
+        assert (await client.get("/v1/tail")).status_code == 405
+        for n in range(40):  # distinct paths and methods: no new series for any of them
+            method = ["GET", "POST", "PURGE", "PROPFIND"][n % 4]
+            assert (await client.request(method, f"/wp-admin/{n}.php")).status_code == 404
+        metrics = (await client.get("/metrics")).text
+    assert await topic_end(collect_settings) == 3 + 4
+
+    def value(text: str, series: str) -> float:
+        [line] = [x for x in text.splitlines() if x.startswith(series + " ")]
+        return float(line.rsplit(" ", 1)[1])
+
+    requests = "tailpipe_collect_requests_total"
+    seconds = "tailpipe_collect_request_duration_seconds"
+    for route, method in (("/v1/tail", "POST"), ("/v1/logpush", "POST"), ("/healthz", "GET"),
+                          ("/readyz", "GET"), ("/metrics", "GET")):  # fmt: skip
+        for status in ("2xx", "4xx", "5xx"):
+            labels = f'{{method="{method}",route="{route}",status="{status}"}}'
+            assert value(first, requests + labels) == 0 or route in ("/readyz", "/metrics")
+            assert f"{seconds}_count{labels}" in first
+    tail = 'method="POST",route="/v1/tail"'
+    assert value(metrics, f'{requests}{{{tail},status="2xx"}}') == 3
+    assert value(metrics, f'{requests}{{{tail},status="4xx"}}') == 1
+    assert value(metrics, f'{seconds}_count{{{tail},status="2xx"}}') == 3
+    assert value(metrics, f'{seconds}_bucket{{le="30.0",{tail},status="2xx"}}') == 3
+    assert value(metrics, f'{seconds}_sum{{{tail},status="2xx"}}') > 0
+    logpush_2xx = f'{requests}{{method="POST",route="/v1/logpush",status="2xx"}}'
+    assert value(metrics, logpush_2xx) == 1
+    assert value(metrics, f'{requests}{{method="GET",route="/v1/tail",status="4xx"}}') == 1
+    assert value(metrics, 'tailpipe_collect_items_total{route="/v1/logpush"}') == 4
+    assert value(metrics, 'tailpipe_collect_rejects_total{reason="malformed"}') == 1
+    others = {
+        (m, value(metrics, f'{requests}{{method="{m}",route="other",status="4xx"}}'))
+        for m in ("GET", "POST", "other")
+    }
+    assert others == {("GET", 10), ("POST", 10), ("other", 20)}
+    assert "wp-admin" not in metrics
+    assert "PURGE" not in metrics
 
 
 async def test_oversized_bodies_are_refused_raw_and_decompressed(
@@ -493,3 +581,132 @@ async def test_serve_runs_until_sigterm_and_returns_0(collect_settings: Settings
             process.kill()
             await process.wait()
     assert await topic_end(collect_settings) == 1
+
+
+# -- dropping a producer: aborted through aiokafka's internals, pinned and checked --------------
+
+
+def test_aiokafka_is_pinned_to_the_releases_whose_internals_the_collector_uses() -> None:
+    """collector/sink.py aborts a dropped producer through aiokafka internals (`_sender`,
+    `_closed`): the versions allowed are the ones checked to have them (0.12 to 0.14), and a
+    release outside them is installed only by changing the pin, after the tests below pass."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    [requirement] = [r for r in project["dependencies"] if re.match(r"aiokafka\b", r)]
+    allowed = SpecifierSet(requirement.removeprefix("aiokafka"))
+    assert any(spec.operator in ("<", "<=", "==", "~=") for spec in allowed), (
+        f"{requirement}: no upper bound, so a release that renames the internals gets installed"
+    )
+    assert Version(importlib.metadata.version("aiokafka")) in allowed
+
+
+async def test_the_aiokafka_internals_the_collector_aborts_through_mean_what_it_needs() -> None:
+    """What sink._close relies on, without a broker: the attributes exist, `_closed` is what
+    `stop()` and the finalizer go by. (That cancelling `_sender` stops delivery is checked with
+    a broker by the next test.)"""
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _, context: reported.append(str(context["message"])))
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", enable_idempotence=True)
+        assert sink._abortable(producer)
+        assert isinstance(producer._sender, Sender)
+        assert inspect.iscoroutinefunction(producer._sender.close)
+        assert producer._sender.sender_task is None  # not started
+        assert producer._closed is False
+
+        # A producer marked closed: stop() does nothing (no flush, no second close) ...
+        closing = producer.client.close
+        calls: list[str] = []
+
+        async def spy() -> None:
+            calls.append("close")
+
+        producer.client.close = spy
+        producer._closed = True
+        await producer.stop()
+        assert calls == []
+        await closing()
+        # ... and its finalizer reports nothing, while it does for one that is not.
+        del producer
+        gc.collect()
+        assert reported == []
+        other = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
+        await other.client.close()
+        del other
+        gc.collect()
+        assert any("Unclosed AIOKafkaProducer" in message for message in reported), reported
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_a_dropped_producer_is_aborted_never_flushed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The collector's promise for the items a dropped producer holds (answered 503, so their
+    senders post them again): dropping it does not wait for Kafka, and none of them is ever
+    delivered, not even once Kafka is back. A flushing close fails both."""
+    broker = Broker(tmp_path)
+    await broker.start()
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _, context: reported.append(str(context["message"])))
+    try:
+        own = replace(settings, kafka_bootstrap=broker.bootstrap)
+        await ensure_topics(own, {own.topic: PARTITIONS})
+        producer = await sink.KafkaSink(own)._open()
+        await (await producer.send(own.topic, b"before"))
+        broker.kill()
+        held = [await producer.send(own.topic, f"held {n}".encode()) for n in range(3)]
+        await asyncio.sleep(1)  # its sender is retrying them meanwhile
+
+        started = time.monotonic()
+        await sink._close(producer)
+        assert time.monotonic() - started < 2, "dropping a producer waited for Kafka"
+        assert producer._sender.sender_task.done()
+        assert not any(f.done() and not f.cancelled() and not f.exception() for f in held)
+
+        await broker.start()
+        fresh = await sink.KafkaSink(own)._open()
+        try:
+            await (await fresh.send(own.topic, b"after"))
+            await asyncio.sleep(2)  # were the old sender alive, it would deliver by now
+        finally:
+            await sink._close(fresh)
+        records = await read_topic(own, 2)  # fails if more are there
+        assert sorted(r.value for r in records) == [b"after", b"before"]
+        del producer, fresh
+        gc.collect()
+        assert not [m for m in reported if "Unclosed" in m or "destroyed" in m], reported
+    finally:
+        loop.set_exception_handler(None)
+        broker.kill()
+
+
+async def test_an_aiokafka_without_those_internals_is_reported_not_silent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A release without them would turn the abort into a flush: the collector says so (once
+    per process, as an error) instead of quietly weakening its promise, and still closes it."""
+
+    class Opaque:
+        """A producer as such a release would make one: `stop()`, no `_sender` or `_closed`."""
+
+        stopped = 0
+
+        async def stop(self) -> None:
+            self.stopped += 1
+
+    producers = [Opaque(), Opaque()]
+    assert not sink._abortable(producers[0])
+    sink._report_unabortable.cache_clear()
+    try:
+        with caplog.at_level(logging.ERROR, logger="tailpipe.collect"):
+            for producer in producers:
+                await sink._close(producer)
+    finally:
+        sink._report_unabortable.cache_clear()
+    assert [p.stopped for p in producers] == [1, 1]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, caplog.text
+    assert "aiokafka" in errors[0]
+    assert "stored twice" in errors[0]

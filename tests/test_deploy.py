@@ -25,7 +25,7 @@ from pipeline import synth
 from pipeline.cli import build_parser
 from pipeline.settings import Settings, env_name, load
 from tests.conftest import ROOT, env_of, tool
-from tests.promql import exported, promql_problems
+from tests.promql import exported, exported_by_job, promql_problems
 from tests.replica import START
 
 DEPLOY = ROOT / "deploy"
@@ -104,6 +104,9 @@ def test_every_metric_named_in_deploy_is_exported() -> None:
         "tailpipe_consumer_lag_messages", "tailpipe_last_flush_timestamp_seconds",
         "tailpipe_dead_letters_total", "tailpipe_guard_rail_tripped",
         "tailpipe_flush_failures_total", "tailpipe_flush_duration_seconds_bucket",
+        # and the HTTP processes' requests and latencies
+        "tailpipe_api_requests_total", "tailpipe_api_request_duration_seconds_bucket",
+        "tailpipe_collect_requests_total", "tailpipe_collect_request_duration_seconds_bucket",
     } <= seen  # fmt: skip
 
 
@@ -146,6 +149,34 @@ def test_scrape_targets_use_the_metrics_port() -> None:
     for path in (RULES, DEPLOY / "prometheus" / "prometheus-kubernetes.yml"):
         assert 'job="tailpipe"' in RULES.read_text()
         assert path.exists()
+
+
+def test_the_api_and_the_collectors_are_scraped_on_their_own_ports() -> None:
+    """One job per process kind, named as the rules and the dashboard name them, in both
+    configurations: the compose stack's API at its port, the collectors at theirs."""
+    prom = DEPLOY / "prometheus"
+    jobs = set(exported_by_job())
+    compose = compose_file()["services"]
+    for path in (prom / "prometheus.yml", prom / "prometheus-kubernetes.yml"):
+        config = yaml.safe_load(path.read_text())
+        named = {j["job_name"] for j in config["scrape_configs"]}
+        assert jobs <= named, path.name
+        assert all(
+            j.get("metrics_path", "/metrics") == "/metrics" for j in config["scrape_configs"]
+        )
+    config = yaml.safe_load((prom / "prometheus.yml").read_text())
+    by_name = {j["job_name"]: j for j in config["scrape_configs"]}
+    api_port = compose["api"]["environment"]["TAILPIPE_API_PORT"]
+    [group] = by_name["tailpipe-api"]["static_configs"]
+    assert group["targets"] == [f"api:{api_port}"]
+    [sd] = by_name["tailpipe-collect"]["dns_sd_configs"]
+    assert sd["port"] == DEFAULTS.collect_port
+    # Every job a rule or a panel selects is one of them.
+    dashboard = (DEPLOY / "grafana" / "dashboards" / "tailpipe.json").read_text()
+    for text in (RULES.read_text(), dashboard):
+        used = set(re.findall(r'\bjob\s*=\s*\\?"([\w-]+)', text))  # JSON escapes its quotes
+        assert used, "a job is selected somewhere"
+        assert used <= jobs, used - jobs
 
 
 def test_promtool_checks_config_and_rules_and_runs_the_rule_tests() -> None:

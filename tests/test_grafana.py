@@ -1,6 +1,7 @@
-"""The Grafana dashboard (deploy/grafana): its layout, every PromQL name and label against what a
-replica exports (and the syntax through promtool), and every SQL query run, Grafana's macros
-substituted as Grafana does, against data the real pipeline stored."""
+"""The Grafana dashboard (deploy/grafana): its layout, every PromQL name, label and job against
+what the replicas, the API and the collector export (and the syntax through promtool), and
+every SQL query run, Grafana's macros substituted as Grafana does, against data the real
+pipeline stored."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def test_layout() -> None:
     ids = [p["id"] for p in panels(dashboard)]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     rows = [p["title"] for p in panels(dashboard) if p["type"] == "row"]
-    assert rows == ["Pipeline", "Business"]
+    assert rows == ["Pipeline", "API and collector", "Business"]
     for panel in panels(dashboard):
         assert {"x", "y", "w", "h"} <= panel["gridPos"].keys(), panel["title"]
         assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
@@ -129,6 +130,20 @@ def test_promql_problems_are_found() -> None:
     assert promql_problems("sum by (rule) (tailpipe_alerts_total)", "{{kind}}", known) == [
         "legend '{{kind}}' names labels the aggregation drops"
     ]
+    # Each series under the job of the process that exports it.
+    assert (
+        promql_problems('rate(tailpipe_api_requests_total{job="tailpipe-api"}[5m])', "", known)
+        == []
+    )
+    assert promql_problems('tailpipe_api_requests_total{job="tailpipe"}', "", known) == [
+        "tailpipe_api_requests_total is not exported by job 'tailpipe'"
+    ]
+    assert promql_problems('up{job="tailpipe-apis"}', "", known) == [
+        "up: no scrape job 'tailpipe-apis'"
+    ]
+    assert promql_problems('tailpipe_collect_requests_total{path="/v1/tail"}', "", known) == [
+        "tailpipe_collect_requests_total has no label ['path']"
+    ]
 
 
 def prometheus_expressions(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -153,6 +168,29 @@ def test_prometheus_queries_name_exported_series_and_labels() -> None:
         if (found := promql_problems(expr, legend, known))
     }
     assert problems == {}
+
+
+def test_api_and_collector_panels_watch_requests_latency_and_errors() -> None:
+    """The HTTP processes have their row: requests and latency by route of each, from their
+    own metrics."""
+    dashboard = load()
+    row = [p for p in dashboard["panels"] if p["type"] == "row"]
+    start = next(p["gridPos"]["y"] for p in row if p["title"] == "API and collector")
+    end = next(p["gridPos"]["y"] for p in row if p["title"] == "Business")
+    exprs = " ".join(
+        t["expr"]
+        for p in panels(dashboard)
+        if p["type"] != "row" and start < p["gridPos"]["y"] < end
+        for t in p["targets"]
+    )
+    for name in (
+        "tailpipe_api_requests_total", "tailpipe_api_request_duration_seconds_bucket",
+        "tailpipe_collect_requests_total", "tailpipe_collect_request_duration_seconds_bucket",
+        "tailpipe_collect_rejects_total",
+    ):  # fmt: skip
+        assert name in exprs, name
+    assert 'status="5xx"' in exprs
+    assert "by (le, route)" in exprs
 
 
 def test_prometheus_queries_parse(tmp_path: Path) -> None:

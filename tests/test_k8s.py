@@ -681,3 +681,55 @@ def _relabel(steps: list[Obj], labels: dict[str, str]) -> tuple[str, str] | None
 def consumer_settings_of(objects: list[Obj]) -> Settings:
     workload = by_command(objects, "Deployment", "run")
     return container_settings(the_container(workload), objects)
+
+
+def test_prometheus_kubernetes_jobs_keep_each_component_at_its_metrics_port(
+    objects: list[Obj],
+) -> None:
+    """One job per process: the API pods as tailpipe-api, at the API's port (its /metrics
+    needs no token), and nothing else; collector pods (none in the base) as tailpipe-collect."""
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus-kubernetes.yml").read_text())
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    api = by_command(objects, "Deployment", "api")
+    api_port = container_settings(the_container(api), objects).api_port
+    assert port_number(the_container(api), "http") == api_port
+    wanted = {
+        "tailpipe": {"consumer": ("10.0.0.7:" + str(consumer_settings_of(objects).metrics_port),
+                                  "/metrics")},
+        "tailpipe-api": {"api": (f"10.0.0.7:{api_port}", "/metrics")},
+        "tailpipe-collect": {},
+    }  # fmt: skip
+    for name, kept in wanted.items():
+        assert _kept(jobs[name], objects) == kept, name
+    # A collector Deployment labelled and annotated as the others would be kept by its job.
+    collector = copy.deepcopy(api)
+    template_of(collector)["metadata"]["labels"]["app.kubernetes.io/component"] = "collector"
+    template_of(collector)["metadata"]["annotations"]["prometheus.io/port"] = "8081"
+    collector["metadata"]["labels"]["app.kubernetes.io/component"] = "collector"
+    assert _kept(jobs["tailpipe-collect"], [collector]) == {
+        "collector": ("10.0.0.7:8081", "/metrics")
+    }
+
+
+def _kept(job: Obj, objects: list[Obj]) -> dict[str, tuple[str, str]]:
+    """The workloads whose pods the job scrapes, with the address and path it scrapes."""
+    [sd] = job["kubernetes_sd_configs"]
+    assert sd["role"] == "pod"
+    kept = {}
+    for workload in workloads(objects):
+        template = template_of(workload)
+        labels = {
+            "__address__": "10.0.0.7",
+            "__metrics_path__": "/metrics",
+            "__meta_kubernetes_namespace": workload["metadata"].get("namespace", "tailpipe"),
+            "__meta_kubernetes_pod_name": f"{workload['metadata']['name']}-x",
+        }
+        for key, value in template["metadata"].get("labels", {}).items():
+            labels[f"__meta_kubernetes_pod_label_{_meta(key)}"] = value
+        for key, value in template["metadata"].get("annotations", {}).items():
+            labels[f"__meta_kubernetes_pod_annotation_{_meta(key)}"] = value
+        if labels["__meta_kubernetes_namespace"] not in sd["namespaces"]["names"]:
+            continue
+        if (target := _relabel(job["relabel_configs"], labels)) is not None:
+            kept[component(workload)] = target
+    return kept

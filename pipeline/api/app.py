@@ -3,6 +3,9 @@
 Errors are JSON `{"error": "..."}` naming what was wrong: 401 and 403 for tokens, 404, and 422
 for a bad or unknown parameter (with `detail`, FastAPI's list of problems). A database that
 does not answer is a 503, never a 500.
+
+`/healthz`, `/readyz` and `/metrics` need no token: what they tell is the process's own state,
+never data (pipeline/api/metrics.py).
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
-from pipeline import __version__, postgres
-from pipeline.api import activity, auth, error_groups, logs, models, performance
+from pipeline import __version__, httpmetrics, postgres
+from pipeline.api import activity, auth, cursor, error_groups, logs, models, performance
 from pipeline.api.auth import Tokens
+from pipeline.api.metrics import Metrics
 from pipeline.api.params import known_only
 from pipeline.errors import SettingsError
 from pipeline.settings import Settings
@@ -94,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
         default_response_class=ORJSONResponse,
     )
     app.state.tokens = tokens
+    app.state.cursor_key = cursor.key_for(settings.api_read_tokens + settings.api_write_tokens)
     for module in (logs, error_groups, performance, activity):
         app.include_router(module.router, dependencies=_DEPENDENCIES, responses=_PROBLEMS)
 
@@ -160,4 +166,16 @@ def create_app(settings: Settings) -> FastAPI:
             return _problem(503, f"database unreachable: {type(exc).__name__}")
         return ORJSONResponse({"ready": True})
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_page(request: Request) -> Response:
+        """Prometheus, without a token: counts and latencies by route template only."""
+        return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    # Last, once every route is there: their templates are the `route` label's values. The
+    # routers' own routes, since the app's list holds each included router as one entry.
+    routers = (
+        r for module in (logs, error_groups, performance, activity) for r in module.router.routes
+    )
+    app.state.metrics = Metrics.create(httpmetrics.RouteTable([*routers, *app.routes]))
+    app.add_middleware(httpmetrics.Instrumented, metrics=app.state.metrics)
     return app

@@ -1,17 +1,19 @@
-"""Bearer tokens: each may read, or read and write. Compared in constant time.
+"""Bearer tokens: each may read, or read and write.
 
-Every token is compared, whatever matched first, so the time taken says nothing about which
-token (or how much of one) was right.
+Checked by pipeline/tokens.py, as the collector's are: SHA-256 digests compared in constant
+time against every token, whatever matched first, so the time taken says nothing about which
+token (or how much of one, or how long one is) was right.
 """
 
 from __future__ import annotations
 
-import hmac
 from enum import IntEnum
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from pipeline import tokens as shared
 
 
 class Access(IntEnum):
@@ -21,20 +23,16 @@ class Access(IntEnum):
 
 class Tokens:
     def __init__(self, read: tuple[str, ...], write: tuple[str, ...]) -> None:
-        self._tokens = [(t.encode(), Access.READ) for t in read]
-        self._tokens += [(t.encode(), Access.WRITE) for t in write]
+        self._tokens = shared.Tokens(
+            [(t, Access.READ) for t in read] + [(t, Access.WRITE) for t in write]
+        )
 
     def __bool__(self) -> bool:
         return bool(self._tokens)
 
     def access(self, authorization: str | None) -> Access | None:
-        scheme, _, presented = (authorization or "").partition(" ")
-        given = presented.strip().encode()
-        granted: Access | None = None
-        for token, access in self._tokens:
-            if hmac.compare_digest(token, given) and scheme.lower() == "bearer":
-                granted = access if granted is None else max(granted, access)
-        return granted
+        level = self._tokens.level(shared.bearer(authorization))
+        return Access(level) if level else None
 
 
 def _check(request: Request, needed: Access) -> None:

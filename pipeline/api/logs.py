@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -57,9 +58,10 @@ async def recent(
         str | None, Query(alias="cursor", max_length=512, description="from `next_cursor`")
     ] = None,
 ) -> dict[str, Any]:
+    key: bytes = request.app.state.cursor_key
     if cursor_ is not None:
         try:
-            at = cursor.decode(cursor_)
+            at = cursor.decode(cursor_, key, datetime.now(UTC))
         except cursor.InvalidCursor as exc:
             raise HTTPException(422, f"cursor: {exc}") from None
         window = Window(at.since, at.until)
@@ -91,7 +93,7 @@ async def recent(
             last["ts"], last["kafka_offset"], last["kafka_partition"], last["item"],
             last["seq"], last["topic"],
         )  # fmt: skip
-        next_cursor = cursor.encode(cursor.Cursor(window.since, window.until, position))
+        next_cursor = cursor.encode(cursor.Cursor(window.since, window.until, position), key)
     return {
         "window": {"since": window.since, "until": window.until},
         "logs": [

@@ -1,38 +1,50 @@
-"""The collector's Prometheus metrics, in a registry of their own.
+"""The collector's Prometheus metrics, defined in this one place, in a registry of their own.
 
 A registry per app rather than the global one: tests and embedders build several apps in one
-process, and the global registry refuses a second metric of the same name.
+process, and the global registry refuses a second metric of the same name. Every label comes
+from a fixed set, exported at 0 from the start: the ingest routes, the reasons of a refusal,
+and the route, method and status class of every request (pipeline/httpmetrics.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from pipeline import httpmetrics
+
+PREFIX = "tailpipe_collect"
 PUBLISH_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
+REJECT_REASONS = (
+    "unauthorized", "too_large", "malformed", "invalid", "disconnected", "unavailable",
+)  # fmt: skip
+"""Label values of `tailpipe_collect_rejects_total` (pipeline/collector/rejection.py)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Metrics:
     registry: CollectorRegistry
     requests: Counter
+    request_seconds: Histogram
     items: Counter
     received_bytes: Counter
     rejects: Counter
     publish_seconds: Histogram
+    routes: httpmetrics.RouteTable
 
     @classmethod
-    def create(cls) -> Metrics:
+    def create(
+        cls, routes: httpmetrics.RouteTable | None = None, ingest: Iterable[str] = ()
+    ) -> Metrics:
+        """`routes`: every route of the app; `ingest`: the templates of those that publish."""
+        routes = routes or httpmetrics.RouteTable(())
         registry = CollectorRegistry()
-        return cls(
+        metrics = cls(
             registry=registry,
-            requests=Counter(
-                "tailpipe_collect_requests_total",
-                "requests to the ingest routes, by route and answered status",
-                ["route", "status"],
-                registry=registry,
-            ),
+            requests=httpmetrics.requests_counter(PREFIX, "the collector", registry),
+            request_seconds=httpmetrics.duration_histogram(PREFIX, "the collector", registry),
             items=Counter(
                 "tailpipe_collect_items_total",
                 "items published to Kafka and acknowledged",
@@ -58,7 +70,20 @@ class Metrics:
                 buckets=PUBLISH_BUCKETS,
                 registry=registry,
             ),
+            routes=routes,
         )
+        httpmetrics.at_zero(metrics.requests, metrics.request_seconds, routes)
+        for route in ingest:
+            metrics.items.labels(route)
+            metrics.received_bytes.labels(route)
+        for reason in REJECT_REASONS:
+            metrics.rejects.labels(reason)
+        return metrics
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        labels = httpmetrics.labels(self.routes, route, method, status)
+        self.requests.labels(*labels).inc()
+        self.request_seconds.labels(*labels).observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.errors import InputError
 
-class Rejection(Exception):
+
+class Rejection(InputError):
     """Raised anywhere while handling a request; the route turns it into a JSON answer.
 
     `reason` is the `tailpipe_collect_rejects_total` label, so it must stay a small fixed set:

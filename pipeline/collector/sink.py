@@ -12,12 +12,19 @@ answered 503, whose senders will post it again; an idempotent aiokafka producer 
 a batch but retries until Kafka takes it, so flushing would store those items twice once Kafka
 returns. A fresh producer also starts with a fresh producer id, clear of sequence numbers the
 broker may never have seen.
+
+aiokafka has no public way to abort a producer, so `_close` goes through two of its private
+attributes. pyproject.toml pins aiokafka to the releases where they mean what `_close` needs,
+and tests/test_collect.py fails when they go or change meaning; an aiokafka without them is
+reported as an error, not silently flushed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
 import math
 import time
@@ -28,6 +35,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerClosed, UnknownTopicOrPartitionError
 
 from pipeline.collector.batch import Item
+from pipeline.errors import DependencyError
 from pipeline.kafka import client_options
 from pipeline.settings import Settings
 
@@ -50,7 +58,7 @@ COMPRESSION = None
 Failure = (KafkaError, TimeoutError, OSError)
 
 
-class Unavailable(Exception):
+class Unavailable(DependencyError):
     """Kafka cannot take the items now; the sender should retry later."""
 
 
@@ -159,6 +167,8 @@ class KafkaSink:
             max_batch_size=BATCH_BYTES,
             compression_type=COMPRESSION,
         )
+        if not _abortable(producer):
+            _report_unabortable()
         try:
             async with asyncio.timeout(self._open_timeout):
                 await producer.start()
@@ -212,24 +222,57 @@ class KafkaSink:
 
 
 async def _close(producer: Any) -> None:
-    """Abort a producer: stop its sender, so nothing it still holds is delivered, and close.
+    """Abort a producer: nothing it still holds is delivered, and this does not wait for Kafka.
 
     aiokafka has no public abort (Java's `close(Duration.ZERO)`) and its `stop()` flushes, which
-    for an idempotent producer means waiting until Kafka takes every batch. So: cancel the
-    sender task, mark the producer closed (the batches left behind are dropped with it), close
-    its connections. An aiokafka without `_sender` falls back to a flushing stop.
+    for an idempotent producer means waiting until Kafka takes every batch. So, through its
+    internals (see `_abortable`): mark the producer closed, cancel its sender task (the batches
+    left behind are dropped with the producer), close its connections. An aiokafka without
+    those internals is reported and the producer stopped, which flushes.
     """
-    sender = getattr(producer, "_sender", None)
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            if sender is None:
+            if not _abortable(producer):
+                _report_unabortable()
                 await producer.stop()
                 return
-            await sender.close()
-            producer._closed = True
-            await producer.client.close()
+            producer._closed = True  # stop() is a no-op from now on, and no "Unclosed" warning
+            try:
+                await producer._sender.close()  # cancels the one task that sends batches
+            finally:
+                await producer.client.close()
     except Exception as exc:  # a producer being dropped must not take anything down with it
         log.warning("Kafka: closing a producer failed: %s", _describe(exc, "timed out"))
+
+
+def _abortable(producer: Any) -> bool:
+    """Whether `producer` has the aiokafka internals `_close` aborts through (0.12 to 0.14):
+
+    - `_sender`: the Sender, whose `close()` cancels `sender_task`, the only task that sends
+      the producer's batches; nothing it holds is sent after that;
+    - `_closed`: False while open; `stop()` returns at once when it is True, and the finalizer
+      reports an "Unclosed AIOKafkaProducer" when it is False.
+    """
+    sender = getattr(producer, "_sender", None)
+    return (
+        isinstance(getattr(producer, "_closed", None), bool)
+        and inspect.iscoroutinefunction(getattr(sender, "close", None))
+        and hasattr(sender, "sender_task")
+    )
+
+
+@functools.cache
+def _report_unabortable() -> None:
+    """Once per process: this aiokafka cannot be aborted, so the collector's promise weakens."""
+    from aiokafka import __version__ as version
+
+    log.error(
+        "aiokafka %s lacks the producer internals (_sender, _closed) the collector aborts a "
+        "dropped producer through: it is flushed instead, so items already answered 503, which "
+        "their senders post again, may be stored twice; install an aiokafka that tailpipe's "
+        "pyproject.toml allows",
+        version,
+    )
 
 
 def _all_acked(futures: list[asyncio.Future[Any]]) -> asyncio.Future[None]:
