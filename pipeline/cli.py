@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline import __version__
-from pipeline.errors import TailpipeError
+from pipeline import __version__, parse
+from pipeline.errors import SettingsError, TailpipeError
 from pipeline.settings import Settings, field_for_env, load, render_toml
 
 
@@ -270,34 +270,39 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if outcome.invalid and args.fail_on_invalid else 0
 
 
-def _duration(raw: str) -> float:
-    """`90`, `90s`, `5m`, `1h`, `7d` -> seconds."""
-    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(raw[-1:], 0)
-    try:
-        value = float(raw[:-1] if scale else raw) * (scale or 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration like 30s or 5m, got {raw!r}"
-        ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive duration, got {raw!r}")
-    return value
+def _argument(parser: Callable[[str, object], Any]) -> Callable[[str], Any]:
+    """An argparse `type` from a `pipeline.parse` parser: the same grammar as the settings,
+    and a bad value is argparse's one error line naming the argument (exit code 2)."""
+
+    def convert(raw: str) -> Any:
+        try:
+            return parser("", raw)
+        except SettingsError as exc:
+            raise argparse.ArgumentTypeError(f"expected {exc.expected}, got {raw!r}") from None
+
+    return convert
 
 
-def _ratio(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
+def _bounded(low: int, high: int, expected: str) -> Callable[[str, object], int]:
+    return lambda name, raw: parse.integer(name, raw, low, high, expected)
+
+
+def _unit_share(name: str, raw: object) -> float:
+    value = parse.number(name, raw, "a number from 0 to 1")
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {raw!r}")
+        raise SettingsError(name, "a number from 0 to 1", raw)
     return value
 
 
-def _positive(raw: str) -> int:
-    if not raw.isdigit() or int(raw) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}")
-    return int(raw)
+_duration = _argument(parse.duration)
+"""`90`, `90s`, `500ms`, `5m`, `1h`, `7d` -> seconds (`pipeline.parse.duration`)."""
+_ratio = _argument(_unit_share)
+_positive = _argument(_bounded(1, 2**31 - 1, "a positive integer"))
+_days = _argument(_bounded(1, 36500, "a number of days from 1 to 36500"))
+_rate = _argument(parse.positive_float)
+_integer = _argument(_bounded(-(2**63), 2**63 - 1, "an integer"))
+_epoch_ms = _argument(_bounded(0, 253_402_300_799_999, "milliseconds since 1970 (to 9999)"))
+_tcp_port = _argument(parse.port)
 
 
 Command = Callable[[Settings, argparse.Namespace], int]
@@ -326,16 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="directory of NNNN_name.sql files (default: the shipped ones)")
     p = add("topics", cmd_topics, "create the events and alerts topics if they are missing")
     p.add_argument("action", choices=["create"])
-    p.add_argument("--partitions", type=int, default=6, help="partitions of the events topic")
-    p.add_argument("--alerts-partitions", type=int, default=1)
-    p.add_argument("--replication-factor", type=int, default=1)
+    p.add_argument("--partitions", type=_positive, default=6, help="partitions of the events topic")
+    p.add_argument("--alerts-partitions", type=_positive, default=1)
+    p.add_argument("--replication-factor", type=_positive, default=1)
     add("run", cmd_run, "run one consumer replica (Kafka -> PostgreSQL) until SIGTERM")
     p = add("api", cmd_api, "serve the query API (and the dashboard) on TAILPIPE_API_PORT")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
     p = add("probe", cmd_probe, "exit 0 if this host's replica (or API) is live or ready")
     p.add_argument("what", choices=["live", "ready"], help="/healthz or /readyz")
-    p.add_argument("--port", type=int, help="default: TAILPIPE_METRICS_PORT (the API: its port)")
-    p.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    p.add_argument(
+        "--port", type=_tcp_port, help="default: TAILPIPE_METRICS_PORT (the API: its port)"
+    )
+    p.add_argument("--timeout", type=_duration, default=3.0, help="seconds (or 500ms, ...)")
     p = add("alerts", cmd_alerts, "forward the alerts topic to Slack, Discord and webhooks")
     p.add_argument("action", choices=["forward"])
     p = add("dlq", cmd_dlq, "list or replay dead letters (after a fix or a migration)")
@@ -348,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("inspect", cmd_inspect, "print the rows the pipeline would store (no services)")
     p.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="one message per line")
     p = add("retention", cmd_retention, "drop whole day partitions older than N days")
-    p.add_argument("--keep-days", type=_positive, required=True, help="days to keep (>= 1)")
+    p.add_argument("--keep-days", type=_days, required=True, help="days to keep (>= 1)")
     p = add("collect", cmd_collect, "HTTP collector: Tail Workers and Logpush into Kafka")
     p.add_argument(
         "--host", default="0.0.0.0", help="address to listen on (port: TAILPIPE_COLLECT_PORT)"
@@ -365,8 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     amount = p.add_mutually_exclusive_group(required=True)
     amount.add_argument("--count", type=_positive, help="publish this many messages")
     amount.add_argument("--duration", type=_duration, help="publish for this long (30s, 5m)")
-    p.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
-    p.add_argument("--seed", type=int, default=1, help="same seed and start: same messages")
+    p.add_argument("--rate", type=_rate, help="messages per second (default: as fast as possible)")
+    p.add_argument("--seed", type=_integer, default=1, help="same seed and start: same messages")
     p.add_argument("--poison-ratio", type=_ratio, default=0.0, help="share of malformed messages")
     p.add_argument(
         "--reject-ratio",
@@ -374,7 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="share of well-formed messages that cannot be stored (a script name too long)",
     )
-    p.add_argument("--start-ms", type=int, help="event time of the first message (default: now)")
+    p.add_argument(
+        "--start-ms", type=_epoch_ms, help="event time of the first message (default: now)"
+    )
     p.add_argument(
         "--step-ms", type=_positive, default=7, help="event time between messages (default: 7)"
     )

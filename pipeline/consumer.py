@@ -137,7 +137,12 @@ class Consumer:
         )
         self._pauses = Pauses(self._kafka, self.metrics)
         self._kafka.subscribe([settings.topic], listener=_Rebalance(self))
-        await self._kafka.start()
+        try:
+            await kafka.start(self._kafka, settings, self._kafka.stop)
+        except BaseException:
+            await writer_conn.close()
+            await self._control.close()
+            raise
         self.started = True
         async with dlq.open_store(settings) as dead_letters:
             self._writer = Writer(dead_letters, self.transformer, self.guard, self.rules)

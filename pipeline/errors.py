@@ -43,7 +43,13 @@ class SettingsError(TailpipeError):
         self.name = name
         self.expected = expected
         self.got = got
-        super().__init__(f"{name}: expected {expected}, got {got!r}")
+        shown = repr(got)
+        if len(shown) > _SHOWN:  # one line of a terminal, whatever was given
+            shown = f"{shown[:_SHOWN]}... ({len(shown)} characters)"
+        super().__init__(f"{name}: expected {expected}, got {shown}")
+
+
+_SHOWN = 100
 
 
 class MigrationError(TailpipeError):

@@ -6,9 +6,9 @@ SASL and TLS are configured in exactly one place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -50,15 +50,25 @@ class ClusterInfo:
     topics: frozenset[str]
 
 
-async def _admin(settings: Settings) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(**client_options(settings))
+class _Client(Protocol):
+    async def start(self) -> None: ...
+
+
+async def start(client: _Client, settings: Settings, close: Callable[[], Awaitable[Any]]) -> None:
+    """Start an aiokafka client, or close it and raise a DependencyError that says which Kafka
+    did not answer: a command must end with one line, not a traceback and an unclosed client."""
     try:
-        await admin.start()
+        await client.start()
     except Exception as exc:
-        await admin.close()
+        await close()
         raise DependencyError(
             f"Kafka at {settings.kafka_bootstrap} did not answer: {exc or type(exc).__name__}"
         ) from exc
+
+
+async def _admin(settings: Settings) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await start(admin, settings, admin.close)
     return admin
 
 
@@ -108,13 +118,13 @@ async def ensure_topics(
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Each partition's high watermark: where a consumer that has read everything stands."""
     producer = AIOKafkaProducer(**client_options(settings))
-    await producer.start()
+    await start(producer, settings, producer.stop)
     try:
         partitions = sorted(await producer.partitions_for(topic))
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
-    await consumer.start()
+    await start(consumer, settings, consumer.stop)
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
     finally:

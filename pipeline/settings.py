@@ -21,6 +21,7 @@ from pipeline.logs import FORMATS, LEVELS
 from pipeline.parse import (
     choice,
     dlq_url,
+    duration,
     host_ports,
     http_url,
     identifier,
@@ -29,10 +30,10 @@ from pipeline.parse import (
     nonempty,
     optional_path,
     port,
-    positive_float,
     positive_int,
     postgres_dsn,
     share,
+    shown,
     string_list,
     text,
 )
@@ -45,14 +46,17 @@ def _local_stack(environ: Mapping[str, str]) -> dict[str, str]:
     """Defaults that follow the local stack's ports, which `TAILPIPE_LOCAL_*` can move
     (deploy/local/stack.py reads the same variables)."""
 
-    def port(name: str, default: int) -> int:
-        raw = environ.get(f"TAILPIPE_LOCAL_{name}_PORT", "")
-        return int(raw) if raw.isdigit() else default
+    def local(name: str, default: int) -> int:
+        variable = f"TAILPIPE_LOCAL_{name}_PORT"
+        try:
+            return port(variable, environ.get(variable, default))
+        except SettingsError:  # not a port: the stack's own default
+            return default
 
     return {
-        "kafka_bootstrap": f"127.0.0.1:{port('KAFKA', 19092)}",
-        "postgres_dsn": f"postgresql://tailpipe@127.0.0.1:{port('POSTGRES', 15432)}/tailpipe",
-        "s3_endpoint": f"http://127.0.0.1:{port('S3', 19000)}",
+        "kafka_bootstrap": f"127.0.0.1:{local('KAFKA', 19092)}",
+        "postgres_dsn": f"postgresql://tailpipe@127.0.0.1:{local('POSTGRES', 15432)}/tailpipe",
+        "s3_endpoint": f"http://127.0.0.1:{local('S3', 19000)}",
     }
 
 
@@ -124,9 +128,9 @@ class Settings:
     )
     batch_max_rows: int = _setting(20_000, positive_int, doc="flush after this many rows")
     batch_max_bytes: int = _setting(16 << 20, positive_int, doc="flush after this many bytes")
-    batch_max_age: float = _setting(1.0, positive_float, doc="flush after this many seconds")
+    batch_max_age: float = _setting(1.0, duration, doc="flush after this many seconds")
     shutdown_grace: float = _setting(
-        30.0, positive_float, doc="seconds a replica may take to flush and stop on SIGTERM"
+        30.0, duration, doc="seconds a replica may take to flush and stop on SIGTERM"
     )
     dead_letter_guard_window: int = _setting(
         1000, positive_int, doc="recent messages the dead-letter guard rail looks at"
@@ -140,7 +144,7 @@ class Settings:
         doc="TOML alert rules replacing the built-in ones (see alerts/rules.toml)",
     )
     alert_publish_interval: float = _setting(
-        1.0, positive_float, doc="seconds between outbox sweeps (a flush that alerts wakes it)"
+        1.0, duration, doc="seconds between outbox sweeps (a flush that alerts wakes it)"
     )
     alert_forward_attempts: int = _setting(
         5, positive_int, doc="deliveries tried per alert and destination before giving up"
@@ -148,7 +152,7 @@ class Settings:
     alert_destinations: str = _setting(
         "", optional_path, doc="TOML file of Slack, Discord and webhook destinations"
     )
-    connect_timeout: float = _setting(5.0, positive_float, doc="seconds to reach a dependency")
+    connect_timeout: float = _setting(5.0, duration, doc="seconds to reach a dependency")
     log_format: str = _setting(
         "auto", choice(FORMATS), doc="json, text, or auto: text on a terminal, JSON otherwise"
     )
@@ -194,7 +198,8 @@ def load(
     if path:
         for key, raw in _read_toml(Path(path)).items():
             if key not in FIELDS:
-                raise SettingsError(f"{path}: {key}", "a known setting name", key)
+                where = f"{shown(str(path))}: {shown(key)}"
+                raise SettingsError(where, "a known setting name", key)
             values[key] = _parse(key, raw)
     for name in FIELDS:
         raw_env = environ.get(env_name(name))
@@ -211,6 +216,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError("--config", "a readable TOML file", f"{path} ({exc.strerror})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError("--config", "valid TOML", f"{path}: {exc}") from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # not UTF-8; a NUL in the path
+        raise SettingsError("--config", "a readable TOML file", f"{path} ({exc})") from None
 
 
 def _parse(name: str, raw: object) -> Any:
@@ -251,7 +258,17 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, tuple):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + "".join(_toml_char(c) for c in str(value)) + '"'
+
+
+def _toml_char(c: str) -> str:
+    """A character inside a TOML basic string: quote, backslash and control characters
+    escaped (a raw line break or tab there is not TOML)."""
+    if c in '"\\':
+        return "\\" + c
+    if c < " " or c == "\x7f":
+        return f"\\u{ord(c):04x}"
+    return c
 
 
 def field_for_env(name: str) -> str:

@@ -40,6 +40,10 @@ def test_a_users_file_overrides_only_what_it_says(tmp_path: Path) -> None:
     [
         ("[outcome]\nseverity = 'loud'\n", "severity"),
         ("[outcome]\ncooldown = 'soon'\n", "cooldown"),
+        ("[outcome]\ncooldown = 'nan'\n", "cooldown"),  # issue 17: was a ValueError
+        ("[outcome]\ncooldown = 'inf'\n", "cooldown"),  # was an OverflowError
+        ("[stalled]\nafter = '-5m'\n", "after"),
+        ("[error_log]\nenabled = 'false'\n", "enabled"),  # was taken as true
         ("[error_log]\npattern = '('\n", "pattern"),
         ("[outcome]\ncolour = 'red'\n", "colour"),
         ("[mystery]\nenabled = true\n", "rules.toml"),
@@ -112,6 +116,17 @@ def test_windowed_rules_fire_strictly_above_with_enough_requests() -> None:
     assert fired(50, 0, 5000.0) == []
     assert fired(50, 0, 5001.0) == ["slow"]
     assert fired(200, 100, 6000) == ["error_rate", "slow"]
+
+
+def test_durations_take_every_unit(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text('[outcome]\ncooldown = "90s"\n[stalled]\nafter = "1.5m"\n'
+                    '[regression]\ncooldown = 600\n[slow]\nwindow = "1d"\n')  # fmt: skip
+    rules = Rules.load(str(path))
+    assert rules.outcome.cooldown_ms == 90_000
+    assert rules.stalled_after_ms == 90_000
+    assert rules.regression.cooldown_ms == 600_000  # a bare number: seconds
+    assert rules.slow_window_h == 24
 
 
 def test_a_window_must_be_whole_hours(tmp_path: Path) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline import kafka
 from pipeline.settings import Settings
+from tests.conftest import env_of, free_port, tailpipe
 
 
 async def test_produce_n_and_consume_exactly_those_n(settings: Settings) -> None:
@@ -56,3 +59,27 @@ async def test_describe_sees_created_topics(settings: Settings) -> None:
     info = await kafka.describe(settings)
     assert info.brokers == 1
     assert {settings.topic, settings.alerts_topic} <= info.topics
+
+
+@pytest.mark.parametrize("command", [("run",), ("alerts", "forward")])
+def test_kafka_unreachable_at_start_is_one_line_not_a_traceback(
+    migrated: Settings, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """`tailpipe run` and `tailpipe alerts forward` died with aiokafka's traceback and an
+    "Unclosed AIOKafkaConsumer" when Kafka did not answer at start."""
+    destinations = tmp_path / "destinations.toml"
+    destinations.write_text('[[destination]]\nname = "hook"\nkind = "webhook"\n'
+                            'url = "http://127.0.0.1:9/alerts"\n')  # fmt: skip
+    nowhere = f"127.0.0.1:{free_port()}"
+    env = {
+        **env_of(migrated),
+        "TAILPIPE_KAFKA_BOOTSTRAP": nowhere,
+        "TAILPIPE_METRICS_PORT": "0",
+        "TAILPIPE_CONNECT_TIMEOUT": "2",
+        "TAILPIPE_ALERT_DESTINATIONS": str(destinations),
+    }
+    done = tailpipe(*command, env=env, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"tailpipe: Kafka at {nowhere} did not answer")
+    assert "Traceback" not in done.stderr
+    assert "Unclosed" not in done.stderr

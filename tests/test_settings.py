@@ -43,6 +43,11 @@ def test_config_file_named_by_environment(tmp_path: Path) -> None:
     assert load(environ={"TAILPIPE_CONFIG": str(config)}).metrics_port == 9999
 
 
+def test_durations_in_seconds_take_units() -> None:
+    settings = load(environ={"TAILPIPE_BATCH_MAX_AGE": "500ms", "TAILPIPE_SHUTDOWN_GRACE": "2m"})
+    assert (settings.batch_max_age, settings.shutdown_grace) == (0.5, 120.0)
+
+
 def test_rendered_toml_reads_back_to_the_same_settings(tmp_path: Path) -> None:
     original = load(environ={"TAILPIPE_BATCH_MAX_AGE": "2.5", "TAILPIPE_LOG_FORMAT": "text"})
     config = tmp_path / "round.toml"
@@ -61,9 +66,19 @@ def test_rendered_toml_reads_back_to_the_same_settings(tmp_path: Path) -> None:
             {"TAILPIPE_BATCH_MAX_ROWS": "0"},
             "TAILPIPE_BATCH_MAX_ROWS: expected a positive integer, got '0'",
         ),
+        (  # issue 17: `'²'.isdigit()` is true, and int() then raised ValueError
+            {"TAILPIPE_BATCH_MAX_ROWS": "\u00b2"},
+            "TAILPIPE_BATCH_MAX_ROWS: expected a positive integer, got '\u00b2'",
+        ),
+        (
+            {"TAILPIPE_BATCH_MAX_AGE": "nan"},
+            "TAILPIPE_BATCH_MAX_AGE: expected a duration like 500ms, 30s, 15m, 1h or 7d "
+            "(1ms to 36500d), got 'nan'",
+        ),
         (
             {"TAILPIPE_METRICS_PORT": "70000"},
-            "TAILPIPE_METRICS_PORT: expected a TCP port (1-65535), got '70000'",
+            "TAILPIPE_METRICS_PORT: expected a TCP port (1-65535), or 0 for any free one, "
+            "got '70000'",
         ),
         (
             {"TAILPIPE_KAFKA_BOOTSTRAP": "localhost"},
@@ -158,3 +173,13 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(AttributeError):
         settings.topic = "x"  # type: ignore[misc]
+
+
+def test_a_huge_bad_value_is_named_in_one_short_line() -> None:
+    """The error quoted the whole value: 5,000 digits made a 5,000-character line."""
+    done = tailpipe("config", env={"TAILPIPE_BATCH_MAX_ROWS": "9" * 5000})
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("tailpipe: TAILPIPE_BATCH_MAX_ROWS: expected ")
+    assert line.endswith("... (5002 characters)")
+    assert len(line) < 250

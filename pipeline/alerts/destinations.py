@@ -11,7 +11,10 @@ Destinations come from a TOML file (`TAILPIPE_ALERT_DESTINATIONS`)::
     per_minute = 30              # rate limit; default 60
     secret = "..."               # webhook only: signs the body (HMAC-SHA256)
 
-The payloads and the signature are pure functions; `forward.py` does the sending.
+Every value is checked for its type and range when the file is read: whatever the file holds,
+it is a list of valid destinations or a `SettingsError` naming the file, the destination and
+the key (exit code 2). The payloads and the signature are pure functions; `forward.py` does the
+sending.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ from typing import Any
 
 import orjson
 
+from pipeline import parse
 from pipeline.errors import SettingsError
 from pipeline.extract import datafile
 
 KINDS = ("slack", "discord", "webhook")
+SEVERITIES = ("critical", "warning")
+KEYS = ("name", "kind", "url", "severities", "scripts", "per_minute", "secret")
+MAX_PER_MINUTE = 60_000
 SIGNATURE_HEADER = "X-Tailpipe-Signature"
 TIMESTAMP_HEADER = "X-Tailpipe-Timestamp"
 
@@ -46,20 +53,24 @@ class Destination:
         where = f"alert destination {self.name}"
         if self.kind not in KINDS:
             raise SettingsError(f"{where}: kind", " or ".join(KINDS), self.kind)
-        if not self.url.startswith(("https://", "http://")):
-            raise SettingsError(f"{where}: url", "an http(s) URL", self.url)
+        if not self.url or parse.http_url(f"{where}: url", self.url) != self.url:
+            raise SettingsError(f"{where}: url", "an http:// or https:// URL", self.url)
         if not self.severities <= {"critical", "warning"}:
             raise SettingsError(f"{where}: severities", "critical and/or warning", self.severities)
-        if self.per_minute < 1:
-            raise SettingsError(f"{where}: per_minute", "a positive number", self.per_minute)
+        if not 1 <= self.per_minute <= MAX_PER_MINUTE:
+            raise SettingsError(
+                f"{where}: per_minute", f"an integer from 1 to {MAX_PER_MINUTE}", self.per_minute
+            )
 
     def wants(self, alert: dict[str, Any]) -> bool:
         """Routing: this destination takes alerts of its severities and scripts."""
-        if alert.get("severity") not in self.severities:
+        severity = alert.get("severity")
+        if not isinstance(severity, str) or severity not in self.severities:
             return False
         if not self.scripts:
             return True
-        script = alert.get("script") or ""
+        script = alert.get("script")
+        script = script if isinstance(script, str) else ""
         return any(fnmatch.fnmatchcase(script, pattern) for pattern in self.scripts)
 
     def request(self, alert: dict[str, Any], now_s: int) -> tuple[bytes, dict[str, str]]:
@@ -87,38 +98,68 @@ def text(alert: dict[str, Any]) -> str:
     icon = ":rotating_light:" if alert.get("severity") == "critical" else ":warning:"
     where = f" [{alert['script']}]" if alert.get("script") else ""
     count = alert.get("occurrences", 1)
-    times = f" (x{count})" if count and count > 1 else ""
-    query = alert.get("details", {}).get("query", "")
+    times = f" (x{count})" if isinstance(count, int) and count > 1 else ""
+    details = alert.get("details")
+    query = details.get("query", "") if isinstance(details, dict) else ""
     return (
-        f"{icon} {alert.get('severity', '?').upper()} {alert.get('rule')}{where}: "
+        f"{icon} {str(alert.get('severity', '?')).upper()} {alert.get('rule')}{where}: "
         f"{alert.get('summary', '')}{times}" + (f"\n{query}" if query else "")
     )
 
 
 def load(path: str) -> tuple[Destination, ...]:
     label, doc = datafile.user(path)
-    datafile.check_keys(label, doc, ("destination",))
-    out = []
-    for n, table in enumerate(doc.get("destination", []), 1):
-        if not isinstance(table, dict):
-            raise SettingsError(f"{label}: destination {n}", "a table", table)
-        where = f"{label}: destination {table.get('name', n)}"
-        datafile.check_keys(where, table, ("name", "kind", "url", "severities", "scripts",
-                                           "per_minute", "secret"))  # fmt: skip
-        try:
-            out.append(
-                Destination(
-                    name=str(table.get("name", f"destination-{n}")),
-                    kind=str(table.get("kind", "")),
-                    url=str(table.get("url", "")),
-                    severities=frozenset(table.get("severities", ("critical", "warning"))),
-                    scripts=tuple(table.get("scripts", ())),
-                    per_minute=int(table.get("per_minute", 60)),
-                    secret=str(table.get("secret", "")),
-                )
-            )
-        except (TypeError, ValueError) as exc:
-            raise SettingsError(where, "valid values", str(exc)) from None
+    label = parse.shown(label)
+    parse.check_keys(label, doc, ("destination",))
+    tables = doc.get("destination", [])
+    if not isinstance(tables, list):
+        raise SettingsError(f"{label}: destination", "an array of [[destination]] tables", tables)
+    out = [_destination(label, n, table) for n, table in enumerate(tables, 1)]
     if not out:
         raise SettingsError(label, "at least one [[destination]]", "none")
+    names = [d.name for d in out]
+    for name in names:
+        if names.count(name) > 1:  # rate limits and logs are per name
+            raise SettingsError(f"{label}: destination {parse.shown(name)}", "a unique name", name)
     return tuple(out)
+
+
+def _destination(label: str, n: int, table: object) -> Destination:
+    if not isinstance(table, dict):
+        raise SettingsError(f"{label}: destination {n}", "a table", table)
+    raw_name = table.get("name", f"destination-{n}")
+    shown = raw_name if isinstance(raw_name, str) and raw_name.isprintable() else str(n)
+    where = f"{label}: destination {shown[:100]}"
+    parse.check_keys(where, table, KEYS)
+    name = parse.nonempty(f"{where}: name", raw_name)
+    kind = table.get("kind", "")
+    if kind not in KINDS:
+        raise SettingsError(f"{where}: kind", " or ".join(KINDS), kind)
+    url = parse.http_url(f"{where}: url", table.get("url", ""))
+    if not url:
+        raise SettingsError(f"{where}: url", "an http:// or https:// URL", url)
+    severities = _strings(f"{where}: severities", table.get("severities", list(SEVERITIES)))
+    if not set(severities) <= set(SEVERITIES):
+        raise SettingsError(f"{where}: severities", "critical and/or warning", severities)
+    per_minute = parse.integer(
+        f"{where}: per_minute",
+        table.get("per_minute", 60),
+        1,
+        MAX_PER_MINUTE,
+        f"an integer from 1 to {MAX_PER_MINUTE}",
+    )
+    return Destination(
+        name=name,
+        kind=kind,
+        url=url,
+        severities=frozenset(severities),
+        scripts=_strings(f"{where}: scripts", table.get("scripts", [])),
+        per_minute=per_minute,
+        secret=parse.text(f"{where}: secret", table.get("secret", "")),
+    )
+
+
+def _strings(where: str, raw: object) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise SettingsError(where, "a list of strings", raw)
+    return tuple(parse.text(where, item) for item in raw)

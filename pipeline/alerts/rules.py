@@ -1,7 +1,9 @@
 """Alert rules: the packaged `rules.toml`, or a user's file (`TAILPIPE_ALERT_RULES`).
 
 Read once, validated on creation: a bad file is a `SettingsError` naming the file, the rule and
-the key (exit code 2). Rules are frozen dataclasses; evaluating them is pure (`alerts.detect`).
+the key (exit code 2), whatever the file holds. Durations (`cooldown`, `window`, `after`) use
+the one grammar of `pipeline.parse.duration`; numbers are finite; counts are integers. Rules
+are frozen dataclasses; evaluating them is pure (`alerts.detect`).
 """
 
 from __future__ import annotations
@@ -10,23 +12,15 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pipeline import parse
 from pipeline.errors import SettingsError
 from pipeline.extract import datafile
 
 SEVERITIES = ("critical", "warning")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _duration_ms(where: str, raw: object) -> int:
-    text = str(raw)
-    scale = _UNITS.get(text[-1:], 0)
-    try:
-        value = float(text[:-1]) * scale if scale else float(text)
-    except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise SettingsError(where, "a duration like 15m, 1h or 30s", raw)
-    return int(value * 1000)
+MAX_COUNT = 2**31 - 1
+"""The largest count a rule takes (`min_requests`, `below`): what PostgreSQL's int holds."""
+MAX_ANOMALY_DAYS = 366
+"""The anomaly baseline reads one row per day and script: at most a year of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,44 +84,82 @@ class Rules:
         label, doc = datafile.packaged_from("pipeline.alerts", "rules.toml")
         if path:
             label, user = datafile.user(path)
+            label = parse.shown(label)
             unknown = set(user) - set(doc)
             if unknown:
                 raise SettingsError(
                     label, f"rules among {', '.join(sorted(doc))}", sorted(unknown)[0]
                 )
+            for name, table in user.items():
+                if not isinstance(table, dict):
+                    raise SettingsError(f"{label}: [{name}]", "a table of settings", table)
             doc = {name: {**doc[name], **user.get(name, {})} for name in doc}
         return cls.from_document(label, doc)
 
     @classmethod
     def from_document(cls, label: str, doc: dict[str, Any]) -> Rules:
+        def table(name: str) -> dict[str, Any]:
+            found = doc.get(name, {})
+            if not isinstance(found, dict):
+                raise SettingsError(f"{label}: [{name}]", "a table of settings", found)
+            return found
+
         def rule(name: str, *extra: str) -> Rule:
-            table = doc.get(name, {})
-            datafile.check_keys(
-                f"{label}: [{name}]", table, ("enabled", "severity", "cooldown", *extra)
+            settings = table(name)
+            parse.check_keys(
+                f"{label}: [{name}]", settings, ("enabled", "severity", "cooldown", *extra)
             )
+            where = f"{label}: [{name}]"
+            severity = settings.get("severity", "warning")
+            if severity not in SEVERITIES:
+                raise SettingsError(f"{where} severity", "critical or warning", severity)
             return Rule(
                 name,
-                enabled=bool(table.get("enabled", True)),
-                severity=str(table.get("severity", "warning")),
-                cooldown_ms=_duration_ms(
-                    f"{label}: [{name}] cooldown", table.get("cooldown", "15m")
-                ),
+                enabled=_boolean(f"{where} enabled", settings.get("enabled", True)),
+                severity=severity,
+                cooldown_ms=parse.duration_ms(f"{where} cooldown", settings.get("cooldown", "15m")),
             )
 
+        def number(name: str, key: str, default: float) -> float:
+            where, raw = f"{label}: [{name}] {key}", table(name).get(key, default)
+            value = parse.number(where, raw, "a number >= 0")
+            if value < 0:
+                raise SettingsError(where, "a number >= 0", raw)
+            return value
+
+        def count(name: str, key: str, default: int, high: int = MAX_COUNT) -> int:
+            where = f"{label}: [{name}] {key}"
+            raw = table(name).get(key, default)
+            return parse.integer(where, raw, 0, high, f"an integer from 0 to {high}")
+
+        def hours(name: str) -> int:
+            """A window in whole hours (the grain of the rollups it is read from)."""
+            where = f"{label}: [{name}] window"
+            ms = parse.duration_ms(where, table(name).get("window", "1h"))
+            if ms % 3_600_000:
+                raise SettingsError(where, "whole hours, such as 1h or 3h", ms)
+            return ms // 3_600_000
+
+        raw_pattern = table("error_log").get("pattern", "$^")
+        if not isinstance(raw_pattern, str):
+            raise SettingsError(
+                f"{label}: [error_log] pattern", "a regular expression", raw_pattern
+            )
         try:
-            pattern = re.compile(str(doc.get("error_log", {}).get("pattern", "$^")))
-        except re.error as exc:
+            pattern = re.compile(raw_pattern)
+        except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999}, ((((...
             raise SettingsError(
                 f"{label}: [error_log] pattern", "a regular expression", str(exc)
             ) from None
-        below = doc.get("rate_limit", {}).get("below", {})
+        below = table("rate_limit").get("below", {})
         if not isinstance(below, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in below.values()
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT
+            for v in below.values()
         ):
             raise SettingsError(
                 f"{label}: [rate_limit] below", "a table of provider = count", below
             )
-        outcomes = doc.get("outcome", {}).get("outcomes", [])
+        outcomes = table("outcome").get("outcomes", [])
         if not isinstance(outcomes, list) or not all(isinstance(o, str) for o in outcomes):
             raise SettingsError(f"{label}: [outcome] outcomes", "a list of outcome names", outcomes)
         return cls(
@@ -141,24 +173,24 @@ class Rules:
             guard_rail=rule("guard_rail"),
             error_rate=rule("error_rate", "window", "above", "min_requests"),
             slow=rule("slow", "window", "p95_above_ms", "min_requests"),
-            error_rate_window_h=_hours(label, "error_rate", doc),
-            error_rate_above=_number(label, "error_rate", "above", doc, 0.2),
-            error_rate_min_requests=int(_number(label, "error_rate", "min_requests", doc, 50)),
-            slow_window_h=_hours(label, "slow", doc),
-            slow_p95_above_ms=_number(label, "slow", "p95_above_ms", doc, 5000),
-            slow_min_requests=int(_number(label, "slow", "min_requests", doc, 50)),
+            error_rate_window_h=hours("error_rate"),
+            error_rate_above=number("error_rate", "above", 0.2),
+            error_rate_min_requests=count("error_rate", "min_requests", 50),
+            slow_window_h=hours("slow"),
+            slow_p95_above_ms=number("slow", "p95_above_ms", 5000),
+            slow_min_requests=count("slow", "min_requests", 50),
             stalled=rule("stalled", "after"),
-            stalled_after_ms=_duration_ms(
-                f"{label}: [stalled] after", doc.get("stalled", {}).get("after", "5m")
+            stalled_after_ms=parse.duration_ms(
+                f"{label}: [stalled] after", table("stalled").get("after", "5m")
             ),
             anomaly=rule("anomaly", *_ANOMALY_KEYS),
-            anomaly_k=_number(label, "anomaly", "k", doc, 3.0),
-            anomaly_alpha=min(1.0, _number(label, "anomaly", "alpha", doc, 0.3)),
-            anomaly_days=max(1, int(_number(label, "anomaly", "days", doc, 14))),
-            anomaly_min_days=int(_number(label, "anomaly", "min_days", doc, 3)),
-            anomaly_min_requests=int(_number(label, "anomaly", "min_requests", doc, 50)),
-            anomaly_min_rate_std=_number(label, "anomaly", "min_rate_std", doc, 0.02),
-            anomaly_min_p95_std_ms=_number(label, "anomaly", "min_p95_std_ms", doc, 50),
+            anomaly_k=number("anomaly", "k", 3.0),
+            anomaly_alpha=min(1.0, number("anomaly", "alpha", 0.3)),
+            anomaly_days=max(1, count("anomaly", "days", 14, MAX_ANOMALY_DAYS)),
+            anomaly_min_days=count("anomaly", "min_days", 3),
+            anomaly_min_requests=count("anomaly", "min_requests", 50),
+            anomaly_min_rate_std=number("anomaly", "min_rate_std", 0.02),
+            anomaly_min_p95_std_ms=number("anomaly", "min_p95_std_ms", 50),
             rate_limit_below=dict(below),
         )
 
@@ -167,16 +199,8 @@ _ANOMALY_KEYS = ("k", "alpha", "days", "min_days", "min_requests", "min_rate_std
                  "min_p95_std_ms")  # fmt: skip
 
 
-def _number(label: str, rule: str, key: str, doc: dict[str, Any], default: float) -> float:
-    raw = doc.get(rule, {}).get(key, default)
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-        raise SettingsError(f"{label}: [{rule}] {key}", "a number >= 0", raw)
-    return float(raw)
-
-
-def _hours(label: str, rule: str, doc: dict[str, Any]) -> int:
-    """A window in whole hours (the grain of the rollups it is read from)."""
-    ms = _duration_ms(f"{label}: [{rule}] window", doc.get(rule, {}).get("window", "1h"))
-    if ms % 3_600_000:
-        raise SettingsError(f"{label}: [{rule}] window", "whole hours, such as 1h or 3h", ms)
-    return ms // 3_600_000
+def _boolean(where: str, raw: object) -> bool:
+    """`true` or `false`: a string such as "false" is refused, not taken as true."""
+    if not isinstance(raw, bool):
+        raise SettingsError(where, "true or false", raw)
+    return raw
