@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from pipeline import kafka, postgres  # noqa: E402
+from pipeline.kafka import clients  # noqa: E402
+from pipeline.postgres.connect import connect  # noqa: E402
 from pipeline.settings import load  # noqa: E402
 from tests.conftest import env_of, isolated, tailpipe, unique  # noqa: E402
 from tests.replica import Replica  # noqa: E402
@@ -36,16 +37,16 @@ async def main(rounds: int) -> int:
     base = load()
     schema = unique("bench_alerts")
     settings = isolated(base, schema, prefix="bench_")
-    conn = await postgres.connect(base)
+    conn = await connect(base)
     await conn.execute(f"CREATE SCHEMA {schema}")
     await conn.close()
     if tailpipe("migrate", env=env_of(settings)).returncode != 0:
         raise SystemExit("migrate failed")
-    await kafka.ensure_topics(settings, {settings.topic: 1, settings.alerts_topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 1, settings.alerts_topic: 1})
     replica = Replica(settings, TAILPIPE_BATCH_MAX_AGE=str(base.batch_max_age))
-    producer = AIOKafkaProducer(**kafka.client_options(settings), acks="all")
+    producer = AIOKafkaProducer(**clients.client_options(settings), acks="all")
     consumer = AIOKafkaConsumer(
-        settings.alerts_topic, **kafka.client_options(settings), auto_offset_reset="latest"
+        settings.alerts_topic, **clients.client_options(settings), auto_offset_reset="latest"
     )
     await producer.start()
     await consumer.start()
@@ -72,7 +73,7 @@ async def main(rounds: int) -> int:
         await consumer.stop()
         await producer.stop()
         replica.terminate()
-        conn = await postgres.connect(base)
+        conn = await connect(base)
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
         await conn.close()
     latencies.sort()

@@ -49,10 +49,11 @@ import httpx  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
 from bench.ingest import drop_kafka, migrate  # noqa: E402
-from pipeline import kafka, postgres, synth  # noqa: E402
 from pipeline.api import logs as recent_sql  # noqa: E402
 from pipeline.errors import DependencyError  # noqa: E402
-from pipeline.publisher import BulkPublisher  # noqa: E402
+from pipeline.kafka import clients, synth  # noqa: E402
+from pipeline.kafka.publisher import BulkPublisher  # noqa: E402
+from pipeline.postgres.connect import connect, quote_ident  # noqa: E402
 from pipeline.settings import Settings, load  # noqa: E402
 from tests.conftest import env_of  # noqa: E402
 
@@ -115,7 +116,7 @@ def shown(path: Path) -> str:
 # -- data ------------------------------------------------------------------------------------
 async def data_state(settings: Settings) -> dict[str, Any]:
     """Exact row count and time range of tail_logs in the schema (zero when not migrated)."""
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     try:
         if not await conn.fetchval("SELECT to_regclass('tail_logs') IS NOT NULL"):
             return {"log_rows": 0, "first_ts": None, "last_ts": None}
@@ -127,7 +128,7 @@ async def data_state(settings: Settings) -> dict[str, Any]:
 
 
 async def applied_migrations(settings: Settings) -> list[int]:
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     try:
         rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
         return [int(r["version"]) for r in rows]
@@ -138,7 +139,7 @@ async def applied_migrations(settings: Settings) -> list[int]:
 async def drop_earlier_loads(settings: Settings) -> None:
     """Delete the topics and groups of earlier loads (`<schema>_<digits>`), finished or not,
     and the schema: a load always starts from nothing, and Kafka keeps no 1.4 GB leftovers."""
-    admin = AIOKafkaAdminClient(**kafka.client_options(settings))
+    admin = AIOKafkaAdminClient(**clients.client_options(settings))
     await admin.start()
     try:
         pattern = re.compile(rf"{re.escape(settings.postgres_schema)}_\d+")
@@ -148,9 +149,9 @@ async def drop_earlier_loads(settings: Settings) -> None:
     if topics:
         say(f"  deleting earlier load topics {', '.join(sorted(topics))}")
         await drop_kafka(settings, topics, topics)  # each load's group is named as its topic
-    conn = await postgres.connect(load())
+    conn = await connect(load())
     try:
-        schema = postgres.quote_ident(settings.postgres_schema)
+        schema = quote_ident(settings.postgres_schema)
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     finally:
         await conn.close()
@@ -215,7 +216,7 @@ class StoredCounter:
         """The count, or None while PostgreSQL does not answer."""
         try:
             if self._conn is None or self._conn.is_closed():
-                self._conn = await postgres.connect(self._settings)
+                self._conn = await connect(self._settings)
             return int(
                 await self._conn.fetchval(
                     "SELECT coalesce(sum(next_offset), 0) FROM pipeline_offsets WHERE topic = $1",
@@ -276,7 +277,7 @@ async def store(settings: Settings, messages: int, timeout_s: float, log_path: P
 async def vacuum_analyze(settings: Settings) -> float:
     """VACUUM ANALYZE every table of the schema: fresh statistics for the planner and a
     visibility map for index-only scans, as autovacuum would eventually give production."""
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     started = time.perf_counter()
     try:
         # Partitioned parents recurse into their partitions, so only top-level tables.
@@ -287,7 +288,7 @@ async def vacuum_analyze(settings: Settings) -> float:
             settings.postgres_schema,
         )
         for table in tables:
-            await conn.execute(f"VACUUM (ANALYZE) {postgres.quote_ident(table['relname'])}")
+            await conn.execute(f"VACUUM (ANALYZE) {quote_ident(table['relname'])}")
     finally:
         await conn.close()
     return time.perf_counter() - started
@@ -301,7 +302,7 @@ async def load_data(args: argparse.Namespace, settings: Settings) -> dict[str, A
     # A topic and group per load, named for the schema: earlier loads' offsets cannot leak in.
     name = f"{settings.postgres_schema}_{int(time.time())}"
     settings = replace(settings, topic=name, group=name)
-    await kafka.ensure_topics(settings, {settings.topic: PARTITIONS})
+    await clients.ensure_topics(settings, {settings.topic: PARTITIONS})
     try:
         publish_s = await publish(settings, args.messages, args.seed)
         log_path = out_dir(args) / f"api-load-{name}.log"
@@ -479,7 +480,7 @@ def summarize_plan(lines: list[str]) -> dict[str, Any]:
 async def explain_recent(settings: Settings) -> tuple[list[str], list[dict[str, Any]]]:
     """EXPLAIN (ANALYZE, BUFFERS) of each recent-logs request measured, after the measurement
     (so on a cache as warm as the requests had)."""
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     # The API's pool plans every query for its values (pipeline/api/app.py); so do these.
     await conn.execute("SET plan_cache_mode = force_custom_plan")
     blocks: list[str] = []

@@ -44,13 +44,15 @@ import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from pipeline import kafka, postgres, store, synth  # noqa: E402
-from pipeline.batch import Batch  # noqa: E402
-from pipeline.extract import Extractor  # noqa: E402
-from pipeline.partitions import PartitionManager  # noqa: E402
-from pipeline.publisher import BulkPublisher  # noqa: E402
+from pipeline.kafka import clients, synth  # noqa: E402
+from pipeline.kafka.publisher import BulkPublisher  # noqa: E402
+from pipeline.postgres import flush  # noqa: E402
+from pipeline.postgres.connect import connect, quote_ident  # noqa: E402
+from pipeline.postgres.day_partitions import PartitionManager  # noqa: E402
 from pipeline.settings import Settings, load  # noqa: E402
-from pipeline.transform import EVENT_COLUMNS, LOG_COLUMNS, Transformer  # noqa: E402
+from pipeline.transform.batch import Batch  # noqa: E402
+from pipeline.transform.extract import Extractor  # noqa: E402
+from pipeline.transform.transformer import EVENT_COLUMNS, LOG_COLUMNS, Transformer  # noqa: E402
 from tests.conftest import env_of  # noqa: E402
 
 START_MS = 1_764_374_400_000
@@ -112,7 +114,7 @@ async def fill(settings: Settings, n: int, seed: int) -> float:
 # -- (b) Kafka ceiling -----------------------------------------------------------------------
 def _bare_consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        **kafka.client_options(settings),
+        **clients.client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -158,7 +160,7 @@ async def stored_total(db: asyncpg.Connection, topic: str) -> int:
 async def pipeline_run(
     settings: Settings, n: int, timeout_s: float, profile: Path | None = None
 ) -> dict[str, Any]:
-    db = await postgres.connect(settings)
+    db = await connect(settings)
     log_path = ROOT / ".local" / "bench" / f"run-{settings.topic}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -276,9 +278,9 @@ async def pg_ceiling(
         EVENT_COLUMNS.index("kafka_offset"),
         LOG_COLUMNS.index("kafka_offset"),
     )
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     try:
-        await PartitionManager().ensure(conn, store.days_of(base))
+        await PartitionManager().ensure(conn, flush.days_of(base))
         copied = rows = 0
         busy = 0.0
         while copied < n:
@@ -334,7 +336,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)"""
 
 async def naive(settings: Settings, n: int, topic: str) -> dict[str, Any]:
     consumer = await _from_start(settings)
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     try:
         seen = 0
         started = time.perf_counter()
@@ -391,16 +393,16 @@ async def naive(settings: Settings, n: int, topic: str) -> dict[str, Any]:
 
 # -- cleanup ---------------------------------------------------------------------------------
 async def drop_schemas(base: Settings, schemas: list[str]) -> None:
-    conn = await postgres.connect(base)
+    conn = await connect(base)
     try:
         for name in schemas:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {postgres.quote_ident(name)} CASCADE")
+            await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(name)} CASCADE")
     finally:
         await conn.close()
 
 
 async def drop_kafka(settings: Settings, topics: list[str], groups: list[str]) -> None:
-    admin = AIOKafkaAdminClient(**kafka.client_options(settings))
+    admin = AIOKafkaAdminClient(**clients.client_options(settings))
     await admin.start()
     try:
         with contextlib.suppress(Exception):
@@ -472,12 +474,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         migrate(copy)
         if args.schema_sql:  # e.g. an index variant, to measure before writing a migration
             for schema in (run, copy):
-                conn = await postgres.connect(schema)
+                conn = await connect(schema)
                 try:
                     await conn.execute(args.schema_sql)
                 finally:
                     await conn.close()
-        await kafka.ensure_topics(run, {run.topic: PARTITIONS})
+        await clients.ensure_topics(run, {run.topic: PARTITIONS})
         say(f"filling {run.topic} with {args.messages:,} messages")
         seconds = await fill(run, args.messages, args.seed)
         result["fill"] = {"seconds": seconds, "events_per_s": args.messages / seconds}

@@ -15,8 +15,11 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipeline import kafka, migrate, postgres, s3
+from pipeline.deadletters import s3
 from pipeline.errors import DependencyError
+from pipeline.kafka import clients
+from pipeline.postgres import migrate
+from pipeline.postgres.connect import connect, quote_ident
 from pipeline.settings import Settings
 
 
@@ -31,7 +34,7 @@ class Result:
 
 
 async def check_kafka(settings: Settings) -> str:
-    info = await kafka.describe(settings)
+    info = await clients.describe(settings)
     missing = [t for t in (settings.topic, settings.alerts_topic) if t not in info.topics]
     topics = (
         f"topics {settings.topic}, {settings.alerts_topic} exist"
@@ -42,7 +45,7 @@ async def check_kafka(settings: Settings) -> str:
 
 
 async def check_postgres(settings: Settings) -> str:
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     try:
         version = await conn.fetchval("SHOW server_version")
         applied = await conn.fetchval(
@@ -52,8 +55,7 @@ async def check_postgres(settings: Settings) -> str:
         )
         if applied:
             applied = await conn.fetchval(
-                f"SELECT count(*) FROM {postgres.quote_ident(settings.postgres_schema)}"
-                ".schema_migrations"
+                f"SELECT count(*) FROM {quote_ident(settings.postgres_schema)}.schema_migrations"
             )
     finally:
         await conn.close()

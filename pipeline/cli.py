@@ -39,13 +39,14 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline import migrate, postgres
+    from pipeline.postgres import migrate
+    from pipeline.postgres.connect import connect
 
     directory = Path(args.dir) if args.dir else migrate.default_directory()
     migrations = migrate.discover(directory)
 
     async def go() -> list[str]:
-        conn = await postgres.connect(settings)
+        conn = await connect(settings)
         try:
             return await migrate.apply(conn, settings.postgres_schema, migrations)
         finally:
@@ -60,10 +61,10 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline import kafka
+    from pipeline.kafka import clients
 
     wanted = {settings.topic: args.partitions, settings.alerts_topic: args.alerts_partitions}
-    created = asyncio.run(kafka.ensure_topics(settings, wanted, args.replication_factor))
+    created = asyncio.run(clients.ensure_topics(settings, wanted, args.replication_factor))
     for name, count in wanted.items():
         state = "created" if name in created else "exists"
         print(f"{name}: {state}" + (f" ({count} partitions)" if name in created else ""))
@@ -73,7 +74,7 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
-    from pipeline import loadgen
+    from pipeline.kafka import loadgen
 
     if args.poison_ratio + args.reject_ratio > 1.0:  # a message is never both
         print("tailpipe: --poison-ratio and --reject-ratio add up to more than 1", file=sys.stderr)
@@ -94,16 +95,16 @@ def cmd_loadgen(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline import replica
+    from pipeline.replica.serve import serve
 
-    return replica.serve(settings)
+    return serve(settings)
 
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline import replay
-    from pipeline.extract import Extractor
-    from pipeline.inspect import dumps
-    from pipeline.transform import Transformer
+    from pipeline.postgres import replay
+    from pipeline.transform.extract import Extractor
+    from pipeline.transform.inspect import dumps
+    from pipeline.transform.transformer import Transformer
 
     where = replay.Filter(args.since, args.error, args.topic)
     if args.action == "list":
@@ -139,9 +140,10 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _dlq_list(settings: Settings, where: Any) -> list[dict[str, Any]]:
-    from pipeline import postgres, replay
+    from pipeline.postgres import replay
+    from pipeline.postgres.connect import connect
 
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     try:
         return await replay.listing(conn, where)
     finally:
@@ -175,14 +177,14 @@ def cmd_probe(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
     import signal
 
-    from pipeline import logs
+    from pipeline import logconfig
     from pipeline.alerts import destinations, forward
     from pipeline.errors import SettingsError
 
     if not settings.alert_destinations:
         raise SettingsError("TAILPIPE_ALERT_DESTINATIONS", "a destinations TOML file", "")
     targets = destinations.load(settings.alert_destinations)
-    logs.configure(settings.log_format, settings.log_level)
+    logconfig.configure(settings.log_format, settings.log_level)
 
     async def main() -> forward.Tally:
         stop = asyncio.Event()
@@ -199,9 +201,9 @@ def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
-    from pipeline import inspect
-    from pipeline.extract import Extractor
-    from pipeline.transform import Transformer
+    from pipeline.transform import inspect
+    from pipeline.transform.extract import Extractor
+    from pipeline.transform.transformer import Transformer
 
     transformer = Transformer(Extractor.from_files())
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
@@ -225,13 +227,14 @@ def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     import datetime
 
-    from pipeline import partitions, postgres
+    from pipeline.postgres import day_partitions
+    from pipeline.postgres.connect import connect
 
     async def go() -> list[str]:
-        conn = await postgres.connect(settings)
+        conn = await connect(settings)
         try:
             today = datetime.datetime.now(datetime.UTC).date()
-            return await partitions.drop_older_than(conn, args.keep_days, today)
+            return await day_partitions.drop_older_than(conn, args.keep_days, today)
         finally:
             await conn.close()
 
@@ -243,13 +246,13 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_collect(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline import collect
+    from pipeline.collector.app import serve
 
-    return collect.serve(settings, host=args.host)
+    return serve(settings, host=args.host)
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline import produce
+    from pipeline.kafka import produce
 
     topic = args.topic or settings.topic
     try:

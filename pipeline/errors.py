@@ -9,7 +9,8 @@ named with their module::
     ├── MigrationError                 a migration cannot be applied, or was edited after it was
     ├── DependencyError                Kafka, PostgreSQL or S3 did not answer: retried, never
     │   │                              the data's fault
-    │   ├── dlq.StoreUnavailable       the dead-letter store did not take or give an object
+    │   ├── deadletters.store.StoreUnavailable  the dead-letter store did not take or give an
+    │   │                              object
     │   └── collector.sink.Unavailable Kafka cannot take a request's items now: 503, retry later
     ├── InputError                     what a producer or client sent cannot be taken as it is:
     │   │                              never retried unchanged
@@ -17,12 +18,13 @@ named with their module::
     │   ├── collector.rejection.Rejection  a request the collector refuses: 400, 401, 413
     │   └── api.cursor.InvalidCursor   a paging cursor forged, tampered with or stale: 422
     └── FlushAborted                   a flush stored nothing, for a reason that decides what
-        │                              the replica does next (`consumer.Consumer._failed`)
-        ├── store.PartitionsLost       another replica owns these partitions: drop, re-seek
-        ├── writer.DeadLettersHeld     the dead-letter store failed: hold those partitions
-        └── writer.GuardTripped        too many recent messages would be dead letters: stop
+        │                              the replica does next (`replica.consumer.Consumer._failed`)
+        ├── postgres.flush.PartitionsLost  another replica owns these partitions: drop, re-seek
+        ├── postgres.writer.DeadLettersHeld  the dead-letter store failed: hold those partitions
+        └── postgres.writer.GuardTripped  too many recent messages would be dead letters: stop
 
-Control flow inside one function (`store._Undo`, `replay._DryRun`) is no error and stays out.
+Control flow inside one function (`postgres.flush._Undo`, `postgres.replay._DryRun`) is no
+error and stays out.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.errors import SettingsError
-from pipeline.logs import FORMATS, LEVELS
+from pipeline.logconfig import FORMATS, LEVELS
 from pipeline.parse import (
     choice,
     dlq_url,

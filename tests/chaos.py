@@ -26,8 +26,10 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from pipeline import dlq, kafka, postgres
-from pipeline.deadletter import partition_prefix
+from pipeline.deadletters.record import partition_prefix
+from pipeline.deadletters.store import open_store
+from pipeline.kafka import clients
+from pipeline.postgres.connect import connect
 from pipeline.settings import Settings, load
 from tests.conftest import ROOT, env_of, tailpipe, unique
 from tests.faults import TcpProxy, postgres_down, postgres_up
@@ -110,7 +112,7 @@ async def feed(settings: Settings, rate: float, stop: asyncio.Event, seed: int) 
 
 
 async def account(settings: Settings, produced: Produced) -> dict[str, Any]:
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     try:
         stored = await stored_messages(conn)
         dead = await dead_letters_in_store(settings, conn)
@@ -122,7 +124,7 @@ async def account(settings: Settings, produced: Produced) -> dict[str, Any]:
     finally:
         await conn.close()
     in_store: set[str] = set()
-    async with dlq.open_store(settings) as store:
+    async with open_store(settings) as store:
         for p in partitions:
             prefix = partition_prefix(store.prefix, settings.topic, p)
             in_store |= set(await store.keys_after(prefix, None))
@@ -147,16 +149,16 @@ async def main(duration: float, replicas: int, rate: float, seed: int) -> int:
         base, postgres_schema=schema, topic=unique("chaos"), group=unique("chaos"),
         dlq_url=f"s3://{base.dlq_bucket}/{schema}",
     )  # fmt: skip
-    conn = await postgres.connect(base)
+    conn = await connect(base)
     await conn.execute(f"CREATE SCHEMA {schema}")
     await conn.close()
     migrated = tailpipe("migrate", env=env_of(settings))
     if migrated.returncode != 0:
         raise SystemExit(migrated.stderr)
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     await conn.execute(REFUSING_CHECK)  # some messages PostgreSQL refuses: bisection under fire
     await conn.close()
-    await kafka.ensure_topics(settings, {settings.topic: 6})
+    await clients.ensure_topics(settings, {settings.topic: 6})
     endpoint = urlsplit(settings.s3_endpoint)
     rng = random.Random(seed)
     async with TcpProxy(endpoint.hostname or "127.0.0.1", endpoint.port or 80) as proxy:
@@ -175,7 +177,7 @@ async def main(duration: float, replicas: int, rate: float, seed: int) -> int:
             stop.set()
             produced = await feeding
         print(f"  repaired; draining {produced.count} messages", flush=True)
-        conn = await postgres.connect(settings)
+        conn = await connect(settings)
         try:
             async with asyncio.timeout(600):
                 # The replicas make the progress; PostgreSQL is where it shows.
@@ -205,7 +207,7 @@ async def main(duration: float, replicas: int, rate: float, seed: int) -> int:
     print("\nOK: produced = stored + dead-lettered, nothing twice" if ok else "\nFAILED")
     print(f"JSON: {save({**report, 'ok': ok, 'seed': seed}).relative_to(ROOT)}")
     if ok:  # a failed run's schema stays, to look into
-        conn = await postgres.connect(base)
+        conn = await connect(base)
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
         await conn.close()
     return 0 if ok else 1

@@ -22,7 +22,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline import kafka, postgres
+from pipeline.kafka import clients
+from pipeline.postgres.connect import connect, quote_ident
 from pipeline.settings import Settings, load
 
 if TYPE_CHECKING:
@@ -83,9 +84,9 @@ def schema(base_settings: Settings) -> Iterator[str]:
 
 async def drop_schema(settings: Settings, name: str) -> None:
     """Drop the schema `name` and everything in it, if it is there."""
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {postgres.quote_ident(name)} CASCADE")
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(name)} CASCADE")
     finally:
         await conn.close()
 
@@ -124,7 +125,7 @@ def env_of(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     try:
         yield conn
     finally:
@@ -134,7 +135,7 @@ async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
 async def read_topic(settings: Settings, n: int) -> list[tuple[bytes | None, bytes]]:
     """The (key, value) of every message on the test's topic: exactly n, none after them."""
     consumer = AIOKafkaConsumer(
-        **kafka.client_options(settings), auto_offset_reset="earliest", group_id=None
+        **clients.client_options(settings), auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
     out: list[tuple[bytes | None, bytes]] = []

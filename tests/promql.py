@@ -14,8 +14,8 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from pipeline.api.metrics import Metrics as ApiMetrics
 from pipeline.collector.metrics import Metrics as CollectorMetrics
-from pipeline.httpmetrics import RouteTable
-from pipeline.metrics import Metrics
+from pipeline.replica.metrics import Metrics
+from pipeline.web.metrics import RouteTable
 
 TARGET_LABELS = frozenset({"job", "instance"})
 """Labels Prometheus adds to every scraped series."""

@@ -20,16 +20,17 @@ import asyncpg
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import dlq, synth
-from pipeline.batch import Batch
-from pipeline.deadletter import decode_object
-from pipeline.decode import decode
+from pipeline.deadletters.record import decode_object
+from pipeline.deadletters.store import open_store
 from pipeline.errors import DecodeError
-from pipeline.extract import Extractor
-from pipeline.publisher import BulkPublisher
-from pipeline.records import Invocation
+from pipeline.formats.decode import decode
+from pipeline.formats.records import Invocation
+from pipeline.kafka import synth
+from pipeline.kafka.publisher import BulkPublisher
 from pipeline.settings import Settings
-from pipeline.transform import Transformer
+from pipeline.transform.batch import Batch
+from pipeline.transform.extract import Extractor
+from pipeline.transform.transformer import Transformer
 from tests.conftest import ROOT, env_of, free_port
 
 START = 1_764_374_400_000
@@ -284,7 +285,7 @@ async def dead_letters_in_store(
     """(partition, offset) of every dead letter in every indexed object, with its count."""
     found: Counter[tuple[int, int]] = Counter()
     keys = [r[0] for r in await db.fetch("SELECT object_key FROM dead_letters")]
-    async with dlq.open_store(settings) as store:
+    async with open_store(settings) as store:
         for key in keys:
             for _, partition, letter in decode_object(await store.get(key)):
                 found[(partition, letter.offset)] += 1

@@ -8,10 +8,10 @@ import pytest
 
 from pipeline.alerts.detect import merge, note
 from pipeline.alerts.rules import Rules
-from pipeline.batch import Batch
 from pipeline.errors import SettingsError
-from pipeline.extract import Extractor
-from pipeline.transform import Transformer
+from pipeline.transform.batch import Batch
+from pipeline.transform.extract import Extractor
+from pipeline.transform.transformer import Transformer
 
 T0 = 1_764_374_400_000  # on a 15-minute boundary
 

@@ -16,11 +16,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi.testclient import TestClient
 
-from pipeline import kafka
 from pipeline.alerts import destinations
 from pipeline.alerts.outbox import Outbox
 from pipeline.api.app import create_app
-from pipeline.publisher import BulkPublisher
+from pipeline.kafka import clients
+from pipeline.kafka.publisher import BulkPublisher
 from pipeline.settings import Settings
 from tests.conftest import free_port, read_topic
 from tests.faults import wait_for
@@ -53,7 +53,7 @@ async def publish(settings: Settings, values: list[tuple[bytes, bytes]]) -> None
 
 
 async def topics(settings: Settings, partitions: int) -> None:
-    await kafka.ensure_topics(settings, {settings.topic: partitions, settings.alerts_topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: partitions, settings.alerts_topic: 1})
 
 
 async def test_an_alert_is_recorded_with_its_events_and_published(
@@ -160,7 +160,7 @@ async def test_flushes_never_wait_on_a_publish_that_cannot_finish(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 1})  # no alerts topic: sends hang
+    await clients.ensure_topics(settings, {settings.topic: 1})  # no alerts topic: sends hang
     replicas.append(Replica(settings))
     at = mid_window_ms()
     await publish(settings, [(b"w", trace("worker-d", "exception", at))])

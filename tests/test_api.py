@@ -21,10 +21,10 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline import kafka
 from pipeline.api import cursor
 from pipeline.api.app import create_app
 from pipeline.errors import SettingsError
+from pipeline.kafka import clients
 from pipeline.settings import Settings
 from tests.conftest import ROOT, env_of, free_port
 from tests.faults import wait_for
@@ -40,7 +40,7 @@ HOURS_OF_DATA = 20
 async def stored(migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]) -> Settings:
     """N synthetic messages over the last 20 hours, stored by a real replica."""
     settings = replace(migrated, api_read_tokens=(READ,), api_write_tokens=(WRITE,))
-    await kafka.ensure_topics(settings, {settings.topic: 3})
+    await clients.ensure_topics(settings, {settings.topic: 3})
     now_ms = int(time.time() * 1000)
     step = HOURS_OF_DATA * 3_600_000 // N
     produced = await produce(

@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline import httpmetrics
 from pipeline.api.app import create_app
 from pipeline.api.metrics import Metrics
 from pipeline.collector.metrics import Metrics as CollectorMetrics
 from pipeline.settings import Settings
+from pipeline.web import metrics as http_metrics
 from tests.conftest import ROOT, free_port
 from tests.promql import series_of
 
@@ -141,8 +141,8 @@ def test_what_clients_send_never_becomes_a_label(api: TestClient) -> None:
         assert leaked not in text
     routes = {r for r, _, _ in grown} - {"other"}
     assert {r for r, _, _ in counts(api)} == routes | {"other"}
-    assert {m for _, m, _ in counts(api)} <= httpmetrics.METHODS | {"other"}
-    assert {s for _, _, s in counts(api)} <= set(httpmetrics.STATUSES)
+    assert {m for _, m, _ in counts(api)} <= http_metrics.METHODS | {"other"}
+    assert {s for _, _, s in counts(api)} <= set(http_metrics.STATUSES)
 
 
 def test_a_database_outage_counts_as_5xx(settings: Settings) -> None:
@@ -171,9 +171,9 @@ def test_a_request_that_raises_is_counted_as_the_500_it_gets() -> None:
         return Response("ok")
 
     routes = [Route("/fails", fails), Route("/fine/{n:int}", fine, methods=["GET", "POST"])]
-    metrics = Metrics.create(httpmetrics.RouteTable(routes))
+    metrics = Metrics.create(http_metrics.RouteTable(routes))
     app = Starlette(
-        routes=routes, middleware=[Middleware(httpmetrics.Instrumented, metrics=metrics)]
+        routes=routes, middleware=[Middleware(http_metrics.Instrumented, metrics=metrics)]
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.get("/fails").status_code == 500
@@ -188,7 +188,7 @@ def test_a_request_that_raises_is_counted_as_the_500_it_gets() -> None:
 
 def test_the_runbook_names_every_metric_of_the_api_and_the_collector() -> None:
     runbook = (ROOT / "docs" / "operations.md").read_text()
-    for name in {*series_of(Metrics.create(httpmetrics.RouteTable(()))),
+    for name in {*series_of(Metrics.create(http_metrics.RouteTable(()))),
                  *series_of(CollectorMetrics.create())}:  # fmt: skip
         family = re.sub(r"_(total|bucket|sum|count)$", "", name)
         assert f"`{family}" in runbook, family

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi import checks
 
-from pipeline import kafka, postgres
+from pipeline.kafka import clients
+from pipeline.postgres.connect import connect
 from pipeline.settings import Settings, load
 from tests.conftest import ROOT, env_of, free_port, tailpipe, unique
 from tests.replica import Replica, produce, wait_stored
@@ -28,17 +29,17 @@ TOKEN = "schema-test-token-0123456789"
 
 
 async def _seed(settings: Settings) -> None:
-    conn = await postgres.connect(load())
+    conn = await connect(load())
     await conn.execute(f'CREATE SCHEMA "{settings.postgres_schema}"')
     await conn.close()
     assert tailpipe("migrate", env=env_of(settings)).returncode == 0
-    await kafka.ensure_topics(settings, {settings.topic: 2})
+    await clients.ensure_topics(settings, {settings.topic: 2})
     now_ms = int(time.time() * 1000)
     produced = await produce(settings, 600, seed=51, poison_ratio=0.01,
                              start_ms=now_ms - 10 * 3_600_000, step_ms=60_000)  # fmt: skip
     replica = Replica(settings)
     try:
-        conn = await postgres.connect(settings)
+        conn = await connect(settings)
         await wait_stored(conn, settings.topic, produced.count, 90)
         await conn.close()
     finally:
@@ -46,7 +47,7 @@ async def _seed(settings: Settings) -> None:
 
 
 async def _drop(settings: Settings) -> None:
-    conn = await postgres.connect(load())
+    conn = await connect(load())
     await conn.execute(f'DROP SCHEMA "{settings.postgres_schema}" CASCADE')
     await conn.close()
 

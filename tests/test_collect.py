@@ -37,11 +37,11 @@ from aiokafka.structs import ConsumerRecord
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from pipeline.collect import create_app, serve
 from pipeline.collector import sink
-from pipeline.decode import decode
+from pipeline.collector.app import create_app, serve
 from pipeline.errors import SettingsError
-from pipeline.kafka import client_options, ensure_topics
+from pipeline.formats.decode import decode
+from pipeline.kafka.clients import client_options, ensure_topics
 from pipeline.settings import Settings
 from tests.broker import Broker
 from tests.conftest import ROOT, env_of, free_port
@@ -297,7 +297,7 @@ async def test_requests_without_a_known_token_are_refused(collect_settings: Sett
 
 
 async def test_tokens_of_any_length_are_taken_and_near_misses_refused(settings: Settings) -> None:
-    """The collector's check is pipeline/tokens.py's: a token of 1 byte or of 200, in either
+    """The collector's check is pipeline/web/tokens.py's: a token of 1 byte or of 200, in either
     header, is taken; anything a byte off, shorter or longer, is refused."""
     await ensure_topics(settings, {settings.topic: PARTITIONS})
     tokens = ("a", "b" * 200, TOKEN)
@@ -544,7 +544,7 @@ async def test_serve_runs_until_sigterm_and_returns_0(collect_settings: Settings
         "TAILPIPE_COLLECT_TOKENS": TOKEN,
     }
     code = (
-        "import sys; from pipeline.collect import serve; from pipeline.settings import load; "
+        "import sys; from pipeline.collector.app import serve; from pipeline.settings import load; "
         "sys.exit(serve(load(), host='127.0.0.1'))"
     )
     process = await asyncio.create_subprocess_exec(

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from pipeline import postgres
+from pipeline.postgres.connect import connect
 from pipeline.settings import Settings
 from tests.conftest import (
     ROOT,
@@ -68,7 +68,7 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
 
 def _wait_stored(settings: Settings, n: int, deadline_s: float) -> None:
     async def wait() -> None:
-        conn = await postgres.connect(settings)
+        conn = await connect(settings)
         try:
             await wait_stored(conn, settings.topic, n, deadline_s)
         finally:

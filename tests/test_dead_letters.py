@@ -13,11 +13,14 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from pipeline import dlq, kafka, store, synth
-from pipeline.deadletter import DeadLetter, encode, object_key, record
-from pipeline.partitions import PartitionManager
-from pipeline.publisher import BulkPublisher
+from pipeline.deadletters.record import encode, object_key, record
+from pipeline.deadletters.store import open_store
+from pipeline.kafka import clients, synth
+from pipeline.kafka.publisher import BulkPublisher
+from pipeline.postgres import flush
+from pipeline.postgres.day_partitions import PartitionManager
 from pipeline.settings import Settings
+from pipeline.transform.batch import DeadLetter
 from tests.conftest import env_of, read_topic, tailpipe
 from tests.faults import wait_for
 from tests.replica import (
@@ -37,7 +40,7 @@ async def test_poison_mix_every_message_stored_or_dead_lettered_once(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 3})
+    await clients.ensure_topics(settings, {settings.topic: 3})
     await db.execute(REFUSING_CHECK)
     produced = await produce(
         settings, 50_000, seed=21, poison_ratio=0.01, reject_ratio=0.01, refusing=True
@@ -78,7 +81,7 @@ async def test_guard_rail_stops_a_flood_of_bad_messages(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 2, settings.alerts_topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 2, settings.alerts_topic: 1})
     async with BulkPublisher(settings, settings.topic) as publisher:
         for message in itertools.islice(synth.messages(22, START), 200):
             await publisher.add(message.key, message.value)
@@ -137,7 +140,7 @@ async def test_replay_after_the_cause_is_fixed_stores_each_message_once(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 2})
+    await clients.ensure_topics(settings, {settings.topic: 2})
     # A constraint the data breaks (as a bad migration would), on partitions that exist.
     await PartitionManager().ensure(db, {datetime.fromtimestamp(START / 1000, UTC).date()})
     await db.execute(
@@ -182,7 +185,7 @@ async def test_a_directory_as_the_dead_letter_store(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica], tmp_path: Path
 ) -> None:
     settings = replace(migrated, dlq_url=f"file://{tmp_path}/dlq")
-    await kafka.ensure_topics(settings, {settings.topic: 2})
+    await clients.ensure_topics(settings, {settings.topic: 2})
     produced = await produce(settings, 1000, seed=23, poison_ratio=0.05)
     replicas.append(Replica(settings))
     await wait_stored(db, settings.topic, produced.count, 90)
@@ -201,7 +204,7 @@ async def test_every_dead_letter_is_logged_listed_and_keeps_the_replay_failing(
     """Dead letters used to be silent: no log line, `dlq list` counted objects against a
     metric that counts messages, and the README's replay exit code was not held by a test."""
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 2})
+    await clients.ensure_topics(settings, {settings.topic: 2})
     produced = await produce(settings, 3000, seed=31, poison_ratio=0.03)
     replicas.append(Replica(settings, TAILPIPE_BATCH_MAX_ROWS="1500"))
     await wait_stored(db, settings.topic, produced.count, 90)
@@ -265,12 +268,12 @@ async def test_replay_stores_the_nul_dead_letters_an_earlier_version_made(
     ]  # fmt: skip
     letters = [DeadLetter(10 + i, START, None, v, (), *why) for i, (v, why) in enumerate(refused)]
     at = "2026-11-01T00:00:00.000Z"
-    async with dlq.open_store(settings) as objects:
+    async with open_store(settings) as objects:
         key = object_key(objects.prefix, settings.topic, 0, 10, 12)
         await objects.put(key, encode(record(settings.topic, 0, d, at, Counter()) for d in letters))
     classes = [nul_in_text[0], nul_in_json[0]]
-    entry = store.IndexEntry(key, settings.topic, 0, 10, 12, [10, 11, 12], classes, nul_in_text[1])
-    await store.index_dead_letters(db, [entry])
+    entry = flush.IndexEntry(key, settings.topic, 0, 10, 12, [10, 11, 12], classes, nul_in_text[1])
+    await flush.index_dead_letters(db, [entry])
 
     replayed = tailpipe("dlq", "replay", env=env_of(settings))
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr

@@ -9,15 +9,9 @@ import orjson
 import pytest
 
 from pipeline import __version__
-from pipeline.deadletter import (
-    DeadLetter,
-    decode_object,
-    encode,
-    first_offset_of,
-    object_key,
-    record,
-)
+from pipeline.deadletters.record import decode_object, encode, first_offset_of, object_key, record
 from pipeline.errors import DecodeError
+from pipeline.transform.batch import DeadLetter
 
 AT = "2026-11-29T05:00:00.000+00:00"
 

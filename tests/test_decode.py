@@ -14,10 +14,11 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline import jsonstream, synth
-from pipeline.decode import decode
 from pipeline.errors import DECODE_REASONS, DecodeError
-from pipeline.records import EVENT_TYPES, ExceptionInfo, Invocation, LogLine
+from pipeline.formats import jsonstream
+from pipeline.formats.decode import decode
+from pipeline.formats.records import EVENT_TYPES, ExceptionInfo, Invocation, LogLine
+from pipeline.kafka import synth
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
 T0 = 1_767_225_600_123

@@ -20,11 +20,11 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import jsonstream
-from pipeline.decode import decode
 from pipeline.errors import DecodeError
-from pipeline.fields import MAX_DURATION_MS, MAX_MS, MIN_MS
-from pipeline.records import EVENT_TYPES, LOG_LEVELS
+from pipeline.formats import jsonstream
+from pipeline.formats.decode import decode
+from pipeline.formats.fields import MAX_DURATION_MS, MAX_MS, MIN_MS
+from pipeline.formats.records import EVENT_TYPES, LOG_LEVELS
 
 FIXTURES = sorted(
     p for p in (Path(__file__).parent / "fixtures" / "events").rglob("*") if p.is_file()

@@ -21,8 +21,8 @@ import asyncpg
 import pytest
 import yaml
 
-from pipeline import synth
 from pipeline.cli import build_parser
+from pipeline.kafka import synth
 from pipeline.settings import Settings, env_name, load
 from tests.conftest import ROOT, env_of, tool
 from tests.promql import exported, exported_by_job, promql_problems

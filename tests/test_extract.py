@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline import synth
-from pipeline.decode import decode
-from pipeline.extract import (
+from pipeline.formats.decode import decode
+from pipeline.formats.records import Invocation, LogLine
+from pipeline.kafka import synth
+from pipeline.transform.extract import (
     STRUCTURED_RULES,
     ApiCall,
     Extracted,
@@ -21,10 +22,9 @@ from pipeline.extract import (
     load_prices,
     provider_for_model,
 )
-from pipeline.extract.api_calls import api_call_record
-from pipeline.extract.llm import llm_usage_data
-from pipeline.extract.scans import scan_record
-from pipeline.records import Invocation, LogLine
+from pipeline.transform.extract.api_calls import api_call_record
+from pipeline.transform.extract.llm import llm_usage_data
+from pipeline.transform.extract.scans import scan_record
 
 TS = 1_700_000_000_000
 EXTRACTOR = Extractor.from_files()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import SettingsError
-from pipeline.extract import Price, Prices, load_prices
+from pipeline.transform.extract import Price, Prices, load_prices
 
 PRICES = load_prices()
 

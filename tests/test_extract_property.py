@@ -13,10 +13,10 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.extract import ApiCall, Extractor, Scan
-from pipeline.extract.rate_limits import MAX_RESET_MS, MIN_RESET_MS
-from pipeline.extract.values import MAX_COUNT, MAX_NAME
-from pipeline.records import Invocation, LogLine
+from pipeline.formats.records import Invocation, LogLine
+from pipeline.transform.extract import ApiCall, Extractor, Scan
+from pipeline.transform.extract.rate_limits import MAX_RESET_MS, MIN_RESET_MS
+from pipeline.transform.extract.values import MAX_COUNT, MAX_NAME
 
 EXTRACTOR = Extractor.from_files()
 

@@ -1,7 +1,7 @@
 """Rate-limit readings (issue 16, item 4): the lines and logged header objects that report an
 API's rate limit, read whatever their case and separator, with the provider when the line says
 it, and every one going through the whole extractor (decoded from a trace item), so each case
-failed before `pipeline/extract/rate_limits.py` existed.
+failed before `pipeline/transform/extract/rate_limits.py` existed.
 
 The header names and value formats are the providers' documented ones:
 - GitHub, "Rate limits for the REST API" (github/docs
@@ -25,10 +25,10 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.decode import decode
-from pipeline.extract import ApiCall, Extractor
-from pipeline.extract.rate_limits import rate_limit_data, rate_limit_text, reset_ms
-from pipeline.records import LogLine
+from pipeline.formats.decode import decode
+from pipeline.formats.records import LogLine
+from pipeline.transform.extract import ApiCall, Extractor
+from pipeline.transform.extract.rate_limits import rate_limit_data, rate_limit_text, reset_ms
 
 TS = 1_764_374_400_000  # 2025-11-29T00:00:00Z
 LINE_TS = TS + 7

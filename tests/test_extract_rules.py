@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from pipeline.errors import SettingsError
-from pipeline.extract import ApiCall, Scan, TextRule, load_rules
-from pipeline.records import LogLine
+from pipeline.formats.records import LogLine
+from pipeline.transform.extract import ApiCall, Scan, TextRule, load_rules
 
 TS = 1_700_000_000_000
 BUILTIN = {rule.name: rule for rule in load_rules()}

@@ -32,11 +32,11 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.decode import decode
-from pipeline.extract import ApiCall, Extractor, Price, Prices, load_prices
-from pipeline.extract.llm import llm_usage_data
-from pipeline.extract.rules import load_rules
-from pipeline.records import LogLine
+from pipeline.formats.decode import decode
+from pipeline.formats.records import LogLine
+from pipeline.transform.extract import ApiCall, Extractor, Price, Prices, load_prices
+from pipeline.transform.extract.llm import llm_usage_data
+from pipeline.transform.extract.rules import load_rules
 
 TS = 1_764_374_400_000
 EXTRACTOR = Extractor.from_files()

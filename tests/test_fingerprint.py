@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.fingerprint import fingerprint, template
+from pipeline.transform.fingerprint import fingerprint, template
 
 
 @pytest.mark.parametrize(

@@ -22,12 +22,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from pipeline import kafka
 from pipeline.alerts import destinations, forward
 from pipeline.alerts.destinations import SIGNATURE_HEADER, TIMESTAMP_HEADER, Destination
+from pipeline.backoff import Backoff
 from pipeline.errors import SettingsError
-from pipeline.outage import Backoff
-from pipeline.publisher import BulkPublisher
+from pipeline.kafka import clients
+from pipeline.kafka.publisher import BulkPublisher
 from pipeline.settings import Settings
 from tests.conftest import free_port
 from tests.faults import wait_for
@@ -185,7 +185,7 @@ async def test_an_unreachable_destination_is_retried_then_given_up() -> None:
 async def test_from_the_alerts_topic_to_a_webhook_then_committed(
     settings: Settings, receiver: Receiver
 ) -> None:
-    await kafka.ensure_topics(settings, {settings.alerts_topic: 1})
+    await clients.ensure_topics(settings, {settings.alerts_topic: 1})
     hook = Destination("w", "webhook", receiver.url(), secret="s3cret")
     slack = Destination("s", "slack", receiver.url("/slack"), severities=frozenset({"warning"}))
     async with BulkPublisher(settings, settings.alerts_topic) as publisher:
@@ -195,7 +195,7 @@ async def test_from_the_alerts_topic_to_a_webhook_then_committed(
     running = asyncio.create_task(forward.run(settings, [hook, slack], stop))
     await wait_for(lambda: len(receiver.received) >= 1, 60, "the webhook received the alert")
     group = f"{settings.group}-forward"
-    consumer = AIOKafkaConsumer(**kafka.client_options(settings), group_id=group)
+    consumer = AIOKafkaConsumer(**clients.client_options(settings), group_id=group)
     await consumer.start()
     try:
         tp = TopicPartition(settings.alerts_topic, 0)
@@ -240,8 +240,8 @@ async def _publish(settings: Settings, alerts: list[dict[str, Any]]) -> None:
 
 async def _all_committed(settings: Settings, group: str) -> bool:
     """Whether the group's committed offsets reached the end of every alerts partition."""
-    ends = await kafka.end_offsets(settings, settings.alerts_topic)
-    consumer = AIOKafkaConsumer(**kafka.client_options(settings), group_id=group)
+    ends = await clients.end_offsets(settings, settings.alerts_topic)
+    consumer = AIOKafkaConsumer(**clients.client_options(settings), group_id=group)
     await consumer.start()
     try:
         for partition, end in ends.items():
@@ -263,7 +263,7 @@ class GroupWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> GroupWatch:
-        self._admin = AIOKafkaAdminClient(**kafka.client_options(self.settings))
+        self._admin = AIOKafkaAdminClient(**clients.client_options(self.settings))
         await self._admin.start()
         self._task = asyncio.create_task(self._sample())
         return self
@@ -310,7 +310,7 @@ async def test_a_destination_that_hangs_longer_than_max_poll_interval_then_recov
     so a hang longer than max.poll.interval.ms made the consumer leave its group (LeaveGroup;
     the group went Empty), and with another member present the commit after the delivery
     raised CommitFailedError out of `alerts forward`."""
-    await kafka.ensure_topics(settings, {settings.alerts_topic: 2})
+    await clients.ensure_topics(settings, {settings.alerts_topic: 2})
     alerts = [_alert(n) for n in range(40)]
     await _publish(settings, alerts[:25])
     receiver.hanging = True
@@ -362,7 +362,7 @@ async def test_a_rebalance_during_a_hang_delivers_each_alert_once(
     on), then leaves (the partition comes back and is read again from its committed offset).
     After recovery every alert arrives once: what was read again joined the delivery under way
     or was delivered for the first time."""
-    await kafka.ensure_topics(settings, {settings.alerts_topic: 2})
+    await clients.ensure_topics(settings, {settings.alerts_topic: 2})
     alerts = [_alert(n) for n in range(30)]
     await _publish(settings, alerts)
     receiver.hanging = True
@@ -371,7 +371,7 @@ async def test_a_rebalance_during_a_hang_delivers_each_alert_once(
     group = f"{settings.group}-forward"
     try:
         await wait_for(lambda: receiver.hung >= 1, 60, "the destination got a first request")
-        visitor = AIOKafkaConsumer(**kafka.client_options(settings), group_id=group,
+        visitor = AIOKafkaConsumer(**clients.client_options(settings), group_id=group,
                                    enable_auto_commit=False)  # fmt: skip
         visitor.subscribe([settings.alerts_topic])
         await visitor.start()
@@ -402,7 +402,7 @@ async def test_a_refused_commit_is_counted_and_retried_not_raised(
 ) -> None:
     """A commit Kafka refuses (here: a consumer with no assignment, IllegalStateError; after a
     rebalance: CommitFailedError) is logged and counted; the forwarder carries on."""
-    consumer = AIOKafkaConsumer(**kafka.client_options(settings), group_id=settings.group)
+    consumer = AIOKafkaConsumer(**clients.client_options(settings), group_id=settings.group)
     await consumer.start()
     try:
         async with httpx.AsyncClient(timeout=5) as client:
@@ -455,12 +455,12 @@ async def test_reading_pauses_while_too_many_alerts_are_unfinished(
     """Memory stays bounded under a dead destination: past `max_pending` alerts read and not
     finished, the partitions are paused (and polled: the group sees a live member); once the
     destination is back, reading resumes and everything is delivered once."""
-    await kafka.ensure_topics(settings, {settings.alerts_topic: 1})
+    await clients.ensure_topics(settings, {settings.alerts_topic: 1})
     alerts = [_alert(n) for n in range(50)]
     await _publish(settings, alerts[:30])
     receiver.hanging = True
     consumer = AIOKafkaConsumer(
-        **kafka.client_options(settings), group_id=f"{settings.group}-forward",
+        **clients.client_options(settings), group_id=f"{settings.group}-forward",
         enable_auto_commit=False, auto_offset_reset="earliest",
         max_poll_interval_ms=MAX_POLL_MS,
     )  # fmt: skip

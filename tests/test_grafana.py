@@ -20,10 +20,10 @@ import orjson
 import pytest
 import yaml
 
-from pipeline import kafka
-from pipeline.rollup import TOTAL
+from pipeline.kafka import clients
 from pipeline.settings import Settings
-from pipeline.sketch import LatencySketch
+from pipeline.transform.rollup import TOTAL
+from pipeline.transform.sketch import LatencySketch
 from tests.conftest import ROOT, tool
 from tests.promql import exported, promql_problems
 from tests.replica import Replica, produce, wait_stored
@@ -271,7 +271,7 @@ def test_render_substitutes_every_macro_or_fails() -> None:
 @pytest.fixture
 async def stored(migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]) -> Settings:
     """N synthetic messages over the last two hours, stored by a real replica."""
-    await kafka.ensure_topics(migrated, {migrated.topic: 1, migrated.alerts_topic: 1})
+    await clients.ensure_topics(migrated, {migrated.topic: 1, migrated.alerts_topic: 1})
     span_ms = int(SPAN.total_seconds() * 1000)
     now_ms = int(time.time() * 1000)
     produced = await produce(migrated, N, seed=23, start_ms=now_ms - span_ms, step_ms=span_ms // N)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.guard import Guard, GuardPolicy
+from pipeline.deadletters.guard import Guard, GuardPolicy
 
 
 def test_trips_only_above_the_share_of_the_window() -> None:

@@ -8,15 +8,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pipeline import kafka, store, synth
-from pipeline.batch import Batch
-from pipeline.dlq import FileStore
-from pipeline.extract import Extractor
-from pipeline.guard import Guard, GuardPolicy
-from pipeline.partitions import PartitionManager, ahead, partition_name
+from pipeline.deadletters.guard import Guard, GuardPolicy
+from pipeline.deadletters.store import FileStore
+from pipeline.kafka import clients, synth
+from pipeline.postgres import flush
+from pipeline.postgres.day_partitions import PartitionManager, ahead, partition_name
+from pipeline.postgres.writer import Writer
 from pipeline.settings import Settings
-from pipeline.transform import Transformer
-from pipeline.writer import Writer
+from pipeline.transform.batch import Batch
+from pipeline.transform.extract import Extractor
+from pipeline.transform.transformer import Transformer
 from tests.replica import (
     START,
     Replica,
@@ -32,7 +33,7 @@ async def test_n_events_stored_exactly_once_and_rollups_match(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 3})
+    await clients.ensure_topics(settings, {settings.topic: 3})
     produced = await produce(settings, 3000, seed=11, poison_ratio=0.02)
     replicas.append(Replica(settings))
     await wait_stored(db, settings.topic, produced.count, 90)
@@ -55,7 +56,7 @@ async def test_kill_9_mid_stream_then_restart(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 3})
+    await clients.ensure_topics(settings, {settings.topic: 3})
     produced = await produce(settings, 20_000, seed=12)
     replicas.append(Replica(settings))
     stored = await wait_stored(db, settings.topic, 1, 90)
@@ -71,7 +72,7 @@ async def test_two_replicas_one_stopped_mid_stream(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 6})
+    await clients.ensure_topics(settings, {settings.topic: 6})
     produced = await produce(settings, 20_000, seed=13, poison_ratio=0.01)
     replicas.extend([Replica(settings), Replica(settings)])
     await wait_stored(db, settings.topic, 1, 90)
@@ -95,21 +96,21 @@ async def test_zombie_flush_is_rejected(
     migrated: Settings, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
     topic = migrated.topic
-    await PartitionManager().ensure(db, store.days_of(_batch(topic, range(0, 20))))
+    await PartitionManager().ensure(db, flush.days_of(_batch(topic, range(0, 20))))
     writer = Writer(FileStore(tmp_path), Transformer(Extractor.from_files()), Guard(GuardPolicy()))
     await writer.write(db, _batch(topic, range(0, 10)), {})
     # The partition moved on: a new owner stored 10..20.
     await writer.write(db, _batch(topic, range(10, 20)), {(topic, 0): 10})
     before = await db.fetchval("SELECT count(*) FROM tail_events")
     # A zombie that still believes the stored offset is 10 flushes its late batch: rejected.
-    with pytest.raises(store.PartitionsLost) as lost:
+    with pytest.raises(flush.PartitionsLost) as lost:
         await writer.write(db, _batch(topic, range(10, 20)), {(topic, 0): 10})
     assert lost.value.lost == {(topic, 0)}
     # And one that never saw a stored offset cannot claim the partition either.
-    with pytest.raises(store.PartitionsLost):
+    with pytest.raises(flush.PartitionsLost):
         await writer.write(db, _batch(topic, range(0, 10)), {})
     # Nor can a consumer whose batch starts below the stored offset (a stale fetch position).
-    with pytest.raises(store.PartitionsLost, match="below their stored offset"):
+    with pytest.raises(flush.PartitionsLost, match="below their stored offset"):
         await writer.write(db, _batch(topic, range(15, 25)), {(topic, 0): 20})
     assert await db.fetchval("SELECT count(*) FROM tail_events") == before == 20
     assert await stored_total(db, topic) == 20

@@ -8,19 +8,19 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pipeline import kafka
+from pipeline.kafka import clients
 from pipeline.settings import Settings
 from tests.conftest import env_of, free_port, tailpipe
 
 
 async def test_produce_n_and_consume_exactly_those_n(settings: Settings) -> None:
-    created = await kafka.ensure_topics(settings, {settings.topic: 3})
+    created = await clients.ensure_topics(settings, {settings.topic: 3})
     assert created == [settings.topic]
-    assert await kafka.ensure_topics(settings, {settings.topic: 3}) == []
+    assert await clients.ensure_topics(settings, {settings.topic: 3}) == []
 
     n = 500
     sent = {f"message-{i}".encode() for i in range(n)}
-    producer = AIOKafkaProducer(**kafka.client_options(settings), acks="all")
+    producer = AIOKafkaProducer(**clients.client_options(settings), acks="all")
     await producer.start()
     try:
         await asyncio.gather(*(producer.send_and_wait(settings.topic, value) for value in sent))
@@ -28,7 +28,7 @@ async def test_produce_n_and_consume_exactly_those_n(settings: Settings) -> None
         await producer.stop()
 
     consumer = AIOKafkaConsumer(
-        **kafka.client_options(settings),
+        **clients.client_options(settings),
         group_id=settings.group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -55,8 +55,8 @@ async def test_produce_n_and_consume_exactly_those_n(settings: Settings) -> None
 
 
 async def test_describe_sees_created_topics(settings: Settings) -> None:
-    await kafka.ensure_topics(settings, {settings.topic: 1, settings.alerts_topic: 1})
-    info = await kafka.describe(settings)
+    await clients.ensure_topics(settings, {settings.topic: 1, settings.alerts_topic: 1})
+    info = await clients.describe(settings)
     assert info.brokers == 1
     assert {settings.topic, settings.alerts_topic} <= info.topics
 

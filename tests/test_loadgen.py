@@ -10,9 +10,9 @@ from collections.abc import Iterable
 import orjson
 import pytest
 
-from pipeline import kafka, synth
-from pipeline.decode import decode
 from pipeline.errors import DecodeError
+from pipeline.formats.decode import decode
+from pipeline.kafka import clients, synth
 from pipeline.settings import Settings
 from tests.conftest import env_of, read_topic, tailpipe
 
@@ -92,7 +92,7 @@ def test_poison_and_rejected_are_exclusive_shares() -> None:
 
 
 async def test_round_trip_through_kafka(settings: Settings) -> None:
-    await kafka.ensure_topics(settings, {settings.topic: 3})
+    await clients.ensure_topics(settings, {settings.topic: 3})
     n = 3000
     result = tailpipe(
         "loadgen",

@@ -647,7 +647,7 @@ def test_byte_limit_and_exception_limit() -> None:
     messages = [e["message"] for e in item["exceptions"]]
     assert messages[-1] == "Trace resource limit exceeded; subsequent exceptions not recorded."
     assert len(messages) < 10
-    from pipeline.decode import decode
+    from pipeline.formats.decode import decode
 
     (invocation,) = decode(captured.values[0])
     assert invocation.truncated
@@ -669,7 +669,7 @@ def test_importing_the_logger_pulls_in_neither_asyncpg_nor_aiobotocore() -> None
         "import sys\n"
         "import pipeline.logger\n"
         "from pipeline.logger import KafkaPublisher, tailpipe_logger\n"
-        "import pipeline.kafka  # what KafkaPublisher.start imports\n"
+        "import pipeline.kafka.clients  # what KafkaPublisher.start imports\n"
         "tailpipe_logger('x').info('hello')\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('asyncpg', 'aiobotocore'))\n"
         "print('LOADED', bad)\n"

@@ -223,7 +223,7 @@ def emit_everything(log: Logger) -> None:
 
 
 def test_every_record_kind_validates_and_the_pipeline_decodes_it() -> None:
-    from pipeline.decode import decode
+    from pipeline.formats.decode import decode
 
     log, captured = captured_logger("repo-scanner")
     emit_everything(log)

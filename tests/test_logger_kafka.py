@@ -12,9 +12,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline import kafka
-from pipeline.decode import decode
 from pipeline.errors import DependencyError
+from pipeline.formats.decode import decode
+from pipeline.kafka import clients
 from pipeline.logger import KafkaPublisher, tailpipe_logger
 from pipeline.settings import Settings
 from tests.conftest import free_port
@@ -25,7 +25,7 @@ async def read_back(settings: Settings, n: int) -> list[tuple[bytes | None, byte
     """The first `n` messages of the test's topic, as (key, value)."""
     consumer = AIOKafkaConsumer(
         settings.topic,
-        **kafka.client_options(settings),
+        **clients.client_options(settings),
         group_id=settings.group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -76,7 +76,7 @@ async def test_start_against_no_broker_raises_dependency_error() -> None:
 
 
 async def test_records_round_trip_through_kafka(settings: Settings) -> None:
-    await kafka.ensure_topics(settings, {settings.topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 1})
     publisher = KafkaPublisher(settings, linger_ms=5)
     log = tailpipe_logger("kafka-svc", publisher=publisher)
     log.info("published before start")  # waits in the buffer
@@ -120,7 +120,7 @@ async def test_records_round_trip_through_kafka(settings: Settings) -> None:
 
 
 async def test_the_event_loop_never_waits_for_kafka(settings: Settings) -> None:
-    await kafka.ensure_topics(settings, {settings.topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 1})
     async with KafkaPublisher(settings, max_queue=10) as publisher:
         log = tailpipe_logger("burst", publisher=publisher)
         # A burst with no await in it: the sender cannot run, so past 10 records are dropped.
@@ -136,7 +136,7 @@ async def test_the_event_loop_never_waits_for_kafka(settings: Settings) -> None:
 async def test_blocking_mode_makes_other_threads_wait_and_loses_nothing(
     settings: Settings,
 ) -> None:
-    await kafka.ensure_topics(settings, {settings.topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 1})
     n = 300
     async with KafkaPublisher(settings, max_queue=2, block=True, linger_ms=1) as publisher:
         log = tailpipe_logger("blocking", publisher=publisher)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiokafka import errors
 
-from pipeline import logs
+from pipeline import logconfig
 
 
 class Terminal(io.StringIO):
@@ -35,7 +35,7 @@ def restore_root() -> Iterator[None]:
 
 
 def _emit(fmt: str, stream: io.StringIO) -> None:
-    logs.configure(fmt, "info", stream)
+    logconfig.configure(fmt, "info", stream)
     log = logging.getLogger("tailpipe.example")
     log.debug("below the level")
     log.warning(
@@ -134,12 +134,12 @@ def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
 @pytest.mark.usefixtures("restore_root")
 def test_coordinator_not_available_on_a_first_start_is_debug_not_error() -> None:
     out = io.StringIO()
-    logs.configure("json", "info", out)
+    logconfig.configure("json", "info", out)
     _emit_as(ELECTION)
     assert out.getvalue() == "", "a healthy first start prints no error"
 
     verbose = io.StringIO()
-    logs.configure("json", "debug", verbose)
+    logconfig.configure("json", "debug", verbose)
     _emit_as(ELECTION)
     assert [(line["level"], line["logger"], line["event"]) for line in _lines(verbose)] == [
         ("debug", COORDINATOR,
@@ -150,12 +150,12 @@ def test_coordinator_not_available_on_a_first_start_is_debug_not_error() -> None
 @pytest.mark.usefixtures("restore_root")
 def test_other_benign_start_up_lines_are_debug() -> None:
     out = io.StringIO()
-    logs.configure("json", "info", out)
+    logconfig.configure("json", "info", out)
     for record in BENIGN:
         _emit_as(record)
     assert out.getvalue() == ""
     verbose = io.StringIO()
-    logs.configure("json", "debug", verbose)
+    logconfig.configure("json", "debug", verbose)
     for record in BENIGN:
         _emit_as(record)
     assert [line["level"] for line in _lines(verbose)] == ["debug"] * len(BENIGN)
@@ -164,12 +164,12 @@ def test_other_benign_start_up_lines_are_debug() -> None:
 @pytest.mark.usefixtures("restore_root")
 def test_aiokafka_info_is_not_printed_at_info() -> None:
     out = io.StringIO()
-    logs.configure("json", "info", out)
+    logconfig.configure("json", "info", out)
     for record in CHATTER:
         _emit_as(record)
     assert out.getvalue() == ""
     verbose = io.StringIO()
-    logs.configure("json", "debug", verbose)
+    logconfig.configure("json", "debug", verbose)
     for record in CHATTER:
         _emit_as(record)
     assert [line["level"] for line in _lines(verbose)] == ["info"] * len(CHATTER)
@@ -178,7 +178,7 @@ def test_aiokafka_info_is_not_printed_at_info() -> None:
 @pytest.mark.usefixtures("restore_root")
 def test_our_lines_and_real_aiokafka_errors_keep_their_level() -> None:
     out = io.StringIO()
-    logs.configure("json", "info", out)
+    logconfig.configure("json", "info", out)
     logging.getLogger("tailpipe.consumer").info("partitions assigned", extra={"partitions": [0]})
     logging.getLogger("tailpipe.outage").warning("dependency failing; retrying")
     # The benign line's logger and words, with an error that will not pass by itself.
@@ -202,8 +202,8 @@ def test_a_coordinator_failure_that_persists_is_an_error_again() -> None:
     """Benign while the coordinator is being elected; a broker that never elects one (its
     offsets topic cannot be created, say) is a real failure, and shows as one."""
     out = io.StringIO()
-    logs.configure("json", "info", out)
-    start, grace = 1_000.0, logs.BENIGN_GRACE_S
+    logconfig.configure("json", "info", out)
+    start, grace = 1_000.0, logconfig.BENIGN_GRACE_S
     for second in range(0, int(grace), 2):  # aiokafka retries every 100 ms; enough here
         _emit_as(ELECTION, start + second)
     assert out.getvalue() == "", "within the grace: still the election"
@@ -221,7 +221,7 @@ def test_a_reset_offset_is_a_warning() -> None:
     """aiokafka says at info that it moved a partition whose offset left the log: the stored
     offset points at messages the topic no longer holds (retention ran ahead of the replicas)."""
     out = io.StringIO()
-    logs.configure("json", "info", out)
+    logconfig.configure("json", "info", out)
     _emit_as(("aiokafka.consumer.fetcher", logging.INFO,
               "Fetch offset %s is out of range for partition %s, resetting offset", 42,
               "TopicPartition(topic='tail-events', partition=3)"))  # fmt: skip
@@ -231,7 +231,7 @@ def test_a_reset_offset_is_a_warning() -> None:
 @pytest.mark.usefixtures("restore_root")
 def test_the_level_still_applies_to_other_libraries() -> None:
     out = io.StringIO()
-    logs.configure("json", "error", out)
+    logconfig.configure("json", "error", out)
     _emit_as((COORDINATOR, logging.WARNING, "Heartbeat failed: local member_id was not "
               "recognized; resetting and re-joining group"))  # fmt: skip
     logging.getLogger("tailpipe.consumer").warning("a warning of ours")

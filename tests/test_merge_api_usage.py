@@ -1,8 +1,8 @@
 """api_usage_daily from log lines to PostgreSQL (issue 16, item 4): what the extractor reads
 (prompt-cache tokens, rate-limit limits, resets and Retry-After) is rolled up, merged by the
-flush's upsert (`merge.merge_rollups`, as the writer and `dlq replay` run it) and printed by
-`tailpipe inspect`; and no log line can make that merge fail, which would stop the consumer
-(the merge is not bisected like the COPY: a refusal there is retried for ever)."""
+flush's upsert (`postgres.rollups.merge_rollups`, as the writer and `dlq replay` run it) and
+printed by `tailpipe inspect`; and no log line can make that merge fail, which would stop the
+consumer (the merge is not bisected like the COPY: a refusal there is retried for ever)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from typing import Any
 import asyncpg
 import orjson
 
-from pipeline import merge
-from pipeline.batch import Batch
-from pipeline.extract import Extractor
-from pipeline.inspect import rollup_lines
-from pipeline.rollup import Rollups
+from pipeline.postgres.rollups import merge_rollups
 from pipeline.settings import Settings
-from pipeline.transform import Transformer
+from pipeline.transform.batch import Batch
+from pipeline.transform.extract import Extractor
+from pipeline.transform.inspect import rollup_lines
+from pipeline.transform.rollup import Rollups
+from pipeline.transform.transformer import Transformer
 
 TS = 1_764_374_400_000  # 2025-11-29T00:00:00Z
 DAY = date(2025, 11, 29)
@@ -90,7 +90,7 @@ def batch_of(*values: bytes) -> Batch:
 
 async def merged(db: asyncpg.Connection, batch: Batch) -> dict[tuple[str, str], dict[str, Any]]:
     async with db.transaction():
-        await merge.merge_rollups(db, batch)
+        await merge_rollups(db, batch)
     rows = await db.fetch("SELECT * FROM api_usage_daily ORDER BY provider, model")
     return {(r["provider"], r["model"]): dict(r) for r in rows}
 

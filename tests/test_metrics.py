@@ -8,15 +8,17 @@ import urllib.error
 import asyncpg
 import orjson
 
-from pipeline import __version__, kafka, store
+from pipeline import __version__
 from pipeline.errors import DECODE_REASONS
-from pipeline.metrics import FAILURE_KINDS
-from pipeline.publisher import BulkPublisher
+from pipeline.kafka import clients
+from pipeline.kafka.publisher import BulkPublisher
+from pipeline.postgres import flush
+from pipeline.replica.metrics import FAILURE_KINDS
 from pipeline.settings import Settings
 from tests.faults import wait_for
 from tests.replica import START, Replica, assert_exactly_once, produce, wait_stored
 
-TABLES = [table for table, _, _ in store.RAW_TABLES]
+TABLES = [table for table, _, _ in flush.RAW_TABLES]
 
 
 def synth_item(n: int) -> bytes:
@@ -31,7 +33,7 @@ async def test_scrape_after_a_run_counts_exactly_what_was_processed(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 3, settings.alerts_topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 3, settings.alerts_topic: 1})
     produced = await produce(settings, 3000, seed=23, poison_ratio=0.02)
     replica = Replica(settings)
     replicas.append(replica)
@@ -102,7 +104,7 @@ async def test_lag_series_follow_partition_ownership(
     """Summed over replicas, the lag counts each partition once: a replica that loses a
     partition in a rebalance stops reporting it."""
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 4})
+    await clients.ensure_topics(settings, {settings.topic: 4})
 
     def reported(replica: Replica) -> set[str]:
         try:
@@ -131,7 +133,7 @@ async def test_distinct_bad_inputs_never_add_series(
     quotes the input (`-7 is negative`, `expected a string, got number 12345`): every odd input
     made a new series. 600 distinct bad messages must leave the label set as it was."""
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 2})
+    await clients.ensure_topics(settings, {settings.topic: 2})
     bad = [
         variant
         for n in range(100)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import asyncpg
 
-from pipeline import migrate
-from pipeline.partitions import PartitionManager
+from pipeline.postgres import migrate
+from pipeline.postgres.day_partitions import PartitionManager
 from pipeline.settings import Settings
 from tests.conftest import ROOT, env_of, tailpipe
 

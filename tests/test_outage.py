@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.metrics import Metrics
-from pipeline.outage import Backoff, Outages
+from pipeline.backoff import Backoff
+from pipeline.replica.metrics import Metrics
+from pipeline.replica.outages import Outages
 
 
 def test_full_jitter_is_capped_exponential() -> None:

@@ -20,9 +20,11 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from pipeline import dlq, kafka, postgres, synth
-from pipeline.deadletter import partition_prefix
-from pipeline.publisher import BulkPublisher
+from pipeline.deadletters.record import partition_prefix
+from pipeline.deadletters.store import open_store
+from pipeline.kafka import clients, synth
+from pipeline.kafka.publisher import BulkPublisher
+from pipeline.postgres.connect import connect
 from pipeline.settings import Settings
 from tests.faults import (
     TcpProxy,
@@ -84,11 +86,11 @@ async def test_postgres_stopped_mid_stream_nothing_lost_stays_in_group(
     migrated: Settings, replicas: list[Replica]
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 3})
+    await clients.ensure_topics(settings, {settings.topic: 3})
     first = await produce(settings, 10_000, seed=31, poison_ratio=0.01)
     replicas.append(Replica(settings))
     replica = replicas[0]
-    db = await postgres.connect(settings)
+    db = await connect(settings)
     await wait_stored(db, settings.topic, first.count, 90)
     await db.close()
 
@@ -111,7 +113,7 @@ async def test_postgres_stopped_mid_stream_nothing_lost_stays_in_group(
     finally:
         postgres_up()
 
-    db = await postgres.connect(settings)
+    db = await connect(settings)
     try:
         await wait_stored(db, settings.topic, first.count + second.count, 120)
         await wait_for(lambda: replica.readiness()["ready"], 30, "ready again")
@@ -135,7 +137,7 @@ async def test_idle_replica_not_ready_while_postgres_is_stopped(
 ) -> None:
     """No traffic, so no flush fails: the replica's own probe must notice."""
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 1})
     replicas.append(Replica(settings))
     replica = replicas[0]
     await wait_for(lambda: replica.readiness()["ready"], 60, "ready with nothing to do")
@@ -163,7 +165,7 @@ async def test_kafka_broker_restarted_mid_stream_nothing_lost_nothing_twice(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 3})
+    await clients.ensure_topics(settings, {settings.topic: 3})
     first = await produce(settings, 5000, seed=36, poison_ratio=0.01)
     replicas.append(Replica(settings))
     replica = replicas[0]
@@ -188,7 +190,7 @@ async def test_s3_stopped_offsets_never_pass_held_dead_letters(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica], s3_proxy: TcpProxy
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 2})
+    await clients.ensure_topics(settings, {settings.topic: 2})
     first = await produce(settings, 2000, seed=33, poison_ratio=0.02)
     replicas.append(Replica(settings, **through(settings, s3_proxy)))
     replica = replicas[0]
@@ -223,7 +225,7 @@ async def test_kill_9_during_a_dead_letter_write_no_duplicate_object_no_loss(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica], s3_proxy: TcpProxy
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 1})
     good = [m for m in itertools.islice(synth.messages(35, START), 500)]
     # Random, so the object stays large once gzip'd: its upload is long enough to hold halfway.
     bad = [b"{" + base64.b64encode(os.urandom(90_000)) for _ in range(3)]
@@ -250,7 +252,7 @@ async def test_kill_9_during_a_dead_letter_write_no_duplicate_object_no_loss(
     assert replicas[1].terminate() == 0
     assert await assert_accounted(settings, db) == total
     indexed = {r[0] for r in await db.fetch("SELECT object_key FROM dead_letters")}
-    async with dlq.open_store(settings) as store:
+    async with open_store(settings) as store:
         prefix = partition_prefix(store.prefix, settings.topic, 0)
         in_store = set(await store.keys_after(prefix, None))
     assert in_store == indexed, "an object nothing indexes (a duplicate) or one missing"
@@ -265,7 +267,7 @@ async def test_a_stalled_replica_raises_an_alert_while_lag_grows(
     tmp_path: Path,
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 1, settings.alerts_topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 1, settings.alerts_topic: 1})
     rules = tmp_path / "rules.toml"
     rules.write_text('[stalled]\nafter = "2s"\n')
     replicas.append(

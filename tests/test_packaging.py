@@ -64,7 +64,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import synth
+from pipeline.kafka import synth
 from tests.conftest import ROOT, free_port
 from tests.replica import START
 
@@ -535,7 +535,7 @@ def run_everything(
             process.send_signal(signal.SIGTERM)
     for name, process in servers.items():
         code, text = _finish(process)
-        # Exit 0, as a unit's RestartPreventExitStatus and a rollout expect (`pipeline.server`:
+        # Exit 0, as a unit's RestartPreventExitStatus and a rollout expect (`pipeline.web.server`:
         # uvicorn would end the process by the signal it caught, exit -15).
         clean = code == 0 and "Application shutdown complete" in text
         if not clean or "Traceback" in text:

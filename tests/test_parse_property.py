@@ -32,11 +32,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline import cli, parse
+from pipeline import cli, datafile, parse
 from pipeline.alerts import destinations
 from pipeline.alerts.rules import SEVERITIES, Rule, Rules
 from pipeline.errors import SettingsError
-from pipeline.extract import datafile
 from pipeline.settings import FIELDS, Settings, env_name, load, render_toml
 from tests.conftest import tailpipe
 

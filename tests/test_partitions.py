@@ -16,9 +16,9 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import asyncpg
 import pytest
 
-from pipeline import postgres
 from pipeline.errors import MigrationError
-from pipeline.partitions import (
+from pipeline.postgres.connect import connect, quote_ident
+from pipeline.postgres.day_partitions import (
     PARTITIONED_TABLES,
     PartitionManager,
     ahead,
@@ -53,7 +53,7 @@ def migrated(settings: Settings) -> Settings:
 
 @asynccontextmanager
 async def connections(settings: Settings, count: int) -> AsyncIterator[list[asyncpg.Connection]]:
-    conns = [await postgres.connect(settings) for _ in range(count)]
+    conns = [await connect(settings) for _ in range(count)]
     try:
         yield conns
     finally:
@@ -109,7 +109,7 @@ async def fill(conn: asyncpg.Connection, for_days: Iterable[date], per_day: int)
 
 
 async def count(conn: asyncpg.Connection, table: str) -> int:
-    result: int = await conn.fetchval(f"SELECT count(*) FROM {postgres.quote_ident(table)}")
+    result: int = await conn.fetchval(f"SELECT count(*) FROM {quote_ident(table)}")
     return result
 
 
@@ -194,7 +194,7 @@ async def test_ensure_refuses_to_run_inside_a_transaction(
 
 
 async def test_ensure_before_migrate_says_so(settings: Settings, db: asyncpg.Connection) -> None:
-    await db.execute(f"CREATE SCHEMA {postgres.quote_ident(settings.postgres_schema)}")
+    await db.execute(f"CREATE SCHEMA {quote_ident(settings.postgres_schema)}")
     with pytest.raises(MigrationError, match="tailpipe migrate"):
         await PartitionManager().ensure(db, [TODAY])
 

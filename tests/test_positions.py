@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pipeline import synth
-from pipeline.batch import Batch
-from pipeline.extract import Extractor
-from pipeline.positions import Positions
-from pipeline.transform import Transformer
+from pipeline.kafka import synth
+from pipeline.replica.positions import Positions
+from pipeline.transform.batch import Batch
+from pipeline.transform.extract import Extractor
+from pipeline.transform.transformer import Transformer
 from tests.replica import START
 
 TRANSFORMER = Transformer(Extractor.from_files())

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import orjson
 
-from pipeline import kafka
-from pipeline.decode import decode
+from pipeline.formats.decode import decode
+from pipeline.kafka import clients
 from pipeline.settings import Settings
 from tests.conftest import ROOT, env_of, read_topic, tailpipe
 
@@ -30,7 +30,7 @@ def wrangler_style() -> str:
 async def test_wrangler_stream_and_ndjson_with_an_invalid_value(
     settings: Settings, tmp_path: Path
 ) -> None:
-    await kafka.ensure_topics(settings, {settings.topic: 2})
+    await clients.ensure_topics(settings, {settings.topic: 2})
     source = tmp_path / "tail.json"
     bad_line = wrangler_style().count("\n") + 1
     source.write_text(
@@ -48,7 +48,7 @@ async def test_wrangler_stream_and_ndjson_with_an_invalid_value(
 
 
 async def test_stdin_and_fail_on_invalid(settings: Settings) -> None:
-    await kafka.ensure_topics(settings, {settings.topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 1})
     text = json.dumps(ITEMS[0]) + "\n[1, 2\n" + json.dumps(ITEMS[1]) + "\n"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pipeline", "produce", "-", "--fail-on-invalid",
@@ -68,7 +68,7 @@ async def test_a_lone_surrogate_is_published_for_the_consumer_to_repair(
 ) -> None:
     """`wrangler tail` prints a string cut inside an emoji as `\\ud83d`; produce skipped such a
     value as invalid JSON. Now it is published with the escape kept."""
-    await kafka.ensure_topics(settings, {settings.topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 1})
     text = json.dumps({**ITEMS[0], "logs": [{"level": "log", "message": ["cut \ud83d"]}]})
     assert "\\ud83d" in text
     result = tailpipe("produce", "-", env=env_of(settings), stdin=text + "\n")

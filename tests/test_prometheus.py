@@ -21,9 +21,9 @@ import httpx
 import uvicorn
 import yaml
 
-from pipeline import kafka
 from pipeline.api.app import create_app as api_app
-from pipeline.collect import create_app as collect_app
+from pipeline.collector.app import create_app as collect_app
+from pipeline.kafka import clients
 from pipeline.settings import Settings
 from tests.conftest import ROOT, free_port, tool
 from tests.faults import wait_for
@@ -89,7 +89,7 @@ async def test_prometheus_scrapes_a_replica_and_evaluates_every_rule(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica], tmp_path: Path
 ) -> None:
     settings = migrated
-    await kafka.ensure_topics(settings, {settings.topic: 2, settings.alerts_topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 2, settings.alerts_topic: 1})
     produced = await produce(settings, 1000, seed=41)
     replica = Replica(settings)
     replicas.append(replica)
@@ -125,7 +125,7 @@ async def test_prometheus_scrapes_the_api_and_a_collector_and_their_panels_answe
     migrated: Settings, tmp_path: Path
 ) -> None:
     settings = replace(migrated, api_read_tokens=(TOKEN,), collect_tokens=(TOKEN,))
-    await kafka.ensure_topics(settings, {settings.topic: 1})
+    await clients.ensure_topics(settings, {settings.topic: 1})
     ports = {"tailpipe-api": free_port(), "tailpipe-collect": free_port()}
     apps = {"tailpipe-api": api_app(settings), "tailpipe-collect": collect_app(settings)}
     servers = [

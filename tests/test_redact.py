@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.redact import (
+from pipeline.transform.redact import (
     NAMES,
     RULES,
     is_secret_name,

@@ -17,12 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import redact
-from pipeline.deadletter import DeadLetter, record
+from pipeline.deadletters.record import record
 from pipeline.errors import SettingsError
-from pipeline.extract import Extractor
-from pipeline.inspect import dumps, inspect
-from pipeline.redact import (
+from pipeline.transform import redact
+from pipeline.transform.batch import DeadLetter
+from pipeline.transform.extract import Extractor
+from pipeline.transform.inspect import dumps, inspect
+from pipeline.transform.redact import (
     NAMES,
     RULES,
     Rule,
@@ -32,7 +33,7 @@ from pipeline.redact import (
     redact_json,
     redact_text,
 )
-from pipeline.transform import Transformer, _json, _redacted_json
+from pipeline.transform.transformer import Transformer, _json, _redacted_json
 
 ROOT = Path(__file__).resolve().parent.parent
 TS = 1_764_374_400_000

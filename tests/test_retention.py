@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from pipeline.partitions import PartitionManager, partition_name
+from pipeline.postgres.day_partitions import PartitionManager, partition_name
 from pipeline.settings import Settings
 from tests.conftest import env_of, tailpipe
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline import s3
+from pipeline.deadletters import s3
 from pipeline.settings import Settings
 from tests.conftest import unique
 

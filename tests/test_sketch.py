@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.sketch import ACCURACY, LatencySketch
+from pipeline.transform.sketch import ACCURACY, LatencySketch
 
 values = st.lists(
     st.one_of(st.integers(0, 600_000), st.floats(0.001, 1e7, allow_nan=False)), max_size=300

@@ -1,4 +1,4 @@
-"""One token check for the API and the collector (pipeline/tokens.py): SHA-256 digests compared
+"""One token check for the API and the collector (pipeline/web/tokens.py): SHA-256 digests compared
 in constant time against every token, so neither which token matched, nor how long one is,
 nor how many there are shows in what is compared.
 
@@ -15,11 +15,11 @@ from dataclasses import replace
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline import tokens
 from pipeline.api import auth
 from pipeline.api.app import create_app
 from pipeline.collector import token as collector_token
 from pipeline.settings import Settings
+from pipeline.web import tokens
 from tests.conftest import ROOT
 
 # Lengths from 1 to 200 bytes, one not ASCII: a raw compare would see each length.
@@ -111,7 +111,7 @@ def test_bearer(header: str | None, token: str) -> None:
 
 
 def test_api_and_collector_hold_no_token_check_of_their_own() -> None:
-    """Both go through pipeline/tokens.py: neither hashes nor compares anything itself."""
+    """Both go through pipeline/web/tokens.py: neither hashes nor compares anything itself."""
     for path in ("pipeline/api/auth.py", "pipeline/collector/token.py"):
         tree = ast.parse((ROOT / path).read_text())
         imported = {
@@ -121,7 +121,7 @@ def test_api_and_collector_hold_no_token_check_of_their_own() -> None:
             f"{node.module}.{alias.name}" for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) for alias in node.names
         }  # fmt: skip
-        assert "pipeline.tokens" in imported, path
+        assert "pipeline.web.tokens" in imported, path
         assert not {"hmac", "hashlib", "secrets"} & {name.split(".")[0] for name in imported}
         names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         assert not {"compare_digest", "sha256", "encode"} & names, path

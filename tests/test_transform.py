@@ -10,11 +10,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import synth
-from pipeline.decode import decode
 from pipeline.errors import DecodeError
-from pipeline.redact import redact_json
-from pipeline.transform import _json, _redacted_json
+from pipeline.formats.decode import decode
+from pipeline.kafka import synth
+from pipeline.transform.redact import redact_json
+from pipeline.transform.transformer import _json, _redacted_json
 
 SECRETS = st.sampled_from(
     [
@@ -71,9 +71,9 @@ def test_fast_path_on_synthetic_load() -> None:
 def test_an_error_groups_alike_with_or_without_its_stack_header() -> None:
     """The row names the subclass from the header; the fingerprint is the runtime's name and
     the message's, so the same error without the header lands in the same group."""
-    from pipeline.batch import Batch
-    from pipeline.extract import Extractor
-    from pipeline.transform import LOG_COLUMNS, Transformer
+    from pipeline.transform.batch import Batch
+    from pipeline.transform.extract import Extractor
+    from pipeline.transform.transformer import LOG_COLUMNS, Transformer
 
     def exception_row(stack: str) -> dict[str, Any]:
         item = {"scriptName": "w", "outcome": "exception", "eventTimestamp": 1764374400000,

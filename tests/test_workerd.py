@@ -111,7 +111,8 @@ CONTROL_MODEL = "claude-haiku-4-5"
 """Logged in tailpipe's documented `{"event": "llm_usage", ...}` form, extracted before issue
 16: if this one is missing, extraction as a whole is broken, not the new SDK forms."""
 UNNAMED = "(unnamed)"
-"""How a script without a name is stored (`pipeline.records.UNNAMED`): workerd names none."""
+"""How a script without a name is stored (`pipeline.formats.records.UNNAMED`): workerd names
+none."""
 
 Key = tuple[str, int, str | None]
 """An invocation, told apart without a script name: (event type, event time ms, URL path)."""

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import postgres
+from pipeline.postgres.connect import connect
 from pipeline.settings import Settings
 from tests.conftest import (
     ROOT,
@@ -324,7 +324,7 @@ async def stored_rows(
     test checks: `events`, `logs` (each with `key`, its invocation's `key(...)` of
     `{event_type, event_ms, url}`, None when it has none), `usage`, `dead_letters`, and
     `row_texts` (every raw row as text, to look for secrets in)."""
-    db = await postgres.connect(settings)
+    db = await connect(settings)
     try:
         await wait_stored(db, settings.topic, messages, 60)
         events = await db.fetch(

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from pipeline import kafka, postgres
+from pipeline.kafka import clients
+from pipeline.postgres.connect import connect
 from pipeline.settings import Settings, load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ TAIL_LINES = 20
 
 
 async def stored(settings: Settings) -> int:
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     try:
         return int(
             await conn.fetchval(
@@ -46,7 +47,7 @@ async def stored(settings: Settings) -> int:
 
 
 async def row_counts(settings: Settings) -> dict[str, int]:
-    conn = await postgres.connect(settings)
+    conn = await connect(settings)
     try:
         return {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in TABLES}
     finally:
@@ -54,7 +55,7 @@ async def row_counts(settings: Settings) -> dict[str, int]:
 
 
 async def end_offsets(settings: Settings) -> int:
-    return sum((await kafka.end_offsets(settings, settings.topic)).values())
+    return sum((await clients.end_offsets(settings, settings.topic)).values())
 
 
 def shown(path: Path) -> str:

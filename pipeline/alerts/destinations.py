@@ -27,9 +27,8 @@ from typing import Any
 
 import orjson
 
-from pipeline import parse
+from pipeline import datafile, parse
 from pipeline.errors import SettingsError
-from pipeline.extract import datafile
 
 KINDS = ("slack", "discord", "webhook")
 SEVERITIES = ("critical", "warning")

@@ -52,9 +52,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from pipeline import kafka
 from pipeline.alerts.destinations import Destination
-from pipeline.outage import Backoff
+from pipeline.backoff import Backoff
+from pipeline.kafka import clients
 from pipeline.settings import Settings
 
 log = logging.getLogger("tailpipe.forward")
@@ -507,7 +507,7 @@ async def run(
     never comes near it, whatever the destinations do. Each request may take
     `http_timeout_s` (twice `TAILPIPE_CONNECT_TIMEOUT` by default)."""
     consumer = AIOKafkaConsumer(
-        **kafka.client_options(settings),
+        **clients.client_options(settings),
         group_id=f"{settings.group}-forward",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -518,7 +518,7 @@ async def run(
         forwarder = Forwarder(destinations, client, settings.alert_forward_attempts, backoff)
         forwarding = Forwarding(consumer, forwarder, max_pending=max_pending, memory=memory)
         consumer.subscribe([settings.alerts_topic], listener=forwarding.listener())
-        await kafka.start(consumer, settings, consumer.stop)
+        await clients.start(consumer, settings, consumer.stop)
         try:
             await forwarding.run(stop, settings.shutdown_grace)
         finally:

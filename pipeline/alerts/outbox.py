@@ -26,11 +26,12 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from pipeline import kafka, postgres
 from pipeline.alerts.detect import Candidates, note
 from pipeline.alerts.rules import Rule
-from pipeline.merge import record_alerts
-from pipeline.outage import Backoff
+from pipeline.backoff import Backoff
+from pipeline.kafka import clients
+from pipeline.postgres.connect import connect
+from pipeline.postgres.rollups import record_alerts
 from pipeline.settings import Settings
 
 log = logging.getLogger("tailpipe.alerts")
@@ -96,7 +97,7 @@ class Outbox:
     async def _record(self, found: Candidates) -> None:
         for attempt in itertools.count(1):
             try:
-                conn = await postgres.connect(self.settings)
+                conn = await connect(self.settings)
                 try:
                     created = await record_alerts(conn, found)
                 finally:
@@ -112,7 +113,7 @@ class Outbox:
     async def run(self) -> None:
         """Publish until cancelled; failures are logged and retried at the next tick."""
         producer = AIOKafkaProducer(
-            **kafka.client_options(self.settings), acks="all", enable_idempotence=True
+            **clients.client_options(self.settings), acks="all", enable_idempotence=True
         )
         conn: asyncpg.Connection | None = None
         started = False
@@ -123,7 +124,7 @@ class Outbox:
                         await producer.start()
                         started = True
                     if conn is None or conn.is_closed():
-                        conn = await postgres.connect(self.settings)
+                        conn = await connect(self.settings)
                     while await self.publish_pending(conn, producer) == self.batch:
                         pass
                 except Exception as exc:  # Kafka or PostgreSQL away: the rows wait, unpublished

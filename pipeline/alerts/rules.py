@@ -12,9 +12,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from pipeline import parse
+from pipeline import datafile, parse
 from pipeline.errors import SettingsError
-from pipeline.extract import datafile
 
 SEVERITIES = ("critical", "warning")
 MAX_COUNT = 2**31 - 1

@@ -12,8 +12,8 @@ import orjson
 
 from pipeline.alerts.detect import Candidates, note
 from pipeline.alerts.rules import Rules
-from pipeline.rollup import HOUR_MS, TOTAL
-from pipeline.sketch import LatencySketch
+from pipeline.transform.rollup import HOUR_MS, TOTAL
+from pipeline.transform.sketch import LatencySketch
 
 _WINDOW = """
 SELECT script, sum(requests)::bigint AS requests, sum(errors)::bigint AS errors,

@@ -27,13 +27,15 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
-from pipeline import __version__, httpmetrics, postgres
+from pipeline import __version__
 from pipeline.api import activity, auth, cursor, error_groups, logs, models, performance
 from pipeline.api.auth import Tokens
 from pipeline.api.metrics import Metrics
 from pipeline.api.params import known_only
 from pipeline.errors import SettingsError
+from pipeline.postgres.connect import server_settings
 from pipeline.settings import Settings
+from pipeline.web import metrics as http_metrics
 
 log = logging.getLogger("tailpipe.api")
 
@@ -79,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
             # Filters and windows change the best plan (a rare word wants the trigram index,
             # a common one the time index): plan each query for its values, never generically.
             server_settings={
-                **postgres.server_settings(settings),
+                **server_settings(settings),
                 "plan_cache_mode": "force_custom_plan",
             },
         )
@@ -176,6 +178,6 @@ def create_app(settings: Settings) -> FastAPI:
     routers = (
         r for module in (logs, error_groups, performance, activity) for r in module.router.routes
     )
-    app.state.metrics = Metrics.create(httpmetrics.RouteTable([*routers, *app.routes]))
-    app.add_middleware(httpmetrics.Instrumented, metrics=app.state.metrics)
+    app.state.metrics = Metrics.create(http_metrics.RouteTable([*routers, *app.routes]))
+    app.add_middleware(http_metrics.Instrumented, metrics=app.state.metrics)
     return app

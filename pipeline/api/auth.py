@@ -1,6 +1,6 @@
 """Bearer tokens: each may read, or read and write.
 
-Checked by pipeline/tokens.py, as the collector's are: SHA-256 digests compared in constant
+Checked by pipeline/web/tokens.py, as the collector's are: SHA-256 digests compared in constant
 time against every token, whatever matched first, so the time taken says nothing about which
 token (or how much of one, or how long one is) was right.
 """
@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pipeline import tokens as shared
+from pipeline.web import tokens as shared
 
 
 class Access(IntEnum):

@@ -1,7 +1,7 @@
 """Every Prometheus metric of `tailpipe api`, defined in this one place, in a registry per app.
 
 Served on the API's own port at `/metrics`, without a token: it holds counts and latencies by
-route template, method and status class (pipeline/httpmetrics.py), never a path asked for, a
+route template, method and status class (pipeline/web/metrics.py), never a path asked for, a
 parameter, a token or anything read from the database.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from pipeline import httpmetrics
+from pipeline.web import metrics as http_metrics
 
 PREFIX = "tailpipe_api"
 
@@ -21,23 +21,23 @@ class Metrics:
     registry: CollectorRegistry
     requests: Counter
     request_seconds: Histogram
-    routes: httpmetrics.RouteTable
+    routes: http_metrics.RouteTable
 
     @classmethod
-    def create(cls, routes: httpmetrics.RouteTable) -> Metrics:
+    def create(cls, routes: http_metrics.RouteTable) -> Metrics:
         """`routes`: the app's routes, the values of the `route` label, exported at 0."""
         registry = CollectorRegistry()
         metrics = cls(
             registry=registry,
-            requests=httpmetrics.requests_counter(PREFIX, "the API", registry),
-            request_seconds=httpmetrics.duration_histogram(PREFIX, "the API", registry),
+            requests=http_metrics.requests_counter(PREFIX, "the API", registry),
+            request_seconds=http_metrics.duration_histogram(PREFIX, "the API", registry),
             routes=routes,
         )
-        httpmetrics.at_zero(metrics.requests, metrics.request_seconds, routes)
+        http_metrics.at_zero(metrics.requests, metrics.request_seconds, routes)
         return metrics
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
-        labels = httpmetrics.labels(self.routes, route, method, status)
+        labels = http_metrics.labels(self.routes, route, method, status)
         self.requests.labels(*labels).inc()
         self.request_seconds.labels(*labels).observe(seconds)
 

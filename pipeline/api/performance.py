@@ -16,8 +16,8 @@ from fastapi import APIRouter, Request
 
 from pipeline.api import models
 from pipeline.api.params import Hours, Limit, Script, Window
-from pipeline.rollup import TOTAL
-from pipeline.sketch import LatencySketch
+from pipeline.transform.rollup import TOTAL
+from pipeline.transform.sketch import LatencySketch
 
 router = APIRouter()
 

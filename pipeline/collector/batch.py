@@ -1,10 +1,10 @@
 """The items of one request: what each route takes, checked whole before anything is published.
 
 A Tail Worker posts its `events` (an array of trace items, or one item); a Logpush job posts
-NDJSON, one `workers_trace_events` record per line. Every item must decode (pipeline.decode),
-so a request is published entirely or not at all and the sender learns which item and field
-were wrong. Items keep their script name as the Kafka key: one script's events stay in one
-partition, in order.
+NDJSON, one `workers_trace_events` record per line. Every item must decode
+(pipeline.formats.decode), so a request is published entirely or not at all and the sender
+learns which item and field were wrong. Items keep their script name as the Kafka key: one
+script's events stay in one partition, in order.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from pipeline.collector.rejection import Rejection
-from pipeline.decode import decode
 from pipeline.errors import DecodeError
-from pipeline.sanitize import dumps, loads
+from pipeline.formats.decode import decode
+from pipeline.formats.sanitize import dumps, loads
 
 MAX_ITEM_BYTES = 1_000_000
 """The broker's default `message.max.bytes` (1 MiB) less room for the record's own overhead."""
@@ -39,7 +39,7 @@ class Batch:
 def tail(body: bytes) -> Batch:
     """A trace item or an array of them, each re-serialized compactly. `JSON.stringify` writes
     a string cut inside an emoji as a lone surrogate escape: such a body is taken too, and the
-    escape kept for the consumer to repair (`pipeline.sanitize`)."""
+    escape kept for the consumer to repair (`pipeline.formats.sanitize`)."""
     try:
         document, lenient = loads(body)
     except orjson.JSONDecodeError as exc:

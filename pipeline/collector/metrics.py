@@ -3,7 +3,7 @@
 A registry per app rather than the global one: tests and embedders build several apps in one
 process, and the global registry refuses a second metric of the same name. Every label comes
 from a fixed set, exported at 0 from the start: the ingest routes, the reasons of a refusal,
-and the route, method and status class of every request (pipeline/httpmetrics.py).
+and the route, method and status class of every request (pipeline/web/metrics.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from pipeline import httpmetrics
+from pipeline.web import metrics as http_metrics
 
 PREFIX = "tailpipe_collect"
 PUBLISH_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
@@ -32,19 +32,19 @@ class Metrics:
     received_bytes: Counter
     rejects: Counter
     publish_seconds: Histogram
-    routes: httpmetrics.RouteTable
+    routes: http_metrics.RouteTable
 
     @classmethod
     def create(
-        cls, routes: httpmetrics.RouteTable | None = None, ingest: Iterable[str] = ()
+        cls, routes: http_metrics.RouteTable | None = None, ingest: Iterable[str] = ()
     ) -> Metrics:
         """`routes`: every route of the app; `ingest`: the templates of those that publish."""
-        routes = routes or httpmetrics.RouteTable(())
+        routes = routes or http_metrics.RouteTable(())
         registry = CollectorRegistry()
         metrics = cls(
             registry=registry,
-            requests=httpmetrics.requests_counter(PREFIX, "the collector", registry),
-            request_seconds=httpmetrics.duration_histogram(PREFIX, "the collector", registry),
+            requests=http_metrics.requests_counter(PREFIX, "the collector", registry),
+            request_seconds=http_metrics.duration_histogram(PREFIX, "the collector", registry),
             items=Counter(
                 "tailpipe_collect_items_total",
                 "items published to Kafka and acknowledged",
@@ -72,7 +72,7 @@ class Metrics:
             ),
             routes=routes,
         )
-        httpmetrics.at_zero(metrics.requests, metrics.request_seconds, routes)
+        http_metrics.at_zero(metrics.requests, metrics.request_seconds, routes)
         for route in ingest:
             metrics.items.labels(route)
             metrics.received_bytes.labels(route)
@@ -81,7 +81,7 @@ class Metrics:
         return metrics
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
-        labels = httpmetrics.labels(self.routes, route, method, status)
+        labels = http_metrics.labels(self.routes, route, method, status)
         self.requests.labels(*labels).inc()
         self.request_seconds.labels(*labels).observe(seconds)
 

@@ -36,7 +36,7 @@ from aiokafka.errors import KafkaError, ProducerClosed, UnknownTopicOrPartitionE
 
 from pipeline.collector.batch import Item
 from pipeline.errors import DependencyError
-from pipeline.kafka import client_options
+from pipeline.kafka.clients import client_options
 from pipeline.settings import Settings
 
 log = logging.getLogger("tailpipe.collect")

@@ -2,7 +2,7 @@
 
 A Tail Worker sends `Authorization: Bearer <token>`; a Logpush job cannot compute headers but
 sets fixed ones from `header_<name>=` parameters of its destination URL, hence the second,
-configurable header. Both candidates are checked by pipeline/tokens.py, as the API's tokens
+configurable header. Both candidates are checked by pipeline/web/tokens.py, as the API's tokens
 are: SHA-256 digests compared with `hmac.compare_digest` against every token without stopping
 at a match, so neither the time taken nor its variation with length tells an attacker which
 token came close.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from pipeline import tokens as shared
 from pipeline.errors import SettingsError
+from pipeline.web import tokens as shared
 
 
 class Tokens:

@@ -13,7 +13,7 @@
     async with log.job("nightly-scan", schedule="0 3 * * *"): ...
 
 Records are tailpipe envelopes (`"envelope": "tailpipe/1"` on a Workers trace item), redacted by
-`pipeline.redact` before they leave the process. This package imports neither asyncpg nor
+`pipeline.transform.redact` before they leave the process. This package imports neither asyncpg nor
 aiobotocore, and aiokafka only when a `KafkaPublisher` starts.
 """
 

@@ -2,8 +2,8 @@
 
 A log entry is `{"timestamp": ms, "level": ..., "message": [text], "context"?, "record"?}`; an
 exception entry `{"timestamp": ms, "name": ..., "message": ..., "stack"?}` with Python's
-traceback frames as the stack. Every string in either passes through `pipeline.redact` here, so
-nothing built by this module can carry a secret out of the process.
+traceback frames as the stack. Every string in either passes through `pipeline.transform.redact`
+here, so nothing built by this module can carry a secret out of the process.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import traceback
 from collections import Counter
 from typing import Any
 
-from pipeline.redact import redact_json, redact_text
+from pipeline.transform.redact import redact_json, redact_text
 
 Entry = dict[str, Any]
 

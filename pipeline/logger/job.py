@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pipeline.logger.entry import exception_entry
 from pipeline.logger.trace import CURRENT, Trace
-from pipeline.redact import redact_json
+from pipeline.transform.redact import redact_json
 
 if TYPE_CHECKING:
     from pipeline.logger.core import Logger

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from pipeline.logger.core import Logger
 from pipeline.logger.job import finish
 from pipeline.logger.trace import CURRENT, Trace
-from pipeline.redact import redact_headers, redact_url
+from pipeline.transform.redact import redact_headers, redact_url
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

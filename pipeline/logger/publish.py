@@ -151,7 +151,7 @@ class KafkaPublisher:
             return
         from aiokafka import AIOKafkaProducer
 
-        from pipeline.kafka import client_options
+        from pipeline.kafka.clients import client_options
 
         options: dict[str, Any] = {
             **client_options(self._settings),

@@ -1,0 +1,170 @@
+"""`tailpipe collect`: the HTTP front door for producers that cannot speak Kafka.
+
+Tail Workers post their `events` to `/v1/tail`; Logpush jobs post gzip'd NDJSON batches of
+`workers_trace_events` to `/v1/logpush`. A request is authenticated, read under the size cap,
+parsed and validated whole, and each item is published to the topic as its own message, keyed
+by script name. The answer is 202 only once Kafka acknowledged every item; when Kafka cannot
+take them the answer is 503 with `Retry-After`, so the sender keeps the data and tries again.
+Delivery is therefore at least once: a sender retrying after a timeout may publish twice.
+
+`/healthz` says the process answers, `/readyz` that Kafka answered recently, `/metrics` is
+Prometheus (pipeline/collector/metrics.py: every request by route, method and status class,
+items, bytes, refusals by reason, publish latency), on the same port and without a token, like
+the health checks. The parts live in pipeline/collector/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pipeline import logconfig
+from pipeline.collector import batch, body
+from pipeline.collector.metrics import Metrics
+from pipeline.collector.rejection import Rejection
+from pipeline.collector.sink import KafkaSink, Unavailable
+from pipeline.collector.token import Tokens
+from pipeline.settings import Settings
+from pipeline.web import metrics as http_metrics
+from pipeline.web import server
+
+log = logging.getLogger("tailpipe.collect")
+
+RETRY_AFTER_S = 5
+INLINE_BYTES = 64 * 1024
+"""Bodies up to this size are inflated and parsed on the event loop; larger ones in a thread,
+so one big Logpush batch does not stall every other request for tens of milliseconds."""
+
+Parser = Callable[[bytes], batch.Batch]
+ROUTES: dict[str, Parser] = {"/v1/tail": batch.tail, "/v1/logpush": batch.logpush}
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class Collector:
+    """The state one app shares between its requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.tokens = Tokens(settings.collect_tokens, settings.collect_secret_header)
+        self.limit = settings.collect_max_body_bytes
+        self.sink = KafkaSink(settings)
+        self.routes = [self.route(path, parse) for path, parse in ROUTES.items()]
+        self.routes += [
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics_page, methods=["GET"]),
+        ]
+        self.metrics = Metrics.create(http_metrics.RouteTable(self.routes), ingest=ROUTES)
+
+    def route(self, path: str, parse: Parser) -> Route:
+        async def endpoint(request: Request) -> Response:
+            return await self.ingest(request, path, parse)
+
+        return Route(path, endpoint, methods=["POST"])
+
+    async def ingest(self, request: Request, route: str, parse: Parser) -> Response:
+        try:
+            if not self.tokens.allows(request.headers):
+                raise Rejection(
+                    401,
+                    "unauthorized",
+                    "missing or unknown token: send `Authorization: Bearer <token>` or "
+                    f"`{self.tokens.header}: <token>`",
+                )
+            try:
+                raw = await body.read(request.headers, request.stream(), self.limit)
+            except ClientDisconnect:
+                raise Rejection(400, "disconnected", "body: the client went away") from None
+            self.metrics.received_bytes.labels(route).inc(len(raw))
+            gzip = body.is_gzip(request.headers, raw)
+            # gzip'd NDJSON inflates about tenfold, so it leaves the loop at a smaller size.
+            if len(raw) <= (INLINE_BYTES // 16 if gzip else INLINE_BYTES):
+                parsed = self._prepare(raw, gzip, parse)
+            else:
+                parsed = await asyncio.to_thread(self._prepare, raw, gzip, parse)
+            if parsed.probe:
+                return JSONResponse({"published": 0, "validation": True}, status_code=200)
+            started = time.perf_counter()
+            if parsed.items:
+                await self.sink.publish(parsed.items)
+            self.metrics.publish_seconds.observe(time.perf_counter() - started)
+        except Rejection as rejection:
+            self.metrics.rejects.labels(rejection.reason).inc()
+            headers = {"WWW-Authenticate": "Bearer"} if rejection.status == 401 else None
+            return JSONResponse(rejection.body(), rejection.status, headers=headers)
+        except Unavailable as exc:
+            self.metrics.rejects.labels("unavailable").inc()
+            return JSONResponse(
+                {"error": f"Kafka unavailable, retry later: {exc}"},
+                503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        self.metrics.items.labels(route).inc(len(parsed.items))
+        return JSONResponse({"published": len(parsed.items)}, status_code=202)
+
+    def _prepare(self, raw: bytes, gzip: bool, parse: Parser) -> batch.Batch:
+        return parse(body.gunzip(raw, self.limit) if gzip else raw)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        if self.sink.ready:
+            return JSONResponse({"ready": True, "topic": self.sink.topic})
+        problem = self.sink.problem or "Kafka has not answered recently"
+        return JSONResponse({"ready": False, "topic": self.sink.topic, "problem": problem}, 503)
+
+    async def metrics_page(self, request: Request) -> Response:
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The collector as an ASGI app; its lifespan starts and stops the Kafka producer.
+
+    Raises SettingsError when `collect_tokens` is empty: an open collector is a mistake.
+    """
+    collector = Collector(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await collector.sink.start()
+        try:
+            yield
+        finally:
+            await collector.sink.stop()
+
+    app = Starlette(
+        routes=collector.routes,
+        lifespan=lifespan,
+        # Counts and times every request, by route template, method and status class.
+        middleware=[Middleware(http_metrics.Instrumented, metrics=collector.metrics)],
+    )
+    app.state.collector = collector
+    return app
+
+
+def serve(settings: Settings, host: str = "0.0.0.0") -> int:
+    """Run the collector on `collect_port` until SIGTERM or SIGINT; 0 after a clean stop.
+
+    Binds every interface by default: Cloudflare must reach it (through a TLS proxy).
+    """
+    app = create_app(settings)  # raises SettingsError before anything is bound
+    logconfig.configure(settings.log_format, settings.log_level)
+    return server.run(app, host, settings.collect_port)

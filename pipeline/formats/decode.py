@@ -1,0 +1,131 @@
+"""One Kafka message value -> the invocations it holds, or a `DecodeError`.
+
+Accepted (docs/events.md has examples and the field mapping):
+
+- a Workers trace item (`pipeline.formats.trace`), or tailpipe's envelope (a trace item with
+  `"envelope": "tailpipe/1"`);
+- a Logpush `workers_trace_events` record (`pipeline.formats.logpush`);
+- a JSON array of any of these (a Tail Worker forwarding its whole batch);
+- several of these concatenated: NDJSON lines, or `wrangler tail --format json`'s pretty-printed
+  stream (`pipeline.formats.jsonstream`).
+
+Pure and fast by construction: one `orjson.loads` per message (the split and per-value parse
+of concatenated values runs only when that fails), field checks are type tests and dict
+lookups, and the parsed objects move into the records without copies. Text PostgreSQL cannot
+hold (U+0000, lone surrogates) is replaced here (`pipeline.formats.sanitize`), so every invocation
+that leaves the decoder can be stored; the walk runs only for a message that can hold some.
+Whatever the bytes, the only exception is `DecodeError`: its `field` is a path like
+`logs[2].level`, `[3].outcome` (element 3 of an array), `line 7:event` (the value starting on
+line 7 of a multi-value message) or `$` (the whole value).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from pipeline.errors import DecodeError
+from pipeline.formats import logpush, trace
+from pipeline.formats.fields import MAX_DEPTH, at, deep_field, describe, too_deep
+from pipeline.formats.jsonstream import split
+from pipeline.formats.records import JSON, Invocation
+from pipeline.formats.sanitize import loads, storable, suspect
+
+# Keys that only trace items have; with none of these, nor Logpush's, nor `envelope`, an
+# object is none of the formats.
+_TRACE_KEYS = frozenset(
+    ("outcome", "scriptName", "event", "eventTimestamp", "logs", "exceptions", "truncated")
+)
+_loads = orjson.loads
+
+
+def decode(value: bytes) -> list[Invocation]:
+    """The invocations in one message value, in order, each storable as it is."""
+    try:
+        document = _loads(value)
+    except orjson.JSONDecodeError as error:
+        found, lenient = _decode_lenient(value, error)
+    else:
+        _check_depth(value, document, "")
+        found, lenient = _decode_document(document, ""), False
+    if lenient or suspect(value):
+        return [storable(inv) for inv in found]
+    return found
+
+
+def _decode_lenient(value: bytes, error: orjson.JSONDecodeError) -> tuple[list[Invocation], bool]:
+    """What the fast path refused: one value with a lone surrogate, or several values."""
+    if "surrogate" in str(error):
+        try:
+            document, _ = loads(value)
+        except orjson.JSONDecodeError:
+            pass  # not one value: several, each tried below
+        else:
+            _check_depth(value, document, "")
+            return _decode_document(document, ""), True
+    return _decode_concatenated(value, error)
+
+
+def _decode_concatenated(
+    value: bytes, error: orjson.JSONDecodeError
+) -> tuple[list[Invocation], bool]:
+    """Several values in one message, or one value that is not JSON as it stands."""
+    chunks = split(value)
+    if not chunks:
+        raise DecodeError("$", "empty message")
+    # One chunk: a broken value (reported with orjson's position in the whole message), or one
+    # the splitter could clean up (a leading byte-order mark).
+    single = len(chunks) == 1
+    found: list[Invocation] = []
+    any_lenient = False
+    for chunk in chunks:
+        prefix = "" if single else f"line {chunk.line}:"
+        try:
+            document, lenient = loads(chunk.data)
+        except orjson.JSONDecodeError as bad:
+            raise DecodeError(at(prefix, ""), f"invalid JSON: {error if single else bad}") from None
+        any_lenient = any_lenient or lenient
+        _check_depth(chunk.data, document, prefix)
+        found += _decode_document(document, prefix)
+    return found, any_lenient
+
+
+def _check_depth(raw: bytes, document: JSON, prefix: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH. The bracket count is a C-speed upper bound on the
+    depth: the probe runs only for messages with many containers (arrays of items, mostly)."""
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and too_deep(document):
+        raise DecodeError(deep_field(document, prefix), f"nested deeper than {MAX_DEPTH} levels")
+
+
+def _decode_document(document: JSON, prefix: str) -> list[Invocation]:
+    if type(document) is dict:
+        return [_decode_object(document, prefix)]
+    if type(document) is list:
+        found = []
+        for i, element in enumerate(document):
+            where = f"{prefix}[{i}]."
+            if type(element) is not dict:
+                raise DecodeError(
+                    at(where, ""),
+                    f"expected a trace item, Logpush record or envelope, got {describe(element)}",
+                )
+            found.append(_decode_object(element, where))
+        return found
+    raise DecodeError(
+        at(prefix, ""),
+        "expected a trace item, Logpush record, envelope or an array of them, "
+        f"got {describe(document)}",
+    )
+
+
+def _decode_object(obj: dict[str, JSON], prefix: str) -> Invocation:
+    # Most messages are trace items: `outcome` settles it in one lookup. An envelope also has
+    # `outcome`, so `envelope` goes first.
+    if "envelope" in obj or "outcome" in obj:
+        return trace.invocation(obj, prefix)
+    if not logpush.KEYS.isdisjoint(obj):
+        return logpush.invocation(obj, prefix)
+    if not _TRACE_KEYS.isdisjoint(obj):
+        return trace.invocation(obj, prefix)  # reports the missing outcome
+    raise DecodeError(
+        at(prefix, ""), "not a trace item, Logpush record or tailpipe envelope: no known key"
+    )

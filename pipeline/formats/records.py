@@ -1,0 +1,104 @@
+"""The typed invocation record every accepted input format decodes to.
+
+One `Invocation` is one run of a Worker (or one request or job of a Python service): what
+triggered it, how it ended, how long it took, and the logs and exceptions it emitted. The
+decoder builds these; everything downstream (redaction, extraction, storage) reads only these.
+Equality ignores `source`, so equivalent content from different formats compares equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON = Any
+"""A value orjson produced: dict, list, str, int, float, bool or None."""
+
+EVENT_TYPES = (
+    "fetch",
+    "scheduled",
+    "alarm",
+    "queue",
+    "email",
+    "rpc",
+    "tail",
+    "websocket",
+    "connect",
+    "overload",
+    "job",
+    "log",
+    "unknown",
+)
+"""`connect` covers connect and custom events (an empty event object); `unknown` a null event;
+`overload` wrangler's sampling notices; `job` a Python service's job or cron task; `log` a
+structured-logger record emitted outside any request or job."""
+
+LOG_LEVELS = ("debug", "info", "log", "warn", "error")
+
+UNNAMED = "(unnamed)"
+"""The script stored for an invocation whose producer named none (`scriptName: null` from a
+local runtime and some event types, Logpush's `""`). One name rather than NULL or `""`, so that
+rollup keys, filters, alert summaries and links all work for it. A Worker's name cannot hold
+parentheses, so no real script is taken for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One console call. `text` is the message rendered as a line; `data` its structured part
+    (objects among the arguments, double-encoded JSON parsed, a typed logger record), if any."""
+
+    timestamp_ms: int | None
+    level: str
+    text: str
+    data: dict[str, JSON] | None = None
+    kind: str | None = None
+    """For the structured logger's typed records: `api_call`, `scan`, `timer`; else None."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionInfo:
+    """One uncaught exception; `stack` holds only the `at ...` frames when the runtime gave any."""
+
+    timestamp_ms: int | None
+    name: str
+    """The most specific class name known: the runtime's, or the stack header's (see
+    `entries.exception`)."""
+    message: str
+    stack: str | None = None
+    reported_name: str | None = None
+    """The name the runtime reported, when the stack's header named a more specific class
+    (workerd reports `Error` for `class CustomError extends Error`). Errors are grouped by it,
+    so one error groups alike whether or not its stack had the header."""
+
+    @property
+    def group_name(self) -> str:
+        return self.name if self.reported_name is None else self.reported_name
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    script: str | None
+    event_type: str
+    timestamp_ms: int | None
+    outcome: str
+    """As the runtime said it (`ok`, `exception`, `exceededCpu`, ...); unknown values kept."""
+    method: str | None = None
+    url: str | None = None
+    status: int | None = None
+    cpu_ms: int | None = None
+    wall_ms: int | None = None
+    logs: tuple[LogLine, ...] = ()
+    exceptions: tuple[ExceptionInfo, ...] = ()
+    truncated: bool = False
+    """The runtime's (or Logpush's) size limit cut this invocation short; stored and flagged."""
+    script_version: str | None = None
+    entrypoint: str | None = None
+    dispatch_namespace: str | None = None
+    script_tags: tuple[str, ...] = ()
+    extra: dict[str, JSON] = field(default_factory=dict)
+    """Every other field, kept: the event's own details, tailAttributes, unknown keys."""
+    source: str = field(default="trace", compare=False)
+    """Which format it came from: `trace`, `logpush` or `envelope`."""
+    sanitized: tuple[str, ...] = field(default=(), compare=False)
+    """The columns where a character PostgreSQL cannot hold was replaced by U+FFFD, once per
+    value (see `pipeline.formats.sanitize`); empty for nearly every invocation."""

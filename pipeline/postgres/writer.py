@@ -1,0 +1,183 @@
+"""One batch into PostgreSQL, and its dead letters into the dead-letter store, exactly once.
+
+One transaction per batch::
+
+    compare-and-set offsets ─> COPY rows ─(refused)─> find the refused messages, rebuild, COPY
+                           ─> guard rail ─> dead-letter objects (store) ─> their index rows
+                           ─> merge rollups ─> commit
+
+The objects are written and acknowledged before the commit that stores their offsets, so a
+crash in between leaves an object nothing points to, never an offset past a lost message. The
+name of an object follows from its partition and offset range, so writing it again replaces
+it. Before writing, the partition's objects that sort after its newest indexed one are deleted:
+they are leftovers of writes whose transaction never committed (a crash, a kill -9, a lost
+store acknowledgement), and none can be committed meanwhile, because our compare-and-set holds
+the partition's offset row.
+
+What can go wrong is a type: `flush.PartitionsLost` (another replica owns a partition),
+`DeadLettersHeld` (the store failed: hold those partitions, retry later), `GuardTripped`, or an
+asyncpg or OS error (transient: retry the same batch).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+
+from pipeline.alerts.rules import Rules
+from pipeline.deadletters.guard import Guard
+from pipeline.deadletters.record import encode, object_key, partition_prefix, record
+from pipeline.deadletters.store import Store, StoreUnavailable
+from pipeline.errors import FlushAborted
+from pipeline.postgres import flush
+from pipeline.postgres.connect import rejects_data
+from pipeline.postgres.rollups import merge_rollups
+from pipeline.transform.batch import Batch, Part, TopicPartition
+from pipeline.transform.redact import redact_text
+from pipeline.transform.transformer import Transformer
+
+
+class DeadLettersHeld(FlushAborted):
+    """The dead-letter store failed for these partitions' objects; nothing was stored."""
+
+    def __init__(self, partitions: set[TopicPartition], cause: StoreUnavailable) -> None:
+        self.partitions = partitions
+        self.cause = cause
+        super().__init__(str(cause))
+
+
+class GuardTripped(FlushAborted):
+    """Too many recent messages would be dead letters: consumption must stop."""
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The `kind` label of a flush that did not commit (`tailpipe_flush_failures_total`)."""
+    if isinstance(exc, flush.PartitionsLost):
+        return "partitions_lost"
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return "duplicate"
+    if isinstance(exc, DeadLettersHeld):
+        return "dead_letter_store"
+    if isinstance(exc, GuardTripped):
+        return "guard_rail"
+    return "postgres"
+
+
+@dataclass(slots=True)
+class Written:
+    rows: dict[str, int]
+    dead: Counter[str] = field(default_factory=Counter)
+    """Dead letters stored, by error class."""
+    rejected: int = 0
+    """Messages whose rows PostgreSQL refused (part of `dead`)."""
+    redactions: Counter[str] = field(default_factory=Counter)
+    objects: int = 0
+    letters: list[flush.IndexEntry] = field(default_factory=list)
+    """The dead-letter objects written, as indexed: what the replica's log reports."""
+    alerts: Counter[str] = field(default_factory=Counter)
+    """Alerts this batch created in the outbox, by rule."""
+
+
+async def copy_refusing(conn: asyncpg.Connection, batch: Batch, transformer: Transformer) -> int:
+    """COPY the batch's rows; while PostgreSQL refuses some, turn the messages they came from
+    into dead letters (the batch is rebuilt in place). Returns how many messages were refused.
+    Inside the caller's transaction; each attempt in a savepoint."""
+    refused = 0
+    while True:
+        try:
+            async with conn.transaction():
+                await flush.copy_rows(conn, batch)
+            return refused
+        except Exception as exc:
+            if not rejects_data(exc):
+                raise
+            found = await flush.find_rejected(conn, batch)
+            if not found:  # refused together, accepted one by one: nothing to isolate
+                raise
+            transformer.rebuild(batch, found)
+            refused += len(found)
+
+
+class Writer:
+    def __init__(
+        self,
+        dead_letters: Store,
+        transformer: Transformer,
+        guard: Guard,
+        rules: Rules | None = None,
+    ) -> None:
+        self.dead_letters = dead_letters
+        self.transformer = transformer
+        self.guard = guard
+        self.rules = rules
+
+    async def write(
+        self, conn: asyncpg.Connection, batch: Batch, stored: Mapping[TopicPartition, int]
+    ) -> Written:
+        """Store the batch (rebuilt in place when PostgreSQL refuses some of its messages)."""
+        async with conn.transaction():
+            await flush.advance(conn, batch, stored)
+            rejected = await copy_refusing(conn, batch, self.transformer)
+            dead = sum(len(p.dead) for p in batch.parts.values())
+            if self.guard.would_trip(batch.messages, dead):
+                p = self.guard.policy
+                raise GuardTripped(
+                    f"{self.guard.dead_in_window(batch.messages, dead)} of the last {p.window} "
+                    f"messages would be dead letters (limit {p.max_share:.0%}); "
+                    "stopped consuming: fix the producer or the pipeline, then restart"
+                )
+            written = Written(flush.rows_written(batch), rejected=rejected)
+            written.letters = await self._dead_letters(conn, batch, written)
+            await flush.index_dead_letters(conn, written.letters)
+            written.alerts = await merge_rollups(conn, batch, self.rules)
+        self.guard.record(batch.messages, dead)
+        written.redactions.update(batch.redactions)
+        return written
+
+    async def _dead_letters(
+        self, conn: asyncpg.Connection, batch: Batch, written: Written
+    ) -> list[flush.IndexEntry]:
+        parts = [(tp, part) for tp, part in batch.parts.items() if part.dead]
+        if not parts:
+            return []
+        at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        entries = []
+        for (topic, partition), part in parts:
+            try:
+                entries.append(await self._object(conn, topic, partition, part, at, written))
+            except StoreUnavailable as exc:
+                raise DeadLettersHeld({tp for tp, _ in parts}, exc) from exc
+        return entries
+
+    async def _object(
+        self,
+        conn: asyncpg.Connection,
+        topic: str,
+        partition: int,
+        part: Part,
+        at: str,
+        written: Written,
+    ) -> flush.IndexEntry:
+        first, last = part.first_offset, part.next_offset - 1
+        prefix = self.dead_letters.prefix
+        key = object_key(prefix, topic, partition, first, last)
+        newest = await flush.newest_dead_letter_object(conn, topic, partition)
+        leftovers = await self.dead_letters.keys_after(
+            partition_prefix(prefix, topic, partition), newest
+        )
+        await self.dead_letters.delete([k for k in leftovers if k != key])
+        counts: Counter[str] = Counter()
+        body = encode(record(topic, partition, d, at, counts) for d in part.dead)
+        await self.dead_letters.put(key, body)
+        written.redactions.update(counts)
+        written.objects += 1
+        classes = Counter(d.error_class for d in part.dead)
+        written.dead.update(classes)
+        return flush.IndexEntry(
+            key, topic, partition, first, last,
+            [d.offset for d in part.dead], sorted(classes), redact_text(part.dead[0].error[:1000]),
+        )  # fmt: skip

@@ -1,0 +1,88 @@
+"""`tailpipe run`: one replica: the consumer, and its status port (metrics, health, readiness).
+
+Binds the status port first (a taken port fails fast), warns when aiokafka runs without its C
+extensions, and turns SIGTERM and SIGINT into a clean stop: flush, store offsets, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+
+from pipeline import __version__, logconfig
+from pipeline.alerts.rules import Rules
+from pipeline.errors import DependencyError
+from pipeline.replica.consumer import Consumer, Policy
+from pipeline.replica.status import StatusServer
+from pipeline.settings import Settings
+from pipeline.transform.transformer import Transformer
+
+log = logging.getLogger("tailpipe.replica")
+
+
+def kafka_extensions_loaded() -> bool:
+    """Whether aiokafka decodes record batches with its C extensions. Without them (a wheel
+    missing for this platform, or AIOKAFKA_NO_EXTENSIONS set) fetching costs several times more
+    CPU, and the poll loop becomes the bottleneck."""
+    from aiokafka.record.default_records import DefaultRecordBatch
+
+    module: str = DefaultRecordBatch.__module__
+    return module.startswith("aiokafka.record._crecords")
+
+
+def serve(settings: Settings) -> int:
+    """Run one replica until SIGTERM or SIGINT; flush, store offsets, exit 0."""
+    from pipeline.transform.extract import Extractor
+
+    rules = Rules.load(settings.alert_rules)  # a bad file stops here, exit 2
+    listener = _listen(settings.metrics_port)
+
+    async def main() -> None:
+        transformer = Transformer(Extractor.from_files(), rules)
+        consumer = Consumer(settings, transformer, Policy.from_settings(settings), rules)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, consumer.stop)
+        status = StatusServer.create(consumer.metrics, consumer.readiness, settings.metrics_port)
+        serving = asyncio.create_task(status.serve(sockets=[listener]), name="tailpipe-status")
+        try:
+            await consumer.run()
+        finally:
+            status.should_exit = True
+            await serving
+        t = consumer.totals
+        log.info("replica stopped", extra={
+            "messages": t.messages, "flushes": t.flushes, "events": t.events,
+            "log_rows": t.logs, "dead_letters": t.dead,
+        })  # fmt: skip
+
+    logconfig.configure(settings.log_format, settings.log_level)
+    log.info("replica starting", extra={
+        "version": __version__, "topic": settings.topic, "group": settings.group,
+        "status_port": listener.getsockname()[1],
+    })  # fmt: skip
+    if not kafka_extensions_loaded():
+        log.warning(
+            "aiokafka C extensions are NOT loaded: Kafka record decoding runs in pure Python "
+            "and ingest will be several times slower; reinstall aiokafka from a binary wheel "
+            "for this platform (and unset AIOKAFKA_NO_EXTENSIONS)"
+        )
+    asyncio.run(main())
+    return 0
+
+
+def _listen(port: int) -> socket.socket:
+    """Bind the status port before anything else starts, so a taken port fails fast."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("0.0.0.0", port))
+    except OSError as exc:
+        sock.close()
+        problem = f"TAILPIPE_METRICS_PORT {port}: cannot listen: {exc.strerror}"
+        raise DependencyError(problem) from None
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,187 @@
+"""Per-batch rollups: aggregated in memory while a batch fills, merged into PostgreSQL at flush.
+
+Each rollup table gets at most a few rows per batch (one per hour x script x event type, per
+day x provider x model, per fingerprint, per hour x script), so a flush merges thousands of
+events with one `INSERT ... ON CONFLICT DO UPDATE` per table instead of a write per event.
+Everything here is plain data: the sink turns it into arrays for `unnest`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from pipeline.alerts.detect import Candidates, merge
+from pipeline.transform.sketch import LatencySketch
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+MAX_SCRIPTS_PER_ERROR = 50
+TOTAL = "*"
+"""The script and event type of the total rows of `tail_metrics_hourly`."""
+
+
+@dataclass(slots=True)
+class HourlyMetrics:
+    requests: int = 0
+    errors: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    levels: Counter[str] = field(default_factory=Counter)
+    wall_sum: int = 0
+    wall_max: int = 0
+    cpu_sum: int = 0
+    cpu_max: int = 0
+    wall: LatencySketch = field(default_factory=LatencySketch)
+    cpu: LatencySketch = field(default_factory=LatencySketch)
+
+    def add(self, other: HourlyMetrics) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.outcomes.update(other.outcomes)
+        self.levels.update(other.levels)
+        self.wall_sum += other.wall_sum
+        self.wall_max = max(self.wall_max, other.wall_max)
+        self.cpu_sum += other.cpu_sum
+        self.cpu_max = max(self.cpu_max, other.cpu_max)
+        self.wall.merge(other.wall)
+        self.cpu.merge(other.cpu)
+
+
+@dataclass(slots=True)
+class ApiUsage:
+    calls: int = 0
+    failures: int = 0
+    rate_limited: int = 0
+    """Rate-limited calls; on a provider-wide row (`*`), readings that said the limit was
+    reached (0 remaining, a Retry-After)."""
+    remaining: int | None = None
+    """The newest reading's remaining count (by event time), with its time below."""
+    remaining_at_ms: int = -1
+    tokens_in: int = 0
+    """Input tokens not read from or written to a prompt cache."""
+    tokens_out: int = 0
+    cost: Decimal | None = None
+    unpriced: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    limit: int | None = None
+    """The largest rate limit a reading reported."""
+    reset_ms: int | None = None
+    """The latest reset (or retry-after) moment a reading reported, epoch ms."""
+
+    def add(self, other: ApiUsage) -> None:
+        self.calls += other.calls
+        self.failures += other.failures
+        self.rate_limited += other.rate_limited
+        if other.remaining is not None and other.remaining_at_ms >= self.remaining_at_ms:
+            self.remaining, self.remaining_at_ms = other.remaining, other.remaining_at_ms
+        self.tokens_in += other.tokens_in
+        self.tokens_out += other.tokens_out
+        if other.cost is not None:
+            self.cost = (self.cost or Decimal(0)) + other.cost
+        self.unpriced += other.unpriced
+        self.cache_read += other.cache_read
+        self.cache_write += other.cache_write
+        if other.limit is not None and (self.limit is None or other.limit > self.limit):
+            self.limit = other.limit
+        if other.reset_ms is not None and (self.reset_ms is None or other.reset_ms > self.reset_ms):
+            self.reset_ms = other.reset_ms
+
+
+@dataclass(slots=True)
+class ErrorGroup:
+    name: str
+    template: str
+    first_ms: int
+    last_ms: int
+    sample_message: str
+    sample_stack: str | None
+    occurrences: int = 0
+    scripts: set[str] = field(default_factory=set)
+
+    def add_occurrence(self, ms: int, script: str, message: str, stack: str | None) -> None:
+        self.occurrences += 1
+        self.first_ms = min(self.first_ms, ms)
+        if ms >= self.last_ms:
+            self.last_ms, self.sample_message, self.sample_stack = ms, message, stack
+        if len(self.scripts) < MAX_SCRIPTS_PER_ERROR:
+            self.scripts.add(script)
+
+    def add(self, other: ErrorGroup) -> None:
+        self.occurrences += other.occurrences
+        self.first_ms = min(self.first_ms, other.first_ms)
+        if other.last_ms >= self.last_ms:
+            self.last_ms = other.last_ms
+            self.sample_message, self.sample_stack = other.sample_message, other.sample_stack
+        self.scripts |= other.scripts
+
+
+@dataclass(slots=True)
+class ScanActivity:
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    repositories: set[str] = field(default_factory=set)
+    files: int = 0
+    duration_sum: int = 0
+    duration_max: int = 0
+
+    def add(self, other: ScanActivity) -> None:
+        self.started += other.started
+        self.completed += other.completed
+        self.failed += other.failed
+        self.repositories |= other.repositories
+        self.files += other.files
+        self.duration_sum += other.duration_sum
+        self.duration_max = max(self.duration_max, other.duration_max)
+
+
+@dataclass(slots=True)
+class Rollups:
+    hourly: dict[tuple[int, str, str], HourlyMetrics] = field(default_factory=dict)
+    api: dict[tuple[int, str, str], ApiUsage] = field(default_factory=dict)
+    errors: dict[str, ErrorGroup] = field(default_factory=dict)
+    error_hours: Counter[tuple[int, str]] = field(default_factory=Counter)
+    """Occurrences per (hour, fingerprint)."""
+    scans: dict[tuple[int, str], ScanActivity] = field(default_factory=dict)
+    alerts: Candidates = field(default_factory=dict)
+    """Alert conditions seen in the events, by (dedup key, cooldown window)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.hourly or self.api or self.errors or self.scans or self.alerts)
+
+    def with_totals(self) -> dict[tuple[int, str, str], HourlyMetrics]:
+        """The hourly rows, plus per hour the totals of each script (event type `*`) and of
+        every script (`*`, `*`): what the API reads for a span of hours."""
+        out = dict(self.hourly)
+        for (hour, script, _), h in self.hourly.items():
+            for key in ((hour, script, TOTAL), (hour, TOTAL, TOTAL)):
+                total = out.get(key)
+                if total is None:
+                    total = out[key] = HourlyMetrics()
+                total.add(h)
+        return out
+
+    @classmethod
+    def combine(cls, parts: Iterable[Rollups]) -> Rollups:
+        """One upsert row per key across partitions. Builds new objects, leaving `parts` as
+        they were, so a flush that fails can be retried from the same parts."""
+        out = cls()
+        for part in parts:
+            for key, h in part.hourly.items():
+                out.hourly.setdefault(key, HourlyMetrics()).add(h)
+            for api_key, a in part.api.items():
+                out.api.setdefault(api_key, ApiUsage()).add(a)
+            for fp, e in part.errors.items():
+                mine = out.errors.get(fp)
+                if mine is None:
+                    out.errors[fp] = replace(e, scripts=set(e.scripts))
+                else:
+                    mine.add(e)
+            out.error_hours.update(part.error_hours)
+            merge(out.alerts, part.alerts)
+            for scan_key, s in part.scans.items():
+                out.scans.setdefault(scan_key, ScanActivity()).add(s)
+        return out

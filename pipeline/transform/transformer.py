@@ -1,0 +1,334 @@
+"""From a Kafka message to rows: decode, redact, extract, aggregate. Pure and synchronous.
+
+`Transformer.add` is the whole hot path of a consumer and of `tailpipe inspect`, so both print
+and store exactly the same thing. It allocates one tuple per row and updates the batch's
+rollups in place; nothing here reads a clock or does I/O (the Kafka timestamp is given).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pipeline.alerts.detect import note
+from pipeline.alerts.rules import Rule, Rules
+from pipeline.errors import DecodeError
+from pipeline.formats.decode import decode
+from pipeline.formats.records import UNNAMED, Invocation
+from pipeline.transform.batch import Batch, DeadLetter, Headers, Part, Raw, TopicPartition
+from pipeline.transform.extract import Extracted, Extractor
+from pipeline.transform.fingerprint import fingerprint, template
+from pipeline.transform.redact import has_trigger, redact_json, redact_text
+from pipeline.transform.rollup import (
+    DAY_MS,
+    HOUR_MS,
+    ApiUsage,
+    ErrorGroup,
+    HourlyMetrics,
+    Rollups,
+    ScanActivity,
+)
+
+EVENT_COLUMNS = (
+    "ts", "script", "event_type", "outcome", "method", "url", "status", "cpu_ms", "wall_ms",
+    "log_count", "exception_count", "truncated", "script_version", "entrypoint",
+    "dispatch_namespace", "script_tags", "source", "extra", "topic", "kafka_partition",
+    "kafka_offset", "item",
+)  # fmt: skip
+LOG_COLUMNS = (
+    "ts", "script", "event_type", "outcome", "level", "message", "data", "kind",
+    "exception_name", "stack", "fingerprint", "topic", "kafka_partition", "kafka_offset",
+    "item", "seq",
+)  # fmt: skip
+_NO_HEADERS: Headers = ()
+
+PROVIDER_WIDE = "*"
+"""api_usage_daily's model for readings that concern a provider, not one model or endpoint
+(e.g. `github ratelimit remaining=4981`)."""
+
+
+def _ts(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _json(value: Any) -> str | None:
+    return orjson.dumps(value).decode() if value else None
+
+
+def _redacted_json(value: Any, counts: Counter[str]) -> str | None:
+    """`_json(redact_json(value))`, with a fast path for the usual value that holds nothing
+    to redact: serialize once and look for the rules' triggers in the whole text.
+
+    Sound because every rule (and every secret name, see `redact._NAME_TRIGGERS`) needs one of
+    the triggers (`redact.has_trigger`) in the lower-cased string it acts on, and a trigger in
+    any key or string of the value is also in the lower-cased JSON text: orjson writes strings
+    as UTF-8 and escapes only `"`, `\\` and control characters, none of which a trigger
+    contains. Percent-encoded names
+    (`is_secret_name` unquotes) and anything orjson cannot serialize take the full walk."""
+    if not value:
+        return None
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        return _json(redact_json(value, counts))
+    if "%" in text or has_trigger(text.lower()):
+        return _json(redact_json(value, counts))
+    return text
+
+
+class Transformer:
+    def __init__(self, extractor: Extractor, rules: Rules | None = None) -> None:
+        self._extract = extractor.extract
+        self._rules = rules
+        self._error_rule = rules.error_log if rules is not None else Rule("error_log", False)
+        # None when the error-line rule is off: the log loop then skips it at no cost.
+        self._error_search = (
+            rules.error_pattern.search if rules is not None and rules.error_log.enabled else None
+        )
+
+    def add(
+        self,
+        batch: Batch,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers = _NO_HEADERS,
+        rejected: tuple[str, str] | None = None,
+    ) -> None:
+        """Add one message to the batch: its invocations' rows, or a dead letter. `rejected`
+        (error class, message) makes it a dead letter whatever it holds: PostgreSQL refused
+        its rows."""
+        part = batch.part(topic, partition, offset)
+        part.next_offset = offset + 1
+        part.messages += 1
+        part.bytes += len(value)
+        part.raw.append(Raw(offset, timestamp_ms, key, value, headers))
+        batch.messages += 1
+        batch.bytes += len(value)
+        if rejected is not None:
+            part.dead.append(DeadLetter(offset, timestamp_ms, key, value, headers, *rejected))
+            batch.rows += 1
+            return
+        try:
+            invocations = decode(value)
+        except DecodeError as exc:
+            error = ("DecodeError", str(exc))
+            part.dead.append(DeadLetter(offset, timestamp_ms, key, value, headers, *error))
+            part.decode_failures[exc.reason] += 1
+            batch.rows += 1
+            return
+        counts = part.redactions
+        for item, invocation in enumerate(invocations):
+            if invocation.sanitized:
+                part.sanitized.update(invocation.sanitized)
+            ts_ms = invocation.timestamp_ms or timestamp_ms
+            rows = self._rows(part, invocation, ts_ms, (topic, partition, offset, item), counts)
+            batch.rows += rows
+            if batch.oldest_event_ms is None or ts_ms < batch.oldest_event_ms:
+                batch.oldest_event_ms = ts_ms
+
+    def rebuild(self, batch: Batch, rejected: dict[tuple[str, int, int], tuple[str, str]]) -> None:
+        """Build the batch again, in place, with the `rejected` messages (topic, partition,
+        offset) turned into dead letters: parts holding none of them are kept as they are, the
+        others are built again from their messages, so their rows and rollups no longer count
+        the rejected ones."""
+        touched: set[TopicPartition] = {(t, p) for t, p, _ in rejected}
+        out = Batch(created=batch.created, oldest_event_ms=batch.oldest_event_ms)
+        for key, part in batch.parts.items():
+            if key not in touched:
+                out.parts[key] = part
+                out.messages += part.messages
+                out.bytes += part.bytes
+                out.rows += len(part.events) + len(part.logs) + len(part.dead)
+                continue
+            topic, partition = key
+            for m in part.raw:
+                why = rejected.get((topic, partition, m.offset))
+                self.add(out, topic, partition, m.offset, m.timestamp_ms, m.key, m.value,
+                         m.headers, why)  # fmt: skip
+        batch.parts, batch.rows, batch.bytes = out.parts, out.rows, out.bytes
+        batch.messages, batch.oldest_event_ms = out.messages, out.oldest_event_ms
+
+    def _rows(
+        self,
+        part: Part,
+        inv: Invocation,
+        ts_ms: int,
+        origin: tuple[str, int, int, int],
+        counts: Counter[str],
+    ) -> int:
+        ts = _ts(ts_ms)
+        script = inv.script or UNNAMED
+        context = (ts, script, inv.event_type, inv.outcome)
+        hour = _hour(part.rollups, inv, ts_ms, script)
+        levels = hour.levels
+        part.events.append(
+            (
+                *context,
+                inv.method,
+                redact_text(inv.url, counts) if inv.url else None,
+                inv.status,
+                inv.cpu_ms,
+                inv.wall_ms,
+                len(inv.logs),
+                len(inv.exceptions),
+                inv.truncated,
+                inv.script_version,
+                inv.entrypoint,
+                inv.dispatch_namespace,
+                list(inv.script_tags) if inv.script_tags else None,
+                inv.source,
+                _redacted_json(inv.extra, counts),
+                *origin,
+            )
+        )
+        seq = 0
+        error_search = self._error_search
+        for line in inv.logs:
+            levels[line.level] += 1
+            text = redact_text(line.text, counts)
+            part.logs.append(
+                (
+                    _ts(line.timestamp_ms) if line.timestamp_ms else ts,
+                    *context[1:],
+                    line.level,
+                    text,
+                    _redacted_json(line.data, counts),
+                    line.kind,
+                    None,
+                    None,
+                    None,
+                    *origin,
+                    seq,
+                )
+            )
+            seq += 1
+            if error_search is not None and line.level == "error" and error_search(text):
+                # The rule reads what is stored: the text after redaction.
+                note(part.rollups.alerts, self._error_rule, f"error_log:{script}", script, ts_ms,
+                     f"{script}: {text}", {"script": script, "level": "error"})  # fmt: skip
+        errors = part.rollups.errors
+        for exc in inv.exceptions:
+            levels["exception"] += 1
+            message = redact_text(exc.message, counts)
+            stack = redact_text(exc.stack, counts) if exc.stack else None
+            fp = fingerprint(exc.group_name, message)
+            exc_ms = exc.timestamp_ms or ts_ms
+            part.logs.append(
+                (
+                    _ts(exc_ms),
+                    *context[1:],
+                    "exception",
+                    f"{exc.name}: {message}",
+                    None,
+                    None,
+                    exc.name,
+                    stack,
+                    fp,
+                    *origin,
+                    seq,
+                )
+            )
+            seq += 1
+            group = errors.get(fp)
+            if group is None:
+                group = errors[fp] = ErrorGroup(
+                    exc.name, template(message), exc_ms, exc_ms, message, stack
+                )
+            group.add_occurrence(exc_ms, script, message, stack)
+            part.rollups.error_hours[(exc_ms - exc_ms % HOUR_MS, fp)] += 1
+        _extracted(part.rollups, self._extract(inv), ts_ms, script)
+        if self._rules is not None:
+            _outcome_alert(part, self._rules, inv, ts_ms, script)
+        return 1 + seq
+
+
+def _hour(rollups: Rollups, inv: Invocation, ts_ms: int, script: str) -> HourlyMetrics:
+    """The invocation counted in its hour's metrics (log levels are counted by the caller,
+    straight into the returned `levels`)."""
+    key = (ts_ms - ts_ms % HOUR_MS, script, inv.event_type)
+    hour = rollups.hourly.get(key)
+    if hour is None:
+        hour = rollups.hourly[key] = HourlyMetrics()
+    hour.requests += 1
+    hour.outcomes[inv.outcome] += 1
+    if inv.outcome != "ok":
+        hour.errors += 1
+    if inv.wall_ms is not None:
+        hour.wall_sum += inv.wall_ms
+        hour.wall_max = max(hour.wall_max, inv.wall_ms)
+        hour.wall.add(inv.wall_ms)
+    if inv.cpu_ms is not None:
+        hour.cpu_sum += inv.cpu_ms
+        hour.cpu_max = max(hour.cpu_max, inv.cpu_ms)
+        hour.cpu.add(inv.cpu_ms)
+    return hour
+
+
+def _extracted(rollups: Rollups, found: Extracted, ts_ms: int, script: str) -> None:
+    for call in found.api_calls:
+        at = call.ts_ms or ts_ms
+        reading = call.endpoint is None and call.status is None and call.model is None
+        name = PROVIDER_WIDE if reading else (call.model or call.endpoint or "")
+        key = (at - at % DAY_MS, call.provider, name)
+        usage = rollups.api.get(key)
+        if usage is None:
+            usage = rollups.api[key] = ApiUsage()
+        if call.rate_limit_remaining is not None and at >= usage.remaining_at_ms:
+            usage.remaining, usage.remaining_at_ms = call.rate_limit_remaining, at
+        limit = call.rate_limit_limit
+        if limit is not None and (usage.limit is None or limit > usage.limit):
+            usage.limit = limit
+        reset_ms = call.rate_limit_reset_ms
+        if reset_ms is not None and (usage.reset_ms is None or reset_ms > usage.reset_ms):
+            usage.reset_ms = reset_ms
+        if reading:
+            # Not a call; but one that says the limit was reached (0 remaining, Retry-After)
+            # is counted as rate-limited on the provider-wide row.
+            usage.rate_limited += call.rate_limited
+            continue
+        usage.calls += 1
+        usage.failures += not call.ok
+        usage.rate_limited += call.rate_limited
+        usage.tokens_in += call.tokens_in or 0
+        usage.tokens_out += call.tokens_out or 0
+        usage.cache_read += call.cache_read_tokens or 0
+        usage.cache_write += call.cache_write_tokens or 0
+        if call.cost_usd is not None:
+            usage.cost = (usage.cost or 0) + call.cost_usd
+        elif call.model is not None:
+            usage.unpriced += 1
+    for scan in found.scans:
+        at = scan.ts_ms or ts_ms
+        scan_key = (at - at % HOUR_MS, script)
+        activity = rollups.scans.get(scan_key)
+        if activity is None:
+            activity = rollups.scans[scan_key] = ScanActivity()
+        if scan.repo:
+            activity.repositories.add(scan.repo)
+        if scan.status == "started":
+            activity.started += 1
+            continue  # files and duration are known when a scan ends
+        if scan.status == "completed":
+            activity.completed += 1
+        else:
+            activity.failed += 1
+        activity.files += scan.files or 0
+        if scan.duration_ms is not None:
+            activity.duration_sum += int(scan.duration_ms)
+            activity.duration_max = max(activity.duration_max, int(scan.duration_ms))
+
+
+def _outcome_alert(part: Part, rules: Rules, inv: Invocation, ts_ms: int, script: str) -> None:
+    """The outcome rule (error lines are noted as their rows are built, in `_rows`)."""
+    found = part.rollups.alerts
+    if rules.outcome.enabled and inv.outcome in rules.outcomes:
+        note(found, rules.outcome, f"outcome:{script}:{inv.outcome}", script, ts_ms,
+             f"{script}: an invocation ended with {inv.outcome}",
+             {"script": script, "outcome": inv.outcome})  # fmt: skip
