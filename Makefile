@@ -73,6 +73,7 @@ lint: venv
 	$(VENV)/bin/ruff check pipeline tests deploy/local bench
 	$(VENV)/bin/ruff format --check pipeline tests deploy/local bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 fmt: venv
 	$(VENV)/bin/ruff check --fix pipeline tests deploy/local bench

@@ -18,7 +18,7 @@ named with their module::
     │   ├── collector.rejection.Rejection  a request the collector refuses: 400, 401, 413
     │   └── api.cursor.InvalidCursor   a paging cursor forged, tampered with or stale: 422
     └── FlushAborted                   a flush stored nothing, for a reason that decides what
-        │                              the replica does next (`replica.consumer.Consumer._failed`)
+        │                              the replica does next (`replica.storing.Storing._failed`)
         ├── postgres.flush.PartitionsLost  another replica owns these partitions: drop, re-seek
         ├── postgres.writer.DeadLettersHeld  the dead-letter store failed: hold those partitions
         └── postgres.writer.GuardTripped  too many recent messages would be dead letters: stop

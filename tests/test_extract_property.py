@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pipeline.formats.records import Invocation, LogLine
 from pipeline.transform.extract import ApiCall, Extractor, Scan
-from pipeline.transform.extract.rate_limits import MAX_RESET_MS, MIN_RESET_MS
+from pipeline.transform.extract.reset_times import MAX_RESET_MS, MIN_RESET_MS
 from pipeline.transform.extract.values import MAX_COUNT, MAX_NAME
 
 EXTRACTOR = Extractor.from_files()

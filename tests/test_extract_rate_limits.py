@@ -28,7 +28,8 @@ import pytest
 from pipeline.formats.decode import decode
 from pipeline.formats.records import LogLine
 from pipeline.transform.extract import ApiCall, Extractor
-from pipeline.transform.extract.rate_limits import rate_limit_data, rate_limit_text, reset_ms
+from pipeline.transform.extract.rate_limits import rate_limit_data, rate_limit_text
+from pipeline.transform.extract.reset_times import reset_ms
 
 TS = 1_764_374_400_000  # 2025-11-29T00:00:00Z
 LINE_TS = TS + 7

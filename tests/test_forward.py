@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from pipeline.alerts import destinations, forward
+from pipeline.alerts import delivery, destinations, forward
 from pipeline.alerts.destinations import SIGNATURE_HEADER, TIMESTAMP_HEADER, Destination
 from pipeline.backoff import Backoff
 from pipeline.errors import SettingsError
@@ -150,9 +150,9 @@ def test_a_bad_destinations_file_names_the_problem(tmp_path: Path) -> None:
         destinations.load(str(path))
 
 
-async def _forwarder(targets: list[Destination]) -> tuple[forward.Forwarder, httpx.AsyncClient]:
+async def _forwarder(targets: list[Destination]) -> tuple[delivery.Forwarder, httpx.AsyncClient]:
     client = httpx.AsyncClient(timeout=5)
-    return forward.Forwarder(targets, client, max_attempts=3, backoff=Backoff(0.01, 0.02)), client
+    return delivery.Forwarder(targets, client, max_attempts=3, backoff=Backoff(0.01, 0.02)), client
 
 
 async def test_retries_on_5xx_and_429_but_not_on_other_4xx(receiver: Receiver) -> None:
@@ -220,7 +220,7 @@ async def _committed(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
 
 
 def test_rate_limit_spaces_requests_evenly() -> None:
-    limit = forward.RateLimit(per_minute=30)  # one every 2 s
+    limit = delivery.RateLimit(per_minute=30)  # one every 2 s
     assert limit.reserve(100.0) == 0.0
     assert limit.reserve(100.0) == 2.0
     assert limit.reserve(100.5) == 3.5
@@ -407,7 +407,7 @@ async def test_a_refused_commit_is_counted_and_retried_not_raised(
     try:
         async with httpx.AsyncClient(timeout=5) as client:
             hook = Destination("w", "webhook", receiver.url())
-            forwarding = forward.Forwarding(consumer, forward.Forwarder([hook], client))
+            forwarding = forward.Forwarding(consumer, delivery.Forwarder([hook], client))
             tp = TopicPartition(settings.alerts_topic, 0)
             forwarding.assigned({tp})
             forwarding.partitions[tp].finished = 5
@@ -423,8 +423,8 @@ async def test_a_lane_posts_each_alert_id_once(receiver: Receiver) -> None:
     once; a withdrawn delivery that had not started is never made."""
     async with httpx.AsyncClient(timeout=5) as client:
         hook = Destination("w", "webhook", receiver.url(), per_minute=60_000)
-        forwarder = forward.Forwarder([hook], client)
-        lane = forward.Lane(hook, forwarder, memory=2)
+        forwarder = delivery.Forwarder([hook], client)
+        lane = delivery.Lane(hook, forwarder, memory=2)
         running = asyncio.create_task(lane.run())
         try:
             first = lane.submit("a", _alert(1))
@@ -467,7 +467,7 @@ async def test_reading_pauses_while_too_many_alerts_are_unfinished(
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=1.0) as client:
         hook = Destination("w", "webhook", receiver.url(), per_minute=60_000)
-        forwarder = forward.Forwarder([hook], client, 1000, Backoff(0.05, 0.5))
+        forwarder = delivery.Forwarder([hook], client, 1000, Backoff(0.05, 0.5))
         forwarding = forward.Forwarding(consumer, forwarder, max_pending=10)
         consumer.subscribe([settings.alerts_topic], listener=forwarding.listener())
         await consumer.start()

@@ -22,11 +22,11 @@ from pipeline.postgres.day_partitions import (
     PARTITIONED_TABLES,
     PartitionManager,
     ahead,
-    drop_older_than,
     parse_partition_name,
     partition_name,
     utc_day,
 )
+from pipeline.postgres.retention import drop_older_than
 from pipeline.settings import Settings
 from tests.conftest import env_of, tailpipe
 

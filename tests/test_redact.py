@@ -11,15 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.transform.redact import (
-    NAMES,
-    RULES,
-    is_secret_name,
-    redact_headers,
-    redact_json,
-    redact_text,
-    redact_url,
-)
+from pipeline.transform.redact.engine import redact_headers, redact_json, redact_text, redact_url
+from pipeline.transform.redact.names import is_secret_name
+from pipeline.transform.redact.rules import NAMES, RULES
 
 # One secret of each token-shaped kind, with the rule expected to catch it.
 TOKENS: list[tuple[str, str]] = [

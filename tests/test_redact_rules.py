@@ -19,20 +19,12 @@ from hypothesis import strategies as st
 
 from pipeline.deadletters.record import record
 from pipeline.errors import SettingsError
-from pipeline.transform import redact
 from pipeline.transform.batch import DeadLetter
 from pipeline.transform.extract import Extractor
 from pipeline.transform.inspect import dumps, inspect
-from pipeline.transform.redact import (
-    NAMES,
-    RULES,
-    Rule,
-    has_trigger,
-    parse_rules,
-    redact_headers,
-    redact_json,
-    redact_text,
-)
+from pipeline.transform.redact import triggers
+from pipeline.transform.redact.engine import has_trigger, redact_headers, redact_json, redact_text
+from pipeline.transform.redact.rules import NAMES, RULES, Rule, parse_rules
 from pipeline.transform.transformer import Transformer, _json, _redacted_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -440,7 +432,7 @@ fragments = st.one_of(
 @given(st.lists(fragments, max_size=8).map("".join))
 def test_the_scan_selects_exactly_the_rules_whose_triggers_occur(text: str) -> None:
     expected = _brute(text)
-    assert redact._selected(text, 0) == expected
+    assert triggers.selected(text, 0) == expected
     assert has_trigger(text) is (expected != 0)
 
 
@@ -469,8 +461,8 @@ def test_a_line_without_triggers_is_one_scan() -> None:
     assert not has_trigger(line.lower())
     assert redact_text(line) is line
     # One regex holds every trigger of every rule.
-    assert redact._SEARCH_RE.groups == 0
-    assert redact._SCAN_RE.groups == len(TRIGGERS)
+    assert triggers.SEARCH_RE.groups == 0
+    assert triggers.SCAN_RE.groups == len(TRIGGERS)
 
 
 @pytest.mark.parametrize(("rule", "text", "secret"), EXAMPLES)

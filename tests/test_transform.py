@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pipeline.errors import DecodeError
 from pipeline.formats.decode import decode
 from pipeline.kafka import synth
-from pipeline.transform.redact import redact_json
+from pipeline.transform.redact.engine import redact_json
 from pipeline.transform.transformer import _json, _redacted_json
 
 SECRETS = st.sampled_from(

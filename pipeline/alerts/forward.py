@@ -1,18 +1,14 @@
 """`tailpipe alerts forward`: the alerts topic, delivered to people.
 
-A consumer group of its own (`<TAILPIPE_GROUP>-forward`) reads the alerts topic. Each alert is
-routed to the destinations that want it and POSTed to each: retried with backoff on network
-errors, 5xx and 429 (honouring `Retry-After`), not on other 4xx; each destination under its
-own rate limit. An alert is finished once every destination that wants it has taken it or
-been given up on after `max_attempts` (then it is logged as dropped).
+A consumer group of its own (`<TAILPIPE_GROUP>-forward`) reads the alerts topic and hands each
+alert to the lanes of the destinations that want it (`delivery`: the POSTs, their retries and
+rate limits, each alert delivered at most once per process).
 
-**HTTP never runs in the poll loop.** Each destination has a lane: one task that delivers its
-alerts one after another, in the order they were read. The poll loop reads, hands each alert
-to the lanes that want it, commits, and calls `getmany` again within 200 ms whatever the lanes
-are doing, so the consumer heartbeats and polls however long a destination hangs, and never
-exceeds `max.poll.interval.ms`. When `max_pending` alerts are read but not finished, it pauses
-its partitions and keeps polling until half of them are: memory stays bounded. A dead
-destination holds back only its own lane; the others keep delivering.
+**HTTP never runs in the poll loop.** The poll loop reads, hands each alert to the lanes that
+want it, commits, and calls `getmany` again within 200 ms whatever the lanes are doing, so the
+consumer heartbeats and polls however long a destination hangs, and never exceeds
+`max.poll.interval.ms`. When `max_pending` alerts are read but not finished, it pauses its
+partitions and keeps polling until half of them are: memory stays bounded.
 
 **Commits.** Per partition, the committed offset is the end of the finished prefix: an alert is
 acknowledged only when it and every alert before it are finished, so nothing is acknowledged
@@ -22,12 +18,8 @@ undelivered. Commits run beside the poll loop; one refused because the group reb
 **Rebalances.** When partitions are revoked, their deliveries get `revoke_grace_s` to finish,
 the finished prefix is committed, and the deliveries not started yet are withdrawn; one under
 way goes on (a request sent cannot be taken back). Newly assigned partitions are read from
-their committed offset.
-
-**Never twice from one process.** Each lane remembers the ids of the last `memory` alerts it
-finished (10,000 by default) and the ones it is delivering: an alert read again (its partition
-came back after a rebalance, or the outbox published it again) joins the delivery under way or
-is skipped, counted in `repeats`, and is not POSTed again.
+their committed offset. An alert read again that a lane had already taken, or was taking, is
+counted in `repeats` and not sent again.
 
 What stays at least once, for receivers to drop by the alert's id: an alert delivered but not
 yet committed when the process dies (a crash, `kill -9`, the shutdown grace running out), and
@@ -42,7 +34,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections import Counter, OrderedDict, deque
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +44,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from pipeline.alerts.delivery import Forwarder, Lane, Tally
 from pipeline.alerts.destinations import Destination
 from pipeline.backoff import Backoff
 from pipeline.kafka import clients
@@ -61,179 +54,6 @@ log = logging.getLogger("tailpipe.forward")
 
 POLL_MS = 200
 """The longest the poll loop waits in `getmany`: it is never blocked longer by anything else."""
-
-
-@dataclass(slots=True)
-class Tally:
-    delivered: int = 0
-    dropped: int = 0
-    retries: int = 0
-    skipped: int = 0
-    """Alerts no destination wants."""
-    repeats: int = 0
-    """Alerts read again that a destination had already taken, or was taking: not sent again."""
-    assignments: int = 0
-    """Times the group gave this forwarder partitions: 1 unless the group rebalanced."""
-    commit_failures: int = 0
-
-
-class RateLimit:
-    """At most `per_minute` requests in any minute: requests are spaced, never burst."""
-
-    def __init__(self, per_minute: int) -> None:
-        self._gap = 60.0 / per_minute
-        self._next = 0.0
-
-    def reserve(self, now: float) -> float:
-        """Book the next slot for a request made at `now`; returns how long to wait for it."""
-        delay = max(0.0, self._next - now)
-        self._next = max(now, self._next) + self._gap
-        return delay
-
-    async def wait(self) -> None:
-        delay = self.reserve(time.monotonic())
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
-class Forwarder:
-    """Delivery of one alert to one destination: rate limit, retries, backoff."""
-
-    def __init__(
-        self,
-        destinations: Sequence[Destination],
-        client: httpx.AsyncClient,
-        max_attempts: int = 5,
-        backoff: Backoff | None = None,
-    ) -> None:
-        self.destinations = tuple(destinations)
-        self.client = client
-        self.max_attempts = max_attempts
-        self.backoff = backoff or Backoff(0.5, 30.0)
-        self.tally = Tally()
-        self._limits = {d.name: RateLimit(d.per_minute) for d in destinations}
-
-    async def forward(self, alert: dict[str, Any]) -> None:
-        """Deliver one alert to every destination that wants it (at the same time)."""
-        wanted = [d for d in self.destinations if d.wants(alert)]
-        if not wanted:
-            self.tally.skipped += 1
-            return
-        await asyncio.gather(*(self.deliver(d, alert) for d in wanted))
-
-    async def deliver(self, destination: Destination, alert: dict[str, Any]) -> None:
-        """POST `alert` until the destination takes it, refuses it, or `max_attempts` fail."""
-        for attempt in range(1, self.max_attempts + 1):
-            await self._limits[destination.name].wait()
-            body, headers = destination.request(alert, int(time.time()))
-            retry_after: float | None = None
-            try:
-                response = await self.client.post(destination.url, content=body, headers=headers)
-                status = response.status_code
-                if status < 300:
-                    self.tally.delivered += 1
-                    return
-                if 400 <= status < 500 and status != 429:
-                    log.error("%s refused alert %s: HTTP %d; dropped", destination.name,
-                              alert.get("id"), status)  # fmt: skip
-                    self.tally.dropped += 1
-                    return
-                retry_after = _seconds(response.headers.get("retry-after"))
-                problem = f"HTTP {status}"
-            except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            if attempt == self.max_attempts:
-                break
-            self.tally.retries += 1
-            delay = retry_after if retry_after is not None else self.backoff.delay(attempt)
-            log.warning("%s: %s; retry %d in %.1fs", destination.name, problem, attempt, delay)
-            await asyncio.sleep(delay)
-        log.error("%s: alert %s given up after %d attempts; dropped", destination.name,
-                  alert.get("id"), self.max_attempts)  # fmt: skip
-        self.tally.dropped += 1
-
-
-def _seconds(raw: str | None) -> float | None:
-    try:
-        value = float(raw) if raw is not None else None
-    except ValueError:
-        return None
-    if value is None or value != value:  # absent, or nan
-        return None
-    return min(max(value, 0.0), 300.0)
-
-
-class Lane:
-    """One destination's deliveries: one at a time, in the order handed in, and each alert id
-    delivered at most once however many times it is handed in."""
-
-    def __init__(self, destination: Destination, forwarder: Forwarder, memory: int) -> None:
-        self.destination = destination
-        self._forwarder = forwarder
-        self._memory = memory
-        self._finished: OrderedDict[str, None] = OrderedDict()
-        self._futures: dict[str, asyncio.Future[None]] = {}
-        self._queued: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._holders: Counter[str] = Counter()
-        self._wake = asyncio.Event()
-        self.current: str | None = None
-        """The id being delivered now."""
-
-    def knows(self, key: str) -> bool:
-        """Whether `key` was finished (among the last `memory`) or is being delivered."""
-        return key in self._finished or key in self._futures
-
-    def submit(self, key: str, alert: dict[str, Any]) -> asyncio.Future[None] | None:
-        """The future of the one delivery of `key`; None when it was finished already."""
-        if key in self._finished:
-            return None
-        future = self._futures.get(key)
-        if future is None:
-            future = self._futures[key] = asyncio.get_running_loop().create_future()
-            self._queued[key] = alert
-            self._wake.set()
-        self._holders[key] += 1
-        return future
-
-    def withdraw(self, key: str) -> None:
-        """A reader of `key` is gone (its partition was revoked). If no other reader wants it
-        and its delivery has not started, it is not made; one under way goes on."""
-        if key not in self._holders:
-            return
-        self._holders[key] -= 1
-        if self._holders[key] > 0:
-            return
-        del self._holders[key]
-        if key in self._queued:
-            del self._queued[key]
-            self._futures.pop(key).cancel()
-
-    async def run(self) -> None:
-        while True:
-            if not self._queued:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            key, alert = self._queued.popitem(last=False)
-            self.current = key
-            future = self._futures[key]
-            try:
-                await self._forwarder.deliver(self.destination, alert)
-            except asyncio.CancelledError:
-                future.cancel()  # stopping: not finished, so never committed
-                raise
-            except Exception:  # a bug must not stop the lane, nor leave the alert pending
-                log.exception("%s: alert %s could not be sent; dropped",
-                              self.destination.name, alert.get("id"))  # fmt: skip
-                self._forwarder.tally.dropped += 1
-            finally:
-                self.current = None
-                self._holders.pop(key, None)
-                del self._futures[key]
-            self._finished[key] = None
-            while len(self._finished) > self._memory:
-                self._finished.popitem(last=False)
-            future.set_result(None)
 
 
 @dataclass(slots=True, eq=False)

@@ -28,7 +28,7 @@ import orjson
 from pipeline import __version__
 from pipeline.errors import DecodeError
 from pipeline.transform.batch import DeadLetter
-from pipeline.transform.redact import has_trigger, redact_json, redact_text
+from pipeline.transform.redact.engine import has_trigger, redact_json, redact_text
 
 
 def object_key(prefix: str, topic: str, partition: int, first: int, last: int) -> str:

@@ -17,7 +17,8 @@ Records are tailpipe envelopes (`"envelope": "tailpipe/1"` on a Workers trace it
 aiobotocore, and aiokafka only when a `KafkaPublisher` starts.
 """
 
-from pipeline.logger.core import Core, Logger, Processor, tailpipe_logger
+from pipeline.logger.bound import Logger, tailpipe_logger
+from pipeline.logger.core import Core, Processor
 from pipeline.logger.handler import TailpipeHandler
 from pipeline.logger.job import Job
 from pipeline.logger.middleware import TailpipeMiddleware

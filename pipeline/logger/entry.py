@@ -13,7 +13,7 @@ import traceback
 from collections import Counter
 from typing import Any
 
-from pipeline.transform.redact import redact_json, redact_text
+from pipeline.transform.redact.engine import redact_json, redact_text
 
 Entry = dict[str, Any]
 

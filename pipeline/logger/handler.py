@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from pipeline.logger.core import Logger
+from pipeline.logger.bound import Logger
 from pipeline.logger.entry import level_name
 
 # The attributes every LogRecord has; anything else on a record came from `extra=`.

@@ -14,14 +14,12 @@ import inspect
 from collections.abc import Callable
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
+from pipeline.logger.core import Emitter
 from pipeline.logger.entry import exception_entry
 from pipeline.logger.trace import CURRENT, Trace
-from pipeline.transform.redact import redact_json
-
-if TYPE_CHECKING:
-    from pipeline.logger.core import Logger
+from pipeline.transform.redact.engine import redact_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,7 +32,7 @@ def outcome_of(exc: BaseException | None) -> str:
     return "exception"
 
 
-def finish(logger: Logger, trace: Trace, exc: BaseException | None) -> None:
+def finish(logger: Emitter, trace: Trace, exc: BaseException | None) -> None:
     """Record the exception that ended the invocation and publish the trace. Never raises."""
     core = logger.core
     try:
@@ -49,7 +47,7 @@ class Job:
     """Each `with` starts a new trace, so one Job may be entered again (nested or in turn);
     decorated functions get a trace per call."""
 
-    def __init__(self, logger: Logger, name: str, details: dict[str, Any]) -> None:
+    def __init__(self, logger: Emitter, name: str, details: dict[str, Any]) -> None:
         self.logger = logger
         self.name = name
         self.details = details

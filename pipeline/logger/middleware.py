@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
-from pipeline.logger.core import Logger
+from pipeline.logger.bound import Logger
 from pipeline.logger.job import finish
 from pipeline.logger.trace import CURRENT, Trace
-from pipeline.transform.redact import redact_headers, redact_url
+from pipeline.transform.redact.engine import redact_headers, redact_url
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -10,10 +10,9 @@ import inspect
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
-if TYPE_CHECKING:
-    from pipeline.logger.core import Logger
+from pipeline.logger.core import Emitter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,7 +21,7 @@ class Timer:
     """Each `with` (or decorated call) times itself: one Timer may be entered again while in
     use, or decorate a function that runs concurrently. `duration_ms` is the last duration."""
 
-    def __init__(self, logger: Logger, name: str, level: str, context: dict[str, Any]) -> None:
+    def __init__(self, logger: Emitter, name: str, level: str, context: dict[str, Any]) -> None:
         self.logger = logger
         self.name = name
         self.level = level

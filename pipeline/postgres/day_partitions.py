@@ -1,4 +1,4 @@
-"""Day partitions of the raw tables: created ahead of need, dropped whole by retention.
+"""Day partitions of the raw tables: named by their day, created ahead of need.
 
 `tail_events` and `tail_logs` are `PARTITION BY RANGE (ts)`; each UTC day is one partition
 named `<table>_pYYYYMMDD` with bounds `[day 00:00+00, next day 00:00+00)`. All SQL works on
@@ -13,10 +13,8 @@ transaction-level advisory lock keyed by (schema, table, day) and re-check the c
 it; a creator that does not take the lock (an older version, a human) shows up as
 duplicate_table / unique_violation, which counts as success once the partition is seen.
 
-Dropping: `DETACH PARTITION ... CONCURRENTLY` (never blocks writers for long, cannot run in a
-transaction block) and then `DROP TABLE`. A run interrupted in between leaves either a
-partition "pending detach" (finished with `DETACH ... FINALIZE`) or a detached table named like
-a partition (dropped by name); the next run completes both.
+Dropping them is `retention`, a command of its own run from cron; it shares the names, the
+lock keys and the lock timeouts defined here.
 """
 
 from __future__ import annotations
@@ -24,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -39,9 +35,6 @@ PARTITIONED_TABLES = ("tail_events", "tail_logs")
 log = logging.getLogger("tailpipe.partitions")
 
 _NAME = re.compile(r"(?P<table>.+)_p(?P<day>\d{8})\Z")
-
-# The upper bound in `FOR VALUES FROM (...) TO ('...')`, as pg_get_expr prints it.
-_UPPER_BOUND = r" TO \('([^']+)'\)$"
 
 _PARENTS = """
 SELECT current_schema() AS schema,
@@ -71,35 +64,6 @@ SELECT EXISTS (
     WHERE n.nspname = current_schema() AND p.relname = $1 AND p.relkind = 'p'
       AND c.relname = $2 AND c.relnamespace = n.oid AND NOT i.inhdetachpending
 )
-"""
-
-# Decided on the bounds, not the name, so any partition whose whole range is old goes. The
-# bound is printed in the session's TimeZone and cast back in the same session, so the round
-# trip is exact; MINVALUE/MAXVALUE or DEFAULT bounds do not match and are never dropped. The
-# CTE is materialised so the cast only ever sees bounds of our tables (another schema may range
-# partition on text, whose bounds are no timestamps).
-_OLD_PARTITIONS = """
-WITH ours AS MATERIALIZED (
-    SELECT p.relname::text AS parent, cn.nspname::text AS child_schema,
-           c.relname::text AS child, i.inhdetachpending AS pending,
-           (regexp_match(pg_get_expr(c.relpartbound, c.oid), $3))[1] AS upper_bound
-    FROM pg_inherits i
-    JOIN pg_class p ON p.oid = i.inhparent
-    JOIN pg_class c ON c.oid = i.inhrelid
-    JOIN pg_namespace n ON n.oid = p.relnamespace
-    JOIN pg_namespace cn ON cn.oid = c.relnamespace
-    WHERE n.nspname = current_schema() AND p.relname = ANY($1::text[]) AND p.relkind = 'p'
-)
-SELECT parent, child_schema, child, pending FROM ours WHERE upper_bound::timestamptz <= $2
-"""
-
-# A detached table carries no bounds any more: only its name says which day it held.
-_DETACHED = """
-SELECT c.relname::text AS child
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relispartition
-  AND c.relname ~ '_p[0-9]{8}$'
 """
 
 
@@ -147,11 +111,12 @@ def lock_key(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _interval(seconds: float) -> str:
+def timeout_text(seconds: float) -> str:
+    """A `lock_timeout` value: whole milliseconds, at least one."""
     return f"{max(1, round(seconds * 1000))}ms"
 
 
-def _refuse_transaction(conn: asyncpg.Connection, what: str) -> None:
+def refuse_transaction(conn: asyncpg.Connection, what: str) -> None:
     # Inside the caller's transaction the parent's lock would be held until that one ends,
     # and DETACH ... CONCURRENTLY cannot run there at all.
     if conn.is_in_transaction():
@@ -187,7 +152,7 @@ class PartitionManager:
     async def ensure(self, conn: asyncpg.Connection, days: Iterable[date]) -> list[str]:
         """Create the partitions of `days` that are missing; returns the names created here
         (a partition another replica created meanwhile is not listed)."""
-        _refuse_transaction(conn, "PartitionManager.ensure")
+        refuse_transaction(conn, "PartitionManager.ensure")
         wanted = sorted(set(days))
         missing = [(t, d) for t in self.tables for d in wanted if d not in self._known[t]]
         if not missing:
@@ -235,7 +200,7 @@ class PartitionManager:
         schema = quote_ident(self._schema)
         parent_sql, child_sql = f"{schema}.{quote_ident(table)}", f"{schema}.{quote_ident(child)}"
         async with conn.transaction():
-            await conn.execute(f"SET LOCAL lock_timeout = '{_interval(self.lock_timeout)}'")
+            await conn.execute(f"SET LOCAL lock_timeout = '{timeout_text(self.lock_timeout)}'")
             await conn.execute(
                 "SELECT pg_advisory_xact_lock($1)", lock_key(self._schema, table, day.isoformat())
             )
@@ -253,130 +218,3 @@ class PartitionManager:
             )
         log.info("partition created", extra={"partition": child})
         return True
-
-
-@dataclass(frozen=True, slots=True)
-class _Victim:
-    parent: str  # qualified, quoted
-    table: str  # the parent's bare name
-    child: str  # qualified, quoted: a partition may live outside its parent's schema
-    name: str
-    state: str  # "attached", "pending" (an interrupted detach) or "detached"
-
-
-async def drop_older_than(
-    conn: asyncpg.Connection,
-    keep_days: int,
-    today: date,
-    *,
-    tables: Iterable[str] = PARTITIONED_TABLES,
-    lock_timeout: float = 5.0,
-) -> list[str]:
-    """Drop the partitions whose whole range ends at or before `today - keep_days` 00:00 UTC;
-    that day, the ones after it and today are kept. Returns the names dropped.
-
-    Safe while consumers write. Each lock wait is capped by `lock_timeout`; a partition that
-    cannot be had in time is reported (logged) and left for the next run, together with the
-    rest of its table (a detach left pending blocks further detaches from the same parent).
-    """
-    if keep_days < 1:
-        raise ValueError(f"keep_days must be >= 1 (today is never dropped), got {keep_days}")
-    _refuse_transaction(conn, "drop_older_than")
-    cutoff = today - timedelta(days=keep_days)
-    schema = str(await conn.fetchval("SELECT current_schema()"))
-    async with _retention_lock(conn, schema) as acquired:
-        if not acquired:
-            log.warning("retention of schema %s: another run holds the lock; skipped", schema)
-            return []
-        async with _session_lock_timeout(conn, lock_timeout):
-            victims = await _victims(conn, schema, list(tables), cutoff)
-            return await _drop_all(conn, victims)
-
-
-async def _victims(
-    conn: asyncpg.Connection, schema: str, tables: list[str], cutoff: date
-) -> list[_Victim]:
-    """Old partitions; per table the leftovers of interrupted runs first, because while a
-    detach is pending its parent detaches no other partition."""
-    found = [
-        _Victim(
-            parent=f"{quote_ident(schema)}.{quote_ident(r['parent'])}",
-            table=r["parent"],
-            child=f"{quote_ident(r['child_schema'])}.{quote_ident(r['child'])}",
-            name=r["child"],
-            state="pending" if r["pending"] else "attached",
-        )
-        for r in await conn.fetch(_OLD_PARTITIONS, tables, day_start(cutoff), _UPPER_BOUND)
-    ]
-    for row in await conn.fetch(_DETACHED):
-        parsed = parse_partition_name(row["child"])
-        if parsed is None or parsed[0] not in tables or parsed[1] >= cutoff:
-            continue
-        found.append(
-            _Victim(
-                parent=f"{quote_ident(schema)}.{quote_ident(parsed[0])}",
-                table=parsed[0],
-                child=f"{quote_ident(schema)}.{quote_ident(row['child'])}",
-                name=row["child"],
-                state="detached",
-            )
-        )
-    order = {"detached": 0, "pending": 1, "attached": 2}
-    return sorted(found, key=lambda v: (v.table, order[v.state], v.name))
-
-
-async def _drop_all(conn: asyncpg.Connection, victims: list[_Victim]) -> list[str]:
-    dropped: list[str] = []
-    blocked: set[str] = set()
-    for victim in victims:
-        if victim.table in blocked:
-            continue
-        try:
-            await _drop(conn, victim)
-        except asyncpg.LockNotAvailableError:
-            log.warning(
-                "retention: %s (%s) not dropped, lock not available within lock_timeout; "
-                "%s is left for the next run",
-                victim.name,
-                victim.state,
-                victim.table,
-            )
-            blocked.add(victim.table)
-            continue
-        log.info("partition dropped", extra={"partition": victim.name})
-        dropped.append(victim.name)
-    return dropped
-
-
-async def _drop(conn: asyncpg.Connection, victim: _Victim) -> None:
-    if victim.state == "pending":
-        await conn.execute(f"ALTER TABLE {victim.parent} DETACH PARTITION {victim.child} FINALIZE")
-    elif victim.state == "attached":
-        await conn.execute(
-            f"ALTER TABLE {victim.parent} DETACH PARTITION {victim.child} CONCURRENTLY"
-        )
-    await conn.execute(f"DROP TABLE IF EXISTS {victim.child}")
-
-
-@asynccontextmanager
-async def _retention_lock(conn: asyncpg.Connection, schema: str) -> AsyncIterator[bool]:
-    """Session-level: two retention runs would fight over the same detach."""
-    key = lock_key(schema, "retention")
-    acquired = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            await conn.execute("SELECT pg_advisory_unlock($1)", key)
-
-
-@asynccontextmanager
-async def _session_lock_timeout(conn: asyncpg.Connection, seconds: float) -> AsyncIterator[None]:
-    """Set lock_timeout for the session (there is no transaction to scope it) and restore
-    the caller's value afterwards."""
-    previous = await conn.fetchval("SELECT current_setting('lock_timeout')")
-    await conn.execute(f"SET lock_timeout = '{_interval(seconds)}'")
-    try:
-        yield
-    finally:
-        await conn.execute("SELECT set_config('lock_timeout', $1, false)", previous)

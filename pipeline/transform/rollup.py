@@ -3,7 +3,9 @@
 Each rollup table gets at most a few rows per batch (one per hour x script x event type, per
 day x provider x model, per fingerprint, per hour x script), so a flush merges thousands of
 events with one `INSERT ... ON CONFLICT DO UPDATE` per table instead of a write per event.
-Everything here is plain data: the sink turns it into arrays for `unnest`.
+Plain data, which the sink turns into arrays for `unnest`, and how one invocation counts in
+it (`count_invocation`, `count_extracted`, called by the transformer as it builds the rows): what
+a field means and the code that fills it are read together.
 """
 
 from __future__ import annotations
@@ -12,15 +14,23 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from pipeline.alerts.detect import Candidates, merge
 from pipeline.transform.sketch import LatencySketch
+
+if TYPE_CHECKING:  # annotations only: whoever reads TOTAL need not load the extractors
+    from pipeline.formats.records import Invocation
+    from pipeline.transform.extract import Extracted
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 MAX_SCRIPTS_PER_ERROR = 50
 TOTAL = "*"
 """The script and event type of the total rows of `tail_metrics_hourly`."""
+PROVIDER_WIDE = "*"
+"""api_usage_daily's model for readings that concern a provider, not one model or endpoint
+(e.g. `github ratelimit remaining=4981`)."""
 
 
 @dataclass(slots=True)
@@ -185,3 +195,81 @@ class Rollups:
             for scan_key, s in part.scans.items():
                 out.scans.setdefault(scan_key, ScanActivity()).add(s)
         return out
+
+
+def count_invocation(rollups: Rollups, inv: Invocation, ts_ms: int, script: str) -> HourlyMetrics:
+    """The invocation counted in its hour's metrics (log levels are counted by the caller,
+    straight into the returned `levels`)."""
+    key = (ts_ms - ts_ms % HOUR_MS, script, inv.event_type)
+    hour = rollups.hourly.get(key)
+    if hour is None:
+        hour = rollups.hourly[key] = HourlyMetrics()
+    hour.requests += 1
+    hour.outcomes[inv.outcome] += 1
+    if inv.outcome != "ok":
+        hour.errors += 1
+    if inv.wall_ms is not None:
+        hour.wall_sum += inv.wall_ms
+        hour.wall_max = max(hour.wall_max, inv.wall_ms)
+        hour.wall.add(inv.wall_ms)
+    if inv.cpu_ms is not None:
+        hour.cpu_sum += inv.cpu_ms
+        hour.cpu_max = max(hour.cpu_max, inv.cpu_ms)
+        hour.cpu.add(inv.cpu_ms)
+    return hour
+
+
+def count_extracted(rollups: Rollups, found: Extracted, ts_ms: int, script: str) -> None:
+    """The API calls, rate-limit readings and scans extracted from the invocation, counted in
+    their day's API usage and their hour's scan activity."""
+    for call in found.api_calls:
+        at = call.ts_ms or ts_ms
+        reading = call.endpoint is None and call.status is None and call.model is None
+        name = PROVIDER_WIDE if reading else (call.model or call.endpoint or "")
+        key = (at - at % DAY_MS, call.provider, name)
+        usage = rollups.api.get(key)
+        if usage is None:
+            usage = rollups.api[key] = ApiUsage()
+        if call.rate_limit_remaining is not None and at >= usage.remaining_at_ms:
+            usage.remaining, usage.remaining_at_ms = call.rate_limit_remaining, at
+        limit = call.rate_limit_limit
+        if limit is not None and (usage.limit is None or limit > usage.limit):
+            usage.limit = limit
+        reset_ms = call.rate_limit_reset_ms
+        if reset_ms is not None and (usage.reset_ms is None or reset_ms > usage.reset_ms):
+            usage.reset_ms = reset_ms
+        if reading:
+            # Not a call; but one that says the limit was reached (0 remaining, Retry-After)
+            # is counted as rate-limited on the provider-wide row.
+            usage.rate_limited += call.rate_limited
+            continue
+        usage.calls += 1
+        usage.failures += not call.ok
+        usage.rate_limited += call.rate_limited
+        usage.tokens_in += call.tokens_in or 0
+        usage.tokens_out += call.tokens_out or 0
+        usage.cache_read += call.cache_read_tokens or 0
+        usage.cache_write += call.cache_write_tokens or 0
+        if call.cost_usd is not None:
+            usage.cost = (usage.cost or 0) + call.cost_usd
+        elif call.model is not None:
+            usage.unpriced += 1
+    for scan in found.scans:
+        at = scan.ts_ms or ts_ms
+        scan_key = (at - at % HOUR_MS, script)
+        activity = rollups.scans.get(scan_key)
+        if activity is None:
+            activity = rollups.scans[scan_key] = ScanActivity()
+        if scan.repo:
+            activity.repositories.add(scan.repo)
+        if scan.status == "started":
+            activity.started += 1
+            continue  # files and duration are known when a scan ends
+        if scan.status == "completed":
+            activity.completed += 1
+        else:
+            activity.failed += 1
+        activity.files += scan.files or 0
+        if scan.duration_ms is not None:
+            activity.duration_sum += int(scan.duration_ms)
+            activity.duration_max = max(activity.duration_max, int(scan.duration_ms))

@@ -2,7 +2,8 @@
 
 `Transformer.add` is the whole hot path of a consumer and of `tailpipe inspect`, so both print
 and store exactly the same thing. It allocates one tuple per row and updates the batch's
-rollups in place; nothing here reads a clock or does I/O (the Kafka timestamp is given).
+rollups in place (how an invocation counts in them is `rollup`'s); nothing here reads a clock or
+does I/O (the Kafka timestamp is given).
 """
 
 from __future__ import annotations
@@ -19,18 +20,10 @@ from pipeline.errors import DecodeError
 from pipeline.formats.decode import decode
 from pipeline.formats.records import UNNAMED, Invocation
 from pipeline.transform.batch import Batch, DeadLetter, Headers, Part, Raw, TopicPartition
-from pipeline.transform.extract import Extracted, Extractor
+from pipeline.transform.extract import Extractor
 from pipeline.transform.fingerprint import fingerprint, template
-from pipeline.transform.redact import has_trigger, redact_json, redact_text
-from pipeline.transform.rollup import (
-    DAY_MS,
-    HOUR_MS,
-    ApiUsage,
-    ErrorGroup,
-    HourlyMetrics,
-    Rollups,
-    ScanActivity,
-)
+from pipeline.transform.redact.engine import has_trigger, redact_json, redact_text
+from pipeline.transform.rollup import HOUR_MS, ErrorGroup, count_extracted, count_invocation
 
 EVENT_COLUMNS = (
     "ts", "script", "event_type", "outcome", "method", "url", "status", "cpu_ms", "wall_ms",
@@ -45,10 +38,6 @@ LOG_COLUMNS = (
 )  # fmt: skip
 _NO_HEADERS: Headers = ()
 
-PROVIDER_WIDE = "*"
-"""api_usage_daily's model for readings that concern a provider, not one model or endpoint
-(e.g. `github ratelimit remaining=4981`)."""
-
 
 def _ts(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
@@ -62,12 +51,12 @@ def _redacted_json(value: Any, counts: Counter[str]) -> str | None:
     """`_json(redact_json(value))`, with a fast path for the usual value that holds nothing
     to redact: serialize once and look for the rules' triggers in the whole text.
 
-    Sound because every rule (and every secret name, see `redact._NAME_TRIGGERS`) needs one of
-    the triggers (`redact.has_trigger`) in the lower-cased string it acts on, and a trigger in
-    any key or string of the value is also in the lower-cased JSON text: orjson writes strings
-    as UTF-8 and escapes only `"`, `\\` and control characters, none of which a trigger
-    contains. Percent-encoded names
-    (`is_secret_name` unquotes) and anything orjson cannot serialize take the full walk."""
+    Sound because every rule (and every secret name, see `redact.names.NAME_TRIGGERS`) needs
+    one of the triggers (`redact.engine.has_trigger`) in the lower-cased string it acts on, and
+    a trigger in any key or string of the value is also in the lower-cased JSON text: orjson
+    writes strings as UTF-8 and escapes only `"`, `\\` and control characters, none of which a
+    trigger contains. Percent-encoded names (`is_secret_name` unquotes) and anything orjson
+    cannot serialize take the full walk."""
     if not value:
         return None
     try:
@@ -166,7 +155,7 @@ class Transformer:
         ts = _ts(ts_ms)
         script = inv.script or UNNAMED
         context = (ts, script, inv.event_type, inv.outcome)
-        hour = _hour(part.rollups, inv, ts_ms, script)
+        hour = count_invocation(part.rollups, inv, ts_ms, script)
         levels = hour.levels
         part.events.append(
             (
@@ -243,86 +232,10 @@ class Transformer:
                 )
             group.add_occurrence(exc_ms, script, message, stack)
             part.rollups.error_hours[(exc_ms - exc_ms % HOUR_MS, fp)] += 1
-        _extracted(part.rollups, self._extract(inv), ts_ms, script)
+        count_extracted(part.rollups, self._extract(inv), ts_ms, script)
         if self._rules is not None:
             _outcome_alert(part, self._rules, inv, ts_ms, script)
         return 1 + seq
-
-
-def _hour(rollups: Rollups, inv: Invocation, ts_ms: int, script: str) -> HourlyMetrics:
-    """The invocation counted in its hour's metrics (log levels are counted by the caller,
-    straight into the returned `levels`)."""
-    key = (ts_ms - ts_ms % HOUR_MS, script, inv.event_type)
-    hour = rollups.hourly.get(key)
-    if hour is None:
-        hour = rollups.hourly[key] = HourlyMetrics()
-    hour.requests += 1
-    hour.outcomes[inv.outcome] += 1
-    if inv.outcome != "ok":
-        hour.errors += 1
-    if inv.wall_ms is not None:
-        hour.wall_sum += inv.wall_ms
-        hour.wall_max = max(hour.wall_max, inv.wall_ms)
-        hour.wall.add(inv.wall_ms)
-    if inv.cpu_ms is not None:
-        hour.cpu_sum += inv.cpu_ms
-        hour.cpu_max = max(hour.cpu_max, inv.cpu_ms)
-        hour.cpu.add(inv.cpu_ms)
-    return hour
-
-
-def _extracted(rollups: Rollups, found: Extracted, ts_ms: int, script: str) -> None:
-    for call in found.api_calls:
-        at = call.ts_ms or ts_ms
-        reading = call.endpoint is None and call.status is None and call.model is None
-        name = PROVIDER_WIDE if reading else (call.model or call.endpoint or "")
-        key = (at - at % DAY_MS, call.provider, name)
-        usage = rollups.api.get(key)
-        if usage is None:
-            usage = rollups.api[key] = ApiUsage()
-        if call.rate_limit_remaining is not None and at >= usage.remaining_at_ms:
-            usage.remaining, usage.remaining_at_ms = call.rate_limit_remaining, at
-        limit = call.rate_limit_limit
-        if limit is not None and (usage.limit is None or limit > usage.limit):
-            usage.limit = limit
-        reset_ms = call.rate_limit_reset_ms
-        if reset_ms is not None and (usage.reset_ms is None or reset_ms > usage.reset_ms):
-            usage.reset_ms = reset_ms
-        if reading:
-            # Not a call; but one that says the limit was reached (0 remaining, Retry-After)
-            # is counted as rate-limited on the provider-wide row.
-            usage.rate_limited += call.rate_limited
-            continue
-        usage.calls += 1
-        usage.failures += not call.ok
-        usage.rate_limited += call.rate_limited
-        usage.tokens_in += call.tokens_in or 0
-        usage.tokens_out += call.tokens_out or 0
-        usage.cache_read += call.cache_read_tokens or 0
-        usage.cache_write += call.cache_write_tokens or 0
-        if call.cost_usd is not None:
-            usage.cost = (usage.cost or 0) + call.cost_usd
-        elif call.model is not None:
-            usage.unpriced += 1
-    for scan in found.scans:
-        at = scan.ts_ms or ts_ms
-        scan_key = (at - at % HOUR_MS, script)
-        activity = rollups.scans.get(scan_key)
-        if activity is None:
-            activity = rollups.scans[scan_key] = ScanActivity()
-        if scan.repo:
-            activity.repositories.add(scan.repo)
-        if scan.status == "started":
-            activity.started += 1
-            continue  # files and duration are known when a scan ends
-        if scan.status == "completed":
-            activity.completed += 1
-        else:
-            activity.failed += 1
-        activity.files += scan.files or 0
-        if scan.duration_ms is not None:
-            activity.duration_sum += int(scan.duration_ms)
-            activity.duration_max = max(activity.duration_max, int(scan.duration_ms))
 
 
 def _outcome_alert(part: Part, rules: Rules, inv: Invocation, ts_ms: int, script: str) -> None:

@@ -15,7 +15,8 @@ Sources, in the order they are tried on each log line (the first record found wi
    and holds the built-in GitHub request, LLM-usage and scan rules);
 5. rate-limit readings in free text: headers and the same words, any case (`rate_limits`).
 
-Costs come from a price table (`cost`; the packaged `prices.toml`), cache tokens included.
+Costs come from a price table (`cost`; the packaged `prices.toml`), cache tokens included;
+a rate limit's reset from any of the formats APIs write it in (`reset_times`).
 Everything is pure: the files are read when an `Extractor` is built, never while extracting,
 and a malformed file is a `SettingsError` naming the file, the rule or model, and the problem.
 Request durations are not extracted: they are `Invocation.wall_ms` and `cpu_ms` already.

@@ -1,0 +1,265 @@
+"""The structured logger: bound context, level methods, typed records.
+
+    log = tailpipe_logger(service="billing").bind(request_id="req_1", repo="acme/api")
+    log.info("scan queued", files=12)
+    log.api_call("github", "/repos/{owner}/{repo}", status=200, duration_ms=183.2)
+
+Each call builds one log entry, runs the configured processors (plain callables, as in
+structlog: `entry -> entry`, or None to drop it), then redaction (always, last, and not
+optional), then hands it to `core.deliver`. Logging never raises into the application: a
+failure is counted in `errors` and the record is lost.
+
+This module is what a service holds and calls; it makes timers (`timer`) and jobs (`job`).
+What they need in turn, the state every logger bound from one `tailpipe_logger` call shares
+and the delivery of entries, is one floor down in `core`, so that they need not import this
+module back.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pipeline.logger.core import Core, ExcInfo, Processor, deliver
+from pipeline.logger.entry import (
+    LEVELS,
+    exception_entry,
+    log_entry,
+    now_ms,
+    redact_entry,
+    render,
+)
+from pipeline.logger.job import Job
+from pipeline.logger.publish import Publisher, StreamPublisher
+from pipeline.logger.record import typed
+from pipeline.logger.timer import Timer
+from pipeline.logger.trace import MAX_BYTES, MAX_LINES
+
+
+class Logger:
+    """A logger with bound context. Immutable: `bind` returns a new one."""
+
+    __slots__ = ("_context", "_core")
+
+    def __init__(self, core: Core, context: Mapping[str, Any] | None = None) -> None:
+        self._core = core
+        self._context: dict[str, Any] = dict(context or {})
+
+    @property
+    def service(self) -> str:
+        return self._core.service
+
+    @property
+    def publisher(self) -> Publisher:
+        return self._core.publisher
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return dict(self._context)
+
+    @property
+    def redactions(self) -> Counter[str]:
+        return self._core.redactions
+
+    @property
+    def errors(self) -> int:
+        """Records lost to a failure inside the logger (a processor raised, ...)."""
+        return self._core.errors
+
+    @property
+    def core(self) -> Core:
+        return self._core
+
+    def bind(self, **context: Any) -> Logger:
+        return Logger(self._core, {**self._context, **context})
+
+    def unbind(self, *keys: str) -> Logger:
+        return Logger(self._core, {k: v for k, v in self._context.items() if k not in keys})
+
+    # --- levels ---------------------------------------------------------------------------
+
+    def debug(self, message: object, /, *args: object, exc_info: ExcInfo = None, **kw: Any) -> None:
+        self.emit("debug", message, *args, context=kw, exc_info=exc_info)
+
+    def info(self, message: object, /, *args: object, exc_info: ExcInfo = None, **kw: Any) -> None:
+        self.emit("info", message, *args, context=kw, exc_info=exc_info)
+
+    def log(self, message: object, /, *args: object, exc_info: ExcInfo = None, **kw: Any) -> None:
+        """console.log's level, `log`."""
+        self.emit("log", message, *args, context=kw, exc_info=exc_info)
+
+    def warn(self, message: object, /, *args: object, exc_info: ExcInfo = None, **kw: Any) -> None:
+        self.emit("warn", message, *args, context=kw, exc_info=exc_info)
+
+    warning = warn
+
+    def error(self, message: object, /, *args: object, exc_info: ExcInfo = None, **kw: Any) -> None:
+        self.emit("error", message, *args, context=kw, exc_info=exc_info)
+
+    def exception(
+        self, message: object, /, *args: object, exc_info: ExcInfo = True, **kw: Any
+    ) -> None:
+        """An `error` entry plus the exception being handled in the trace's `exceptions`."""
+        self.emit("error", message, *args, context=kw, exc_info=exc_info)
+
+    # --- typed records ----------------------------------------------------------------------
+
+    def api_call(
+        self,
+        provider: str,
+        endpoint: str,
+        model: str | None = None,
+        status: int | None = None,
+        duration_ms: float | None = None,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        rate_limit_remaining: int | None = None,
+        *,
+        message: str | None = None,
+        level: str | None = None,
+        **context: Any,
+    ) -> None:
+        """A call to an external API (GitHub, an LLM provider...). The level is `info`, `warn`
+        for a 4xx status, `error` for 5xx or 0 (no response), unless given."""
+        record, invalid = typed(
+            "api_call",
+            {
+                "provider": provider,
+                "endpoint": endpoint,
+                "model": model,
+                "status": status,
+                "duration_ms": duration_ms,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+                "rate_limit_remaining": rate_limit_remaining,
+            },
+        )
+        if invalid:
+            context["invalid_fields"] = invalid
+        if level is None:
+            level = _status_level(status)
+        if message is None:
+            message = f"{provider} {endpoint}"
+            if status is not None:
+                message += f" {status}"
+            if duration_ms is not None:
+                message += f" in {_ms(duration_ms)}"
+        self.emit(level, message, context=context, record=record)
+
+    def scan(
+        self,
+        repo: str,
+        files: int,
+        status: str,
+        duration_ms: float,
+        *,
+        message: str | None = None,
+        level: str = "info",
+        **context: Any,
+    ) -> None:
+        """One repository scan and how it ended (`status`: "ok", "failed", ...)."""
+        record, invalid = typed(
+            "scan", {"repo": repo, "files": files, "status": status, "duration_ms": duration_ms}
+        )
+        if invalid:
+            context["invalid_fields"] = invalid
+        if message is None:
+            message = f"scan {repo} {status}: {files} files in {_ms(duration_ms)}"
+        self.emit(level, message, context=context, record=record)
+
+    def timer(self, name: str, *, level: str = "debug", **context: Any) -> Timer:
+        """Times a block (`with`, `async with`) or every call of a function (decorator, sync or
+        async) and emits a `timer` record when it ends, also when it raises."""
+        return Timer(self, name, level, context)
+
+    def job(self, name: str, **details: Any) -> Job:
+        """Collects one job or cron run (`with`, `async with`, or decorator) into one trace
+        item with event `{"job": {"name": name, **details}}`."""
+        return Job(self, name, details)
+
+    # --- delivery ---------------------------------------------------------------------------
+
+    def emit(
+        self,
+        level: str,
+        message: object,
+        /,
+        *args: object,
+        context: Mapping[str, Any] | None = None,
+        record: dict[str, Any] | None = None,
+        exc_info: ExcInfo = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        """The one way in: every method above and the stdlib handler end here. `message` is
+        positional-only in every method, so `message=` (or any other name) is context."""
+        core = self._core
+        levelno = LEVELS.get(level)
+        if levelno is None:
+            level = "warn" if level == "warning" else "log"
+            levelno = LEVELS[level]
+        if levelno < core.level:
+            return
+        try:
+            timestamp = now_ms() if timestamp_ms is None else timestamp_ms
+            # A copy, so that a processor changing the entry cannot change the bound context.
+            bound = {**self._context, **context} if context else dict(self._context)
+            entry = log_entry(level, render(message, args), bound, record, timestamp)
+            for processor in core.processors:
+                changed = processor(entry)
+                if changed is None:
+                    return
+                entry = changed
+            entry = redact_entry(entry, core.redactions)
+            exc = _exception(exc_info)
+            exception = exception_entry(exc, core.redactions, timestamp) if exc else None
+            deliver(core, entry, exc, exception)
+        except Exception as exc:
+            core.failed(exc)
+
+
+def _exception(exc_info: ExcInfo) -> BaseException | None:
+    if exc_info is None or exc_info is False:
+        return None
+    if exc_info is True:
+        return sys.exc_info()[1]
+    return exc_info
+
+
+def _ms(duration: object) -> str:
+    """`183ms`; whatever was passed if it is not a number (a message must never raise)."""
+    return f"{duration:.0f}ms" if isinstance(duration, int | float) else f"{duration}ms"
+
+
+def _status_level(status: object) -> str:
+    if type(status) is not int or 100 <= status < 400:
+        return "info"
+    if 400 <= status < 500:
+        return "warn"
+    return "error"
+
+
+def tailpipe_logger(
+    service: str,
+    *,
+    publisher: Publisher | None = None,
+    level: str = "debug",
+    processors: Iterable[Processor] = (),
+    max_lines: int = MAX_LINES,
+    max_bytes: int = MAX_BYTES,
+) -> Logger:
+    """A logger for `service` (the trace items' `scriptName`), publishing JSON lines to stdout
+    unless given a `publisher` (e.g. a started `KafkaPublisher`). Records below `level` are
+    skipped before any work. `max_lines`/`max_bytes` cap each request's or job's logs."""
+    if level not in LEVELS and level != "warning":
+        raise ValueError(f"level: expected one of {', '.join(LEVELS)}, got {level!r}")
+    core = Core(
+        service,
+        publisher if publisher is not None else StreamPublisher(),
+        LEVELS.get(level, 30),
+        tuple(processors),
+        max_lines,
+        max_bytes,
+    )
+    return Logger(core)
