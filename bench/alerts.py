@@ -30,7 +30,7 @@ from pipeline.kafka import clients  # noqa: E402
 from pipeline.postgres.connect import connect  # noqa: E402
 from pipeline.settings import load  # noqa: E402
 from tests.conftest import env_of, isolated, tailpipe, unique  # noqa: E402
-from tests.replica import Replica  # noqa: E402
+from tests.support.replica import Replica  # noqa: E402
 
 
 async def main(rounds: int) -> int:

@@ -32,8 +32,8 @@ from pipeline.kafka import clients
 from pipeline.postgres.connect import connect
 from pipeline.settings import Settings, load
 from tests.conftest import ROOT, env_of, tailpipe, unique
-from tests.faults import TcpProxy, postgres_down, postgres_up
-from tests.replica import (
+from tests.support.faults import TcpProxy, postgres_down, postgres_up
+from tests.support.replica import (
     REFUSING_CHECK,
     Produced,
     Replica,

@@ -27,9 +27,21 @@ from pipeline.postgres.connect import connect, quote_ident
 from pipeline.settings import Settings, load
 
 if TYPE_CHECKING:
-    from tests.replica import Replica
+    from tests.support.replica import Replica
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# A test that asks for one of these talks to the local stack, so it is marked `stack` without
+# saying so; `pytest -m 'not stack'` then runs the pure tests alone. A test that reaches the
+# stack some other way (a child `tailpipe`, the broker helper) carries the mark itself.
+STACK_FIXTURES = frozenset(("schema", "settings", "db", "migrated", "replicas"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
 
 
 def unique(prefix: str) -> str:

@@ -7,12 +7,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import botocore.session
 import pytest
 
 from pipeline.settings import Settings
 from tests.conftest import env_of, free_port, tailpipe
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 def _lines(stdout: str) -> dict[str, str]:
@@ -43,12 +47,15 @@ def own_s3() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    client = botocore.session.get_session().create_client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="k",
-        aws_secret_access_key="s",
+    client = cast(
+        "S3Client",
+        botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="k",
+            aws_secret_access_key="s",
+        ),
     )
     deadline = time.monotonic() + 30
     while True:

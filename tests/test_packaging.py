@@ -14,7 +14,7 @@ Two checks, the cheap one first:
   what it imports lazily: the services it needs are a closed port, so most stop on their
   DependencyError (exit 1, one line), the servers are started and stopped with SIGTERM.
 
-tests/test_deploy.py's image test installs the same wheel with `--no-deps` into the dev
+tests/deploy/test_deploy.py's image test installs the same wheel with `--no-deps` into the dev
 environment, which has every dev tool: it cannot see a missing dependency. This one can.
 
 The commands run in the fresh virtualenv (`P` is a closed port; `commands()` and `SERVERS`
@@ -66,7 +66,7 @@ import pytest
 
 from pipeline.kafka import synth
 from tests.conftest import ROOT, free_port
-from tests.replica import START
+from tests.support.replica import START
 
 PYPROJECT = ROOT / "pyproject.toml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -103,8 +103,8 @@ def imported_modules(source: str) -> set[str]:
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.If) and _is_type_checking(node.test):
-            for child in node.orelse:
-                visit(child)
+            for statement in node.orelse:
+                visit(statement)
             return
         if isinstance(node, ast.Import):
             found.update(alias.name.partition(".")[0] for alias in node.names)
@@ -224,7 +224,7 @@ class ImageInstall:
 
     @classmethod
     def read(cls) -> ImageInstall:
-        from tests.test_deploy import dockerfile
+        from tests.deploy.test_deploy import dockerfile
 
         runs = [args for word, args in dockerfile(DOCKERFILE) if word == "RUN"]
         [create] = [shlex.split(r) for r in runs if "-m venv" in r]

@@ -146,7 +146,7 @@ env_text = st.one_of(
 )
 """A value as the environment holds it: any string."""
 
-toml_text = st.text(st.characters(exclude_categories=("Cs",)))  # TOML holds no lone surrogate
+toml_text = st.text(st.characters(exclude_categories=["Cs"]))  # TOML holds no lone surrogate
 toml_scalars = st.one_of(
     toml_text,
     tricky.filter(lambda t: not re.search(r"[\ud800-\udfff]", t)),
@@ -224,7 +224,7 @@ def _environment(name: str) -> dict[str, str]:
 def assert_valid(loaded: Settings, name: str) -> None:
     """A value that later stages can rely on, and that `tailpipe config` writes back."""
     value = getattr(loaded, name)
-    default = FIELDS[name].default
+    default: Any = FIELDS[name].default  # every setting has one: never MISSING
     assert type(value) is type(default), (name, value)
     if isinstance(value, float):
         assert math.isfinite(value)

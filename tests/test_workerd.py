@@ -33,7 +33,7 @@ import pytest
 
 from pipeline.settings import Settings
 from tests.conftest import env_of
-from tests.workers import (
+from tests.support.workers import (
     Capture,
     collector,
     replica,
@@ -44,6 +44,9 @@ from tests.workers import (
     workerd,
     workerd_binary,
 )
+
+# Its module fixtures start services against the local stack.
+pytestmark = pytest.mark.stack
 
 TOKEN = "collect-" + uuid.uuid4().hex
 """The forwarder's TAILPIPE_TOKEN, one of the collector's TAILPIPE_COLLECT_TOKENS."""
@@ -111,7 +114,7 @@ CONTROL_MODEL = "claude-haiku-4-5"
 """Logged in tailpipe's documented `{"event": "llm_usage", ...}` form, extracted before issue
 16: if this one is missing, extraction as a whole is broken, not the new SDK forms."""
 UNNAMED = "(unnamed)"
-"""How a script without a name is stored (`pipeline.formats.records.UNNAMED`): workerd names
+"""How a script without a name is stored (`pipeline.formats.invocation.UNNAMED`): workerd names
 none."""
 
 Key = tuple[str, int, str | None]

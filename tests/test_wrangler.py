@@ -47,7 +47,7 @@ import pytest
 
 from pipeline.settings import Settings
 from tests.conftest import ROOT, env_of
-from tests.workers import (
+from tests.support.workers import (
     Capture,
     collector,
     replica,
@@ -59,6 +59,9 @@ from tests.workers import (
     wrangler_dev,
     wrangler_entry,
 )
+
+# Its module fixtures start services against the local stack.
+pytestmark = pytest.mark.stack
 
 TOKEN = "collect-" + uuid.uuid4().hex
 """The forwarder's TAILPIPE_TOKEN (in its .dev.vars), one of the collector's tokens."""

@@ -31,7 +31,7 @@ from pipeline.alerts.rules import Rule
 from pipeline.backoff import Backoff
 from pipeline.kafka import clients
 from pipeline.postgres.connect import connect
-from pipeline.postgres.rollups import record_alerts
+from pipeline.postgres.rollup_upserts import record_alerts
 from pipeline.settings import Settings
 
 log = logging.getLogger("tailpipe.alerts")

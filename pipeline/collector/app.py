@@ -31,11 +31,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipeline import logconfig
-from pipeline.collector import batch, body
+from pipeline.collector import body, items
+from pipeline.collector.auth import Tokens
 from pipeline.collector.metrics import Metrics
 from pipeline.collector.rejection import Rejection
 from pipeline.collector.sink import KafkaSink, Unavailable
-from pipeline.collector.token import Tokens
 from pipeline.settings import Settings
 from pipeline.web import metrics as http_metrics
 from pipeline.web import server
@@ -47,8 +47,8 @@ INLINE_BYTES = 64 * 1024
 """Bodies up to this size are inflated and parsed on the event loop; larger ones in a thread,
 so one big Logpush batch does not stall every other request for tens of milliseconds."""
 
-Parser = Callable[[bytes], batch.Batch]
-ROUTES: dict[str, Parser] = {"/v1/tail": batch.tail, "/v1/logpush": batch.logpush}
+Parser = Callable[[bytes], items.Batch]
+ROUTES: dict[str, Parser] = {"/v1/tail": items.tail, "/v1/logpush": items.logpush}
 
 
 class JSONResponse(Response):
@@ -119,7 +119,7 @@ class Collector:
         self.metrics.items.labels(route).inc(len(parsed.items))
         return JSONResponse({"published": len(parsed.items)}, status_code=202)
 
-    def _prepare(self, raw: bytes, gzip: bool, parse: Parser) -> batch.Batch:
+    def _prepare(self, raw: bytes, gzip: bool, parse: Parser) -> items.Batch:
         return parse(body.gunzip(raw, self.limit) if gzip else raw)
 
     async def healthz(self, request: Request) -> Response:

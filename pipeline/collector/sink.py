@@ -15,8 +15,8 @@ broker may never have seen.
 
 aiokafka has no public way to abort a producer, so `_close` goes through two of its private
 attributes. pyproject.toml pins aiokafka to the releases where they mean what `_close` needs,
-and tests/test_collect.py fails when they go or change meaning; an aiokafka without them is
-reported as an error, not silently flushed.
+and tests/collector/test_collect.py fails when they go or change meaning; an aiokafka without
+them is reported as an error, not silently flushed.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerClosed, UnknownTopicOrPartitionError
 
-from pipeline.collector.batch import Item
+from pipeline.collector.items import Item
 from pipeline.errors import DependencyError
 from pipeline.kafka.clients import client_options
 from pipeline.settings import Settings

@@ -16,7 +16,7 @@ from __future__ import annotations
 import orjson
 
 from pipeline.formats.fields import MAX_DEPTH, too_deep
-from pipeline.formats.records import JSON
+from pipeline.formats.invocation import JSON
 
 _dumps = orjson.dumps
 _loads = orjson.loads

@@ -2,7 +2,7 @@
 
 Accepted (docs/events.md has examples and the field mapping):
 
-- a Workers trace item (`pipeline.formats.trace`), or tailpipe's envelope (a trace item with
+- a Workers trace item (`pipeline.formats.trace_items`), or tailpipe's envelope (a trace item with
   `"envelope": "tailpipe/1"`);
 - a Logpush `workers_trace_events` record (`pipeline.formats.logpush`);
 - a JSON array of any of these (a Tail Worker forwarding its whole batch);
@@ -24,10 +24,10 @@ from __future__ import annotations
 import orjson
 
 from pipeline.errors import DecodeError
-from pipeline.formats import logpush, trace
+from pipeline.formats import logpush, trace_items
 from pipeline.formats.fields import MAX_DEPTH, at, deep_field, describe, too_deep
+from pipeline.formats.invocation import JSON, Invocation
 from pipeline.formats.jsonstream import split
-from pipeline.formats.records import JSON, Invocation
 from pipeline.formats.sanitize import loads, storable, suspect
 
 # Keys that only trace items have; with none of these, nor Logpush's, nor `envelope`, an
@@ -121,11 +121,11 @@ def _decode_object(obj: dict[str, JSON], prefix: str) -> Invocation:
     # Most messages are trace items: `outcome` settles it in one lookup. An envelope also has
     # `outcome`, so `envelope` goes first.
     if "envelope" in obj or "outcome" in obj:
-        return trace.invocation(obj, prefix)
+        return trace_items.invocation(obj, prefix)
     if not logpush.KEYS.isdisjoint(obj):
         return logpush.invocation(obj, prefix)
     if not _TRACE_KEYS.isdisjoint(obj):
-        return trace.invocation(obj, prefix)  # reports the missing outcome
+        return trace_items.invocation(obj, prefix)  # reports the missing outcome
     raise DecodeError(
         at(prefix, ""), "not a trace item, Logpush record or tailpipe envelope: no known key"
     )

@@ -18,7 +18,7 @@ import re
 from pipeline.formats.console import render
 from pipeline.formats.envelope import context, typed
 from pipeline.formats.fields import MAX_MS, MIN_MS, epoch_ms, expected, opt_str, text
-from pipeline.formats.records import JSON, LOG_LEVELS, ExceptionInfo, LogLine
+from pipeline.formats.invocation import JSON, LOG_LEVELS, ExceptionInfo, LogLine
 
 LIMIT_LOG_PREFIXES = ("Log size limit exceeded", "Trace resource limit exceeded")
 _FRAME = re.compile(r"\n[ \t]+at ")

@@ -15,7 +15,7 @@ from typing import NoReturn
 import orjson
 
 from pipeline.errors import DecodeError
-from pipeline.formats.records import JSON
+from pipeline.formats.invocation import JSON
 
 _dumps = orjson.dumps
 

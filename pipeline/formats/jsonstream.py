@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import orjson
 
 from pipeline.errors import DecodeError
-from pipeline.formats.records import JSON
+from pipeline.formats.invocation import JSON
 from pipeline.formats.sanitize import loads
 
 _VALUE_START = re.compile(rb"[^ \t\r\n]")

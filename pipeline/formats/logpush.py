@@ -22,7 +22,7 @@ from pipeline.formats.fields import (
     str_list,
     text,
 )
-from pipeline.formats.records import JSON, LOG_LEVELS, ExceptionInfo, Invocation, LogLine
+from pipeline.formats.invocation import JSON, LOG_LEVELS, ExceptionInfo, Invocation, LogLine
 
 MARKER = "<<<Logpush"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.formats.records import JSON, ExceptionInfo, Invocation, LogLine
+from pipeline.formats.invocation import JSON, ExceptionInfo, Invocation, LogLine
 
 REPLACEMENT = "\ufffd"
 FIELDS = (

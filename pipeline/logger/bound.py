@@ -33,9 +33,9 @@ from pipeline.logger.entry import (
 )
 from pipeline.logger.job import Job
 from pipeline.logger.publish import Publisher, StreamPublisher
-from pipeline.logger.record import typed
 from pipeline.logger.timer import Timer
 from pipeline.logger.trace import MAX_BYTES, MAX_LINES
+from pipeline.logger.typed_records import typed
 
 
 class Logger:

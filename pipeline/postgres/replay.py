@@ -23,7 +23,7 @@ from pipeline.errors import DecodeError
 from pipeline.postgres import flush
 from pipeline.postgres.connect import connect
 from pipeline.postgres.day_partitions import PartitionManager
-from pipeline.postgres.rollups import merge_rollups
+from pipeline.postgres.rollup_upserts import merge_rollups
 from pipeline.postgres.writer import copy_refusing
 from pipeline.settings import Settings
 from pipeline.transform.batch import Batch, DeadLetter

@@ -35,7 +35,7 @@ from pipeline.deadletters.store import Store, StoreUnavailable
 from pipeline.errors import FlushAborted
 from pipeline.postgres import flush
 from pipeline.postgres.connect import rejects_data
-from pipeline.postgres.rollups import merge_rollups
+from pipeline.postgres.rollup_upserts import merge_rollups
 from pipeline.transform.batch import Batch, Part, TopicPartition
 from pipeline.transform.redact.engine import redact_text
 from pipeline.transform.transformer import Transformer

@@ -20,7 +20,7 @@ from pipeline.alerts.detect import Candidates, merge
 from pipeline.transform.sketch import LatencySketch
 
 if TYPE_CHECKING:  # annotations only: whoever reads TOTAL need not load the extractors
-    from pipeline.formats.records import Invocation
+    from pipeline.formats.invocation import Invocation
     from pipeline.transform.extract import Extracted
 
 HOUR_MS = 3_600_000

@@ -18,7 +18,7 @@ from pipeline.alerts.detect import note
 from pipeline.alerts.rules import Rule, Rules
 from pipeline.errors import DecodeError
 from pipeline.formats.decode import decode
-from pipeline.formats.records import UNNAMED, Invocation
+from pipeline.formats.invocation import UNNAMED, Invocation
 from pipeline.transform.batch import Batch, DeadLetter, Headers, Part, Raw, TopicPartition
 from pipeline.transform.extract import Extractor
 from pipeline.transform.fingerprint import fingerprint, template

@@ -1,6 +1,6 @@
 """Bearer tokens and shared secrets, checked the same way by every HTTP process.
 
-`tailpipe api` (pipeline/api/auth.py) and `tailpipe collect` (pipeline/collector/token.py) both
+`tailpipe api` (pipeline/api/auth.py) and `tailpipe collect` (pipeline/collector/auth.py) both
 hold their tokens here. Only SHA-256 digests are kept, and a presented secret is hashed and
 compared with `hmac.compare_digest` against every token, without stopping at a match: the
 digests all have the same length, so neither the time taken nor its variation with the

@@ -22,7 +22,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import NamedTuple
 
-from pipeline.formats.records import LogLine
+from pipeline.formats.invocation import LogLine
 from pipeline.transform.extract import values
 from pipeline.transform.extract.values import MAX_NAME
 

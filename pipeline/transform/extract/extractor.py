@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from pipeline import datafile
-from pipeline.formats.records import Invocation, LogLine
+from pipeline.formats.invocation import Invocation, LogLine
 from pipeline.transform.extract.api_calls import ApiCall, api_call_record, priced
 from pipeline.transform.extract.cost import Prices, load_prices
 from pipeline.transform.extract.llm import USAGE_KEYS, llm_usage_data

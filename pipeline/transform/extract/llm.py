@@ -38,7 +38,7 @@ the model (`console.log({model, ...result})`).
 
 from __future__ import annotations
 
-from pipeline.formats.records import JSON, LogLine
+from pipeline.formats.invocation import JSON, LogLine
 from pipeline.transform.extract import values
 from pipeline.transform.extract.api_calls import ApiCall, api_call
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from pipeline.formats.records import JSON, LogLine
+from pipeline.formats.invocation import JSON, LogLine
 from pipeline.transform.extract import values
 from pipeline.transform.extract.api_calls import UNKNOWN_PROVIDER, ApiCall, new_call
 from pipeline.transform.extract.reset_times import later, reset_ms

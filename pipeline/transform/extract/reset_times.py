@@ -18,7 +18,7 @@ import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-from pipeline.formats.records import JSON
+from pipeline.formats.invocation import JSON
 
 MIN_RESET_MS = 946_684_800_000
 """2000-01-01: resets are timestamps, held to the decoder's range of them."""

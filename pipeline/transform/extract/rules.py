@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from pipeline import datafile
 from pipeline.errors import SettingsError
-from pipeline.formats.records import LogLine
+from pipeline.formats.invocation import LogLine
 from pipeline.transform.extract import endpoints
 from pipeline.transform.extract.api_calls import ApiCall, api_call
 from pipeline.transform.extract.endpoints import endpoint

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from pipeline.formats.records import LogLine
+from pipeline.formats.invocation import LogLine
 from pipeline.transform.extract import values
 
 STATUSES = frozenset(("started", "completed", "failed"))

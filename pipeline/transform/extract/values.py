@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from pipeline.formats.records import JSON
+from pipeline.formats.invocation import JSON
 
 MAX_COUNT = 10**18 - 1
 """Largest token, file or remaining count kept: fits PostgreSQL's bigint with room for sums."""
