@@ -3,8 +3,9 @@
 A Tail Worker posts its `events` (an array of trace items, or one item); a Logpush job posts
 NDJSON, one `workers_trace_events` record per line. Every item must decode
 (pipeline.formats.decode), so a request is published entirely or not at all and the sender
-learns which item and field were wrong. Items keep their script name as the Kafka key: one
-script's events stay in one partition, in order.
+learns which item and field were wrong. Each item is keyed by its identity
+(pipeline.formats.identity): one busy script spreads over every partition, and an item sent
+again lands where its first copy did.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import orjson
 from pipeline.collector.rejection import Rejection
 from pipeline.errors import DecodeError
 from pipeline.formats.decode import decode
+from pipeline.formats.identity import item_key
 from pipeline.formats.sanitize import dumps, loads
 
 MAX_ITEM_BYTES = 1_000_000
@@ -57,7 +59,7 @@ def tail(body: bytes) -> Batch:
             )
         value = dumps(event, lenient)
         _check(value, where, item=index)
-        items.append(Item(_key(event), value))
+        items.append(Item(item_key(event), value))
     return Batch(items)
 
 
@@ -88,7 +90,7 @@ def logpush(body: bytes) -> Batch:
     items = []
     for number, line, record in records:
         _check(line, f"line {number}", line=number)
-        items.append(Item(_key(record), line))
+        items.append(Item(item_key(record), line))
     return Batch(items)
 
 
@@ -119,11 +121,6 @@ def _check(value: bytes, where: str, **position: int) -> None:
             field=exc.field,
             problem=exc.problem,
         ) from None
-
-
-def _key(record: dict[str, Any]) -> bytes | None:
-    name = record.get("scriptName", record.get("ScriptName"))
-    return name.encode() if isinstance(name, str) and name else None
 
 
 def _kind(value: object) -> str:

@@ -2,9 +2,9 @@
 
 Takes one value per line or concatenated pretty-printed values, as `wrangler tail --format
 json` prints them, so `wrangler tail my-worker --format json | tailpipe produce -` works. Each
-value is re-serialised compactly and keyed by its script name, so one script's events stay in
-order. Input is read in a thread, so a live stream that goes quiet still gets its messages
-sent at once rather than when a batch fills.
+value is re-serialised compactly and keyed by its identity (`pipeline.formats.identity`), so
+one busy script spreads over every partition. Input is read in a thread, so a live stream
+that goes quiet still gets its messages sent at once rather than when a batch fills.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 from pipeline.errors import DecodeError
+from pipeline.formats.identity import document_key
 from pipeline.formats.jsonstream import Splitter, parse
 from pipeline.formats.sanitize import dumps
 from pipeline.kafka.publisher import BulkPublisher
@@ -29,15 +30,6 @@ class Outcome:
     sent: int = 0
     invalid: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def key_of(value: object) -> bytes | None:
-    """The script name of a trace item or Logpush record, if it has one."""
-    if isinstance(value, dict):
-        name = value.get("scriptName") or value.get("ScriptName")
-        if isinstance(name, str) and name:
-            return name.encode()
-    return None
 
 
 class _Progress:
@@ -82,7 +74,7 @@ async def run(
                         outcome.seconds = time.monotonic() - started
                         return outcome
                     continue
-                await publisher.add(key_of(value), dumps(value, lenient))
+                await publisher.add(document_key(value), dumps(value, lenient))
                 outcome.sent += 1
             if not piece:
                 break

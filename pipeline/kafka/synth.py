@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from pipeline.formats.identity import item_key
+
 SCRIPTS = (
     "api-gateway",
     "auth-edge",
@@ -211,5 +213,5 @@ def messages(
             rejected = roll < poison_ratio + reject_ratio
             if rejected:
                 _reject(item)
-            yield Message(item["scriptName"].encode(), orjson.dumps(item), False, rejected)
+            yield Message(item_key(item), orjson.dumps(item), False, rejected)
         ts += step_ms

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from pipeline.formats.identity import value_key
 from pipeline.logger.entry import Entry
 from pipeline.logger.publish import Publisher
 from pipeline.logger.trace import CURRENT, standalone
@@ -41,7 +42,6 @@ class Core:
         self.processors = processors
         self.max_lines = max_lines
         self.max_bytes = max_bytes
-        self.key = service.encode()
         self.redactions: Counter[str] = Counter()
         """Replacements per redaction rule, over every record of this logger."""
         self.errors = 0
@@ -49,7 +49,7 @@ class Core:
 
     def publish(self, value: bytes) -> None:
         try:
-            self.publisher.publish(value, self.key)
+            self.publisher.publish(value, value_key(value))
         except Exception as exc:  # a publisher broke its contract: still never raise
             self.failed(exc)
 

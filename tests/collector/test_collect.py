@@ -12,6 +12,7 @@ import gc
 import gzip
 import importlib.metadata
 import inspect
+import json
 import logging
 import os
 import re
@@ -41,6 +42,7 @@ from pipeline.collector import sink
 from pipeline.collector.app import create_app, serve
 from pipeline.errors import SettingsError
 from pipeline.formats.decode import decode
+from pipeline.formats.identity import item_key
 from pipeline.kafka.clients import client_options, ensure_topics
 from pipeline.settings import Settings
 from tests.conftest import ROOT, env_of, free_port
@@ -185,7 +187,7 @@ async def collect_settings(settings: Settings) -> Settings:
     return replace(settings, collect_tokens=("another-token", TOKEN))
 
 
-async def test_tail_events_arrive_intact_keyed_by_script_in_order(
+async def test_tail_events_arrive_intact_keyed_by_identity(
     collect_settings: Settings,
 ) -> None:
     scripts = ["api", "auth", "api", None, "billing", "api", "auth"]
@@ -201,20 +203,38 @@ async def test_tail_events_arrive_intact_keyed_by_script_in_order(
 
     records = await read_topic(collect_settings, len(events) + 1)
     assert sorted(r.value for r in records) == sorted(map(orjson.dumps, [*events, single]))
-    by_key: dict[bytes | None, list[Any]] = {}
-    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        by_key.setdefault(record.key, []).append(orjson.loads(record.value))
-    expected: dict[bytes | None, list[Any]] = {}
-    for event in [*events, single]:
-        key = event["scriptName"].encode() if event["scriptName"] else None
-        expected.setdefault(key, []).append(event)
-    assert by_key == expected  # intact, keyed by script name, one script's events in order
+    for record in records:  # intact, each keyed by its identity
+        assert record.key == item_key(orjson.loads(record.value))
     assert 'tailpipe_collect_items_total{route="/v1/tail"} 8.0' in metrics
     assert (
         'tailpipe_collect_requests_total{method="POST",route="/v1/tail",status="2xx"} 2.0'
         in metrics
     )
     assert "tailpipe_collect_publish_seconds_count 2.0" in metrics
+
+
+async def test_a_retried_item_lands_where_its_first_copy_did(collect_settings: Settings) -> None:
+    """A sender's retry re-serialises: other key order, whitespace, other batch companions. The
+    key, and so the partition, stays that of the first copy; and one busy script spreads over
+    every partition instead of loading one replica."""
+    busy = [trace_item("busy", n) for n in range(60)]
+    retried = busy[7]
+    reordered = dict(reversed(list(retried.items())))
+    async with running(collect_settings) as client:
+        response = await client.post("/v1/tail", content=orjson.dumps(busy), headers=bearer())
+        assert (response.status_code, response.json()) == (202, {"published": 60})
+        again = json.dumps([trace_item("other", 1), reordered], indent=2).encode()
+        response = await client.post("/v1/tail", content=again, headers=bearer())
+        assert (response.status_code, response.json()) == (202, {"published": 2})
+
+    records = await read_topic(collect_settings, 62)
+    copies = [r for r in records if orjson.loads(r.value) == retried]
+    assert len(copies) == 2
+    assert copies[0].key == copies[1].key == item_key(retried)
+    assert copies[0].partition == copies[1].partition
+    assert {r.partition for r in records if orjson.loads(r.value)["scriptName"] == "busy"} == set(
+        range(PARTITIONS)
+    )
 
 
 async def test_a_string_cut_inside_an_emoji_is_taken_not_refused(
@@ -257,7 +277,7 @@ async def test_logpush_batches_arrive_line_for_line(collect_settings: Settings) 
     records = await read_topic(collect_settings, len(lines))
     assert sorted(r.value for r in records) == sorted(lines)
     for record in records:
-        assert record.key == orjson.loads(record.value)["ScriptName"].encode()
+        assert record.key == item_key(orjson.loads(record.value))
 
 
 async def test_logpush_destination_check_is_accepted_and_publishes_nothing(

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from pipeline.formats.decode import decode
+from pipeline.formats.identity import item_key
 from pipeline.kafka import clients
 from pipeline.settings import Settings
 from tests.conftest import ROOT, env_of, read_topic, tailpipe
@@ -43,9 +44,7 @@ async def test_wrangler_stream_and_ndjson_with_an_invalid_value(
     assert "produced 4 messages" in result.stdout
     assert "1 invalid values skipped" in result.stdout
     received = await read_topic(settings, 4)
-    assert sorted(received) == sorted(
-        ((i.get("scriptName") or i["ScriptName"]).encode(), orjson.dumps(i)) for i in ITEMS
-    )
+    assert sorted(received) == sorted((item_key(i), orjson.dumps(i)) for i in ITEMS)
 
 
 async def test_stdin_and_fail_on_invalid(settings: Settings) -> None:
@@ -61,7 +60,7 @@ async def test_stdin_and_fail_on_invalid(settings: Settings) -> None:
     assert proc.returncode == 1
     assert b"line 2: invalid JSON" in err
     assert b"produced 1 messages" in out
-    assert await read_topic(settings, 1) == [(b"alpha", orjson.dumps(ITEMS[0]))]
+    assert await read_topic(settings, 1) == [(item_key(ITEMS[0]), orjson.dumps(ITEMS[0]))]
 
 
 async def test_a_lone_surrogate_is_published_for_the_consumer_to_repair(
@@ -76,6 +75,6 @@ async def test_a_lone_surrogate_is_published_for_the_consumer_to_repair(
     assert result.returncode == 0, result.stderr
     assert "produced 1 messages" in result.stdout
     [(key, value)] = await read_topic(settings, 1)
-    assert key == b"alpha"
+    assert key == item_key(json.loads(text))
     [invocation] = decode(value)
     assert invocation.logs[0].text == "cut \ufffd"

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from pipeline.formats.identity import value_key
 from pipeline.logger import Logger, StreamPublisher, TailpipeHandler, tailpipe_logger
 from pipeline.logger.entry import Entry
 from tests.conftest import ROOT
@@ -41,7 +42,9 @@ def test_standalone_record_shape() -> None:
         "level": "info",
         "message": ["worker started"],
     }
-    assert captured.keys == [b"billing"]  # keyed by service, like `tailpipe produce`
+    # Keyed by identity, like `tailpipe produce` and the collector: the digest of the one
+    # serialisation the logger will ever send of this record.
+    assert captured.keys == [value_key(captured.values[0])]
 
 
 def test_bind_merges_context_and_leaves_the_parent_alone() -> None:
