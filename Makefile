@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run          bring up the local stack, migrate, check, run the pipeline"
 	@echo "make test         lint, bring up the local stack, run the whole test suite"
-	@echo "make bench        ingest benchmark (BENCH_ARGS='--messages 200000' for a quick one)"
+	@echo "make bench        ingest benchmark vs a plain dump and Quix (BENCH_ARGS='--messages 200000')"
 	@echo "make bench-api    query API latency over 5M log rows (loads them once, into bench_api)"
 	@echo "make chaos        random faults (kill -9, PostgreSQL and S3 down) then an accounting"
 	@echo "make stack-up | stack-down | stack-status"
@@ -47,8 +47,11 @@ run: stack-up
 	$(VENV)/bin/tailpipe check
 	$(PY) deploy/local/demo.py --count 50000 --replicas 2
 
-# Ingest benchmark (not a test): 1,000,000 events through one replica, against the Kafka and
-# PostgreSQL ceilings and a naive baseline; table printed, JSON in .local/bench/.
+# Ingest benchmark (not a test): one topic pre-filled with 1,000,000 events, read in turn by
+# `tailpipe run`, a plain COPY dump (with and without the trigram index), Quix Streams with its
+# PostgreSQL sink (installed once into .local/bench/quix-venv) and a bare Kafka read, settling
+# before each; events/s, consumer and PostgreSQL CPU per event, peak RSS, the targets met or
+# not. Table printed, JSON in .local/bench/. E.g. BENCH_ARGS='--messages 300000 --replicas 1,2'.
 BENCH_ARGS ?=
 bench: stack-up
 	$(PY) bench/ingest.py $(BENCH_ARGS)

@@ -48,7 +48,7 @@ import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from bench.ingest import drop_kafka, migrate  # noqa: E402
+from bench.prepare import drop_kafka, migrate  # noqa: E402
 from pipeline.api import logs as recent_sql  # noqa: E402
 from pipeline.errors import DependencyError  # noqa: E402
 from pipeline.kafka import clients, synth  # noqa: E402
