@@ -44,6 +44,14 @@ from pipeline.transform.transformer import Transformer
 
 log = logging.getLogger("tailpipe.consumer")
 
+# aiokafka prefetches up to this much per fetch (and per partition) and keeps the decoded records
+# until they are read: a buffer like any other, so it is small. 1 MiB per partition and 8 MiB in
+# all keep a replica's peak RSS near 220 MiB where 4 and 32 MiB took 340, at the same rate
+# (`make bench`, 200,000 messages, 6 partitions): one batch of rows is at most a few MiB, so a
+# bigger prefetch only waits in memory.
+PARTITION_FETCH_BYTES = 1 << 20
+FETCH_BYTES = 8 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -108,8 +116,8 @@ class Consumer:
             group_id=settings.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 << 20,
-            fetch_max_bytes=32 << 20,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+            fetch_max_bytes=FETCH_BYTES,
         )
         self._pauses = Pauses(self._kafka, self.metrics)
         rebalance = Rebalance(
