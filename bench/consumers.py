@@ -6,8 +6,11 @@ the whole pre-filled topic:
 - `tailpipe` (`tailpipe-x2`, ...): `tailpipe run`, default settings but for schema, topic,
   group and the metrics port (0: any free one, so that replicas and other benchmarks on the
   machine do not collide); done when `pipeline_offsets` covers every message;
-- `dump`, `dump-no-trgm`: `bench/dump.py` into a migrated tailpipe schema, then the same with
-  the trigram index on `tail_logs.message` dropped;
+- `dump`: `bench/dump.py` into a migrated tailpipe schema, whose search index is built per day
+  once the day has ended (`pipeline/postgres/search_index.py`): after the run, that build is
+  measured too (PostgreSQL's CPU and the wall time), as the nightly job would run it;
+- `dump-live-trgm`: the same with the trigram index kept on the whole of `tail_logs.message`,
+  row by row, as the schema had it before the per-day index;
 - `quix`: `bench/quix_app.py`, Quix Streams and its PostgreSQL sink, in `.local/bench/quix-venv`;
 - `kafka`: `bench/kafka_read.py`, the Kafka read alone.
 """
@@ -17,28 +20,34 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
+from bench.measure import postgres_cpu
 from bench.prepare import child_env
 from bench.runner import Check, Run
+from pipeline.postgres import search_index
 from pipeline.postgres.connect import quote_ident
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ("tailpipe", "dump", "dump-no-trgm", "quix", "kafka")
+NAMES = ("tailpipe", "dump", "dump-live-trgm", "quix", "kafka")
 """What `--only` selects from; `tailpipe` stands for every replica count of `--replicas`."""
 QUIX_VERSION = "3.28.1"
 QUIX_VENV = ROOT / ".local" / "bench" / "quix-venv"
 QUIX_TABLE = "quix_events"
 QUIX_STATE = ROOT / ".local" / "bench" / "quix-state"
 """Where Quix keeps its (here unused) state: a directory per run, removed afterwards."""
-DROP_TRGM = "DROP INDEX IF EXISTS tail_logs_message_trgm"
+LIVE_TRGM = (
+    "CREATE INDEX tail_logs_message_trgm ON tail_logs USING gin (message public.gin_trgm_ops)"
+)
 
 
 def tailpipe_name(replicas: int) -> str:
@@ -50,6 +59,26 @@ def _raw_rows(n: int) -> Check:
         events = int(await db.fetchval("SELECT count(*) FROM tail_events"))
         logs = int(await db.fetchval("SELECT count(*) FROM tail_logs"))
         return {"tail_events": events, "tail_logs": logs, "complete": events == n}
+
+    return check
+
+
+def _raw_rows_then_search_index(n: int) -> Check:
+    """The rows, then the search index of every (ended) day they fill, built and measured."""
+    rows = _raw_rows(n)
+
+    async def check(db: asyncpg.Connection) -> dict[str, Any]:
+        found = await rows(db)
+        before, started = postgres_cpu(), time.perf_counter()
+        indexed = await search_index.index_closed_days(db, datetime.now(UTC))
+        cpu = postgres_cpu().since(before)["total"]
+        found["search_index"] = {
+            "partitions": len(indexed),
+            "seconds": time.perf_counter() - started,
+            "postgres_cpu_s": cpu,
+            "postgres_cpu_us_per_event": cpu * 1e6 / n,
+        }
+        return found
 
     return check
 
@@ -89,16 +118,15 @@ def runs(
                 child_env(tp, TAILPIPE_METRICS_PORT="0"), "offsets", _raw_rows(n),
                 migrate=schema_sql, extra={"replicas": count},
             ))  # fmt: skip
-    for name, label, sql in (
-        ("dump", "plain dump", schema_sql),
-        ("dump-no-trgm", "plain dump, no trigram", (*schema_sql, DROP_TRGM)),
+    for name, label, sql, check in (
+        ("dump", "plain dump", schema_sql, _raw_rows_then_search_index(n)),
+        ("dump-live-trgm", "plain dump, live trigram", (*schema_sql, LIVE_TRGM), _raw_rows(n)),
     ):
         if name in names:
             dump = settings(name)
             command = [sys.executable, str(ROOT / "bench" / "dump.py"), "--messages", str(n)]
             out.append(Run(
-                name, label, dump, [command], child_env(dump), "progress", _raw_rows(n),
-                migrate=sql,
+                name, label, dump, [command], child_env(dump), "progress", check, migrate=sql,
             ))  # fmt: skip
     if "quix" in names and quix is not None:
         out.append(_quix(settings("quix"), n, quix))

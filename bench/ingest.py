@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--messages 1000000] [--workload eight-scripts|one-script]
         [--script-keys]
-        [--replicas 1,2] [--only tailpipe,dump,dump-no-trgm,quix,kafka] [--settle 5]
+        [--replicas 1,2] [--only tailpipe,dump,dump-live-trgm,quix,kafka] [--settle 5]
         [--only-pipeline] [--profile out.svg] [--keep] [--timeout 1800] [--schema-sql SQL]
 
 One invocation fills one fresh topic of 6 partitions with `--messages` synthetic trace items
@@ -16,7 +16,9 @@ Then it runs each consumer in turn, each as child processes with its own consume
                  until `pipeline_offsets` covers every message;
   dump           `bench/dump.py`: aiokafka getmany + orjson + tailpipe's raw rows built
                  straight from the items, binary COPY, one transaction per fetched batch;
-  dump-no-trgm   the same, with the trigram index on tail_logs.message dropped;
+                 the search index, built per ended day, is built and measured after it;
+  dump-live-trgm the same, with a trigram index on all of tail_logs.message kept row by row
+                 (the schema before 0009), to show what that cost;
   quix           Quix Streams with its PostgreSQL sink, defaults (`bench/quix_app.py`), in
                  its own virtualenv `.local/bench/quix-venv`, until its table holds every message;
   kafka          `bench/kafka_read.py`: the Kafka read alone.

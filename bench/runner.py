@@ -51,6 +51,34 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_WAITS = """
+SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*) FILTER (WHERE state = 'active')
+FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+
+
+@dataclass
+class LockWaits:
+    """Sampled at every poll: backends waiting on a lock (replicas upserting the same rollup
+    rows wait for each other) against backends running a statement."""
+
+    waiting: int = 0
+    active: int = 0
+    samples: int = 0
+
+    async def sample(self, db: asyncpg.Connection) -> None:
+        row = await db.fetchrow(_WAITS)
+        assert row is not None
+        waiting, active = row
+        self.waiting += waiting
+        self.active += active
+        self.samples += 1
+
+    def report(self) -> dict[str, Any]:
+        share = self.waiting / self.active if self.active else 0.0
+        return {"samples": self.samples, "waiting": self.waiting, "active": self.active,
+                "share_of_active": share}  # fmt: skip
+
+
 async def stored_offsets(db: asyncpg.Connection, topic: str) -> int:
     """Messages `tailpipe run` has stored: the sum of its next offsets (all start at 0)."""
     total = await db.fetchval(
@@ -141,7 +169,9 @@ async def measure(
         first_at: float | None = None
         first_total = 0
         first_cpu: list[float | None] = []
+        waits = LockWaits()
         while True:
+            await waits.sample(db)
             total = await stored_offsets(db, run.settings.topic) if not piped else sum(counts)
             now = time.perf_counter()
             if total and first_at is None:
@@ -203,6 +233,7 @@ async def measure(
         "peak_rss_mib": max((p for p in peaks if p is not None), default=None),
         "peak_rss_mib_each": peaks,
         "stored": stored,
+        "lock_waits": waits.report(),
         "exit_codes": exits,
         "logs": [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in log_paths],
         **run.extra,

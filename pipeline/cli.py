@@ -120,7 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="replay: try, report, store nothing")
     p = add("inspect", cmd_inspect, "print the rows the pipeline would store (no services)")
     p.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="one message per line")
-    p = add("retention", cmd_retention, "drop whole day partitions older than N days")
+    p = add(
+        "retention",
+        cmd_retention,
+        "daily: index the days that ended for search, drop day partitions older than N days",
+    )
     p.add_argument("--keep-days", type=_days, required=True, help="days to keep (>= 1)")
     p = add("collect", cmd_collect, "HTTP collector: Tail Workers and Logpush into Kafka")
     p.add_argument(

@@ -35,24 +35,29 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    import datetime
     from pathlib import Path
 
-    from pipeline.postgres import migrate
+    from pipeline.postgres import migrate, search_index
     from pipeline.postgres.connect import connect
 
     directory = Path(args.dir) if args.dir else migrate.default_directory()
     migrations = migrate.discover(directory)
 
-    async def go() -> list[str]:
+    async def go() -> tuple[list[str], list[str]]:
         conn = await connect(settings)
         try:
-            return await migrate.apply(conn, settings.postgres_schema, migrations)
+            applied = await migrate.apply(conn, settings.postgres_schema, migrations)
+            now = datetime.datetime.now(datetime.UTC)
+            return applied, await search_index.index_closed_days(conn, now)
         finally:
             await conn.close()
 
-    applied = asyncio.run(go())
+    applied, indexed = asyncio.run(go())
     for name in applied:
         print(f"applied {name}")
+    for name in indexed:
+        print(f"search index built on {name}")
     schema = settings.postgres_schema
     print(f"schema {schema}: {len(migrations)} migrations, {len(applied)} applied now")
     return 0
@@ -225,20 +230,23 @@ def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     import datetime
 
-    from pipeline.postgres import retention
+    from pipeline.postgres import retention, search_index
     from pipeline.postgres.connect import connect
 
-    async def go() -> list[str]:
+    async def go() -> tuple[list[str], list[str]]:
         conn = await connect(settings)
         try:
-            today = datetime.datetime.now(datetime.UTC).date()
-            return await retention.drop_older_than(conn, args.keep_days, today)
+            now = datetime.datetime.now(datetime.UTC)
+            dropped = await retention.drop_older_than(conn, args.keep_days, now.date())
+            return dropped, await search_index.index_closed_days(conn, now)
         finally:
             await conn.close()
 
-    dropped = asyncio.run(go())
+    dropped, indexed = asyncio.run(go())
     for name in dropped:
         print(f"dropped {name}")
+    for name in indexed:
+        print(f"search index built on {name}")
     print(f"{len(dropped)} partitions dropped (keeping {args.keep_days} days)")
     return 0
 

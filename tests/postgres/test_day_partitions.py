@@ -160,7 +160,9 @@ async def test_ensure_creates_exactly_the_missing_ones(
     assert await manager.ensure(db, ahead(TODAY + timedelta(days=1))) == names(days(3, 3))
     assert set(await partitions(db)) == set(names(days(0, 3)))
 
-    # Each partition got every index of its parent (ATTACH built them).
+    # Each partition got every index of its parent (ATTACH built them); tail_logs' search
+    # index is not one of them, it is built per day once the day has ended (0009).
+    expected = {"tail_events": 4, "tail_logs": 3}
     for table in PARTITIONED_TABLES:
         parent = await db.fetchval(
             "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass", table
@@ -169,7 +171,7 @@ async def test_ensure_creates_exactly_the_missing_ones(
             "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass",
             partition_name(table, TODAY),
         )
-        assert (parent, child) == (4, 4)
+        assert (parent, child) == (expected[table], expected[table])
 
 
 async def test_ensure_of_cached_days_makes_no_round_trip(
