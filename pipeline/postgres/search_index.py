@@ -4,20 +4,27 @@ ended, built once, never while the day is being written.
 Why per closed day. A trigram GIN index kept up to date row by row nearly triples PostgreSQL's
 CPU for each log row stored (15.4 µs against 5.2 µs without it, measured on this project's
 rows), and halves the best ingest rate. Building the same index once over a finished day costs
-5.2 µs per row in bulk (`CONCURRENTLY`, so writers are never blocked, about twice that), off
-the ingest path. No setting of the live index came close: `fastupdate = off` costs 16x,
-a 64 MB pending list 2.8x, GiST 3.2x; a `tsvector` index halves the cost but finds words, not
-substrings.
+5.2 µs per row in bulk, off the ingest path. No setting of the live index came close:
+`fastupdate = off` costs 16x, a 64 MB pending list 2.8x, GiST 3.2x; a `tsvector` index halves
+the cost but finds words, not substrings.
 
 What `q=` costs in exchange. The planner uses each partition's own index, so the days that
 ended are searched as before. The current day is scanned newest first and stops at a page:
 under a millisecond for a common term, tens of milliseconds for a rare one, and about a second
 for a term absent from a 5-million-row day.
 
+Why not `CONCURRENTLY`: it scans the table twice and waits for every older transaction, which
+doubled the build's CPU (35 µs per event against 16 in `make bench`), so the whole cost came
+back, only later. A plain build locks writes out of the one partition it indexes, for about
+five seconds per million rows. The day has ended, so only late events for it wait (a flush
+carrying them waits, then goes on), while every write to the current day goes through: tuple
+routing locks only the partitions a COPY writes to. Taking the lock waits at most
+`lock_timeout`; a build that cannot have it is left for the next run.
+
 `index_closed_days` runs from `tailpipe retention` (daily) and after `tailpipe migrate`. It is
 idempotent: it builds only the missing indexes, and rebuilds one that an interrupted
-`CREATE INDEX CONCURRENTLY` left invalid. Two runs on one schema never build the same index:
-a session advisory lock lets one of them work.
+`CREATE INDEX CONCURRENTLY` (an operator's, say) left invalid. Two runs on one schema never
+build the same index: a session advisory lock lets one of them work.
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ async def index_closed_days(
 ) -> list[str]:
     """Build the search index of every day partition of `tail_logs` that ended by `now` and
     has none. Returns the partitions indexed. Safe while consumers write."""
-    refuse_transaction(conn, "index_closed_days")  # CREATE INDEX CONCURRENTLY cannot run there
+    refuse_transaction(conn, "index_closed_days")  # each build commits on its own
     schema = str(await conn.fetchval("SELECT current_schema()"))
     key = lock_key(schema, "search_index")
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
@@ -92,14 +99,15 @@ async def _build(conn: asyncpg.Connection, schema: str, child: str, invalid: boo
     table = f"{quote_ident(schema)}.{quote_ident(child)}"
     index = quote_ident(child + SUFFIX)
     try:
-        if invalid:  # left by a build that was interrupted: IF NOT EXISTS would keep it
-            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(schema)}.{index}")
-        await conn.execute(
-            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {table}"
-            " USING gin (message public.gin_trgm_ops)"
-        )
+        async with conn.transaction():
+            if invalid:  # left by a build that was interrupted: IF NOT EXISTS would keep it
+                await conn.execute(f"DROP INDEX IF EXISTS {quote_ident(schema)}.{index}")
+            await conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {index} ON {table}"
+                " USING gin (message public.gin_trgm_ops)"
+            )
     except (asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError) as exc:
-        # An invalid index may remain; the next run rebuilds it.
+        # Rolled back whole: the next run builds it.
         log.warning("search index of %s not built: %s; left for the next run", child, exc)
         return False
     log.info("search index built", extra={"partition": child})
