@@ -24,6 +24,7 @@ from pipeline.kafka import clients, synth
 from pipeline.kafka.publisher import BulkPublisher
 from pipeline.postgres.connect import connect, quote_ident
 from pipeline.settings import Settings
+from tests.conftest import env_of
 
 ROOT = Path(__file__).resolve().parent.parent
 START_MS = 1_764_374_400_000
@@ -36,18 +37,7 @@ ONE_SCRIPT = synth.SCRIPTS[0]
 
 def child_env(settings: Settings, **more: str) -> dict[str, str]:
     """The environment that makes a child `tailpipe` (or bench child) use these settings."""
-    return {
-        **os.environ,
-        "TAILPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "TAILPIPE_TOPIC": settings.topic,
-        "TAILPIPE_ALERTS_TOPIC": settings.alerts_topic,
-        "TAILPIPE_GROUP": settings.group,
-        "TAILPIPE_POSTGRES_DSN": settings.postgres_dsn,
-        "TAILPIPE_POSTGRES_SCHEMA": settings.postgres_schema,
-        "TAILPIPE_S3_ENDPOINT": settings.s3_endpoint,
-        "TAILPIPE_DLQ_URL": settings.dlq_url,
-        **more,
-    }
+    return {**os.environ, **env_of(settings), **more}
 
 
 def migrate(settings: Settings) -> None:
