@@ -13,8 +13,9 @@ transaction-level advisory lock keyed by (schema, table, day) and re-check the c
 it; a creator that does not take the lock (an older version, a human) shows up as
 duplicate_table / unique_violation, which counts as success once the partition is seen.
 
-Dropping them is `retention`, a command of its own run from cron; it shares the names, the
-lock keys and the lock timeouts defined here.
+Dropping them is `retention`, and indexing the ended ones for search is `search_index`, both
+run from cron; they share the names, the bounds, the lock keys and the session locks and lock
+timeouts defined here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -114,6 +116,36 @@ def lock_key(*parts: str) -> int:
 def timeout_text(seconds: float) -> str:
     """A `lock_timeout` value: whole milliseconds, at least one."""
     return f"{max(1, round(seconds * 1000))}ms"
+
+
+# The upper bound in `FOR VALUES FROM (...) TO ('...')`, as pg_get_expr prints it. It is printed
+# in the session's TimeZone and cast back in the same session, so the round trip is exact;
+# MINVALUE/MAXVALUE or DEFAULT bounds do not match.
+UPPER_BOUND = r" TO \('([^']+)'\)$"
+
+
+@asynccontextmanager
+async def session_lock(conn: asyncpg.Connection, key: int) -> AsyncIterator[bool]:
+    """A session-level advisory lock if it is free (True), else nothing (False): for the
+    maintenance runs from cron, of which one works and another logs and returns."""
+    acquired = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+@asynccontextmanager
+async def session_lock_timeout(conn: asyncpg.Connection, seconds: float) -> AsyncIterator[None]:
+    """Set lock_timeout for the session (there is no transaction to scope it) and restore
+    the caller's value afterwards."""
+    previous = await conn.fetchval("SELECT current_setting('lock_timeout')")
+    await conn.execute(f"SET lock_timeout = '{timeout_text(seconds)}'")
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT set_config('lock_timeout', $1, false)", previous)
 
 
 def refuse_transaction(conn: asyncpg.Connection, what: str) -> None:

@@ -15,8 +15,7 @@ drop on the partitions' bounds, not their names.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -25,17 +24,16 @@ import asyncpg
 from pipeline.postgres.connect import quote_ident
 from pipeline.postgres.day_partitions import (
     PARTITIONED_TABLES,
+    UPPER_BOUND,
     day_start,
     lock_key,
     parse_partition_name,
     refuse_transaction,
-    timeout_text,
+    session_lock,
+    session_lock_timeout,
 )
 
 log = logging.getLogger("tailpipe.partitions")
-
-# The upper bound in `FOR VALUES FROM (...) TO ('...')`, as pg_get_expr prints it.
-_UPPER_BOUND = r" TO \('([^']+)'\)$"
 
 # Decided on the bounds, not the name, so any partition whose whole range is old goes. The
 # bound is printed in the session's TimeZone and cast back in the same session, so the round
@@ -96,11 +94,11 @@ async def drop_older_than(
     refuse_transaction(conn, "drop_older_than")
     cutoff = today - timedelta(days=keep_days)
     schema = str(await conn.fetchval("SELECT current_schema()"))
-    async with _retention_lock(conn, schema) as acquired:
+    async with session_lock(conn, lock_key(schema, "retention")) as acquired:
         if not acquired:
             log.warning("retention of schema %s: another run holds the lock; skipped", schema)
             return []
-        async with _session_lock_timeout(conn, lock_timeout):
+        async with session_lock_timeout(conn, lock_timeout):
             victims = await _victims(conn, schema, list(tables), cutoff)
             return await _drop_all(conn, victims)
 
@@ -118,7 +116,7 @@ async def _victims(
             name=r["child"],
             state="pending" if r["pending"] else "attached",
         )
-        for r in await conn.fetch(_OLD_PARTITIONS, tables, day_start(cutoff), _UPPER_BOUND)
+        for r in await conn.fetch(_OLD_PARTITIONS, tables, day_start(cutoff), UPPER_BOUND)
     ]
     for row in await conn.fetch(_DETACHED):
         parsed = parse_partition_name(row["child"])
@@ -168,27 +166,3 @@ async def _drop(conn: asyncpg.Connection, victim: _Victim) -> None:
             f"ALTER TABLE {victim.parent} DETACH PARTITION {victim.child} CONCURRENTLY"
         )
     await conn.execute(f"DROP TABLE IF EXISTS {victim.child}")
-
-
-@asynccontextmanager
-async def _retention_lock(conn: asyncpg.Connection, schema: str) -> AsyncIterator[bool]:
-    """Session-level: two retention runs would fight over the same detach."""
-    key = lock_key(schema, "retention")
-    acquired = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            await conn.execute("SELECT pg_advisory_unlock($1)", key)
-
-
-@asynccontextmanager
-async def _session_lock_timeout(conn: asyncpg.Connection, seconds: float) -> AsyncIterator[None]:
-    """Set lock_timeout for the session (there is no transaction to scope it) and restore
-    the caller's value afterwards."""
-    previous = await conn.fetchval("SELECT current_setting('lock_timeout')")
-    await conn.execute(f"SET lock_timeout = '{timeout_text(seconds)}'")
-    try:
-        yield
-    finally:
-        await conn.execute("SELECT set_config('lock_timeout', $1, false)", previous)

@@ -35,16 +35,18 @@ from datetime import datetime
 import asyncpg
 
 from pipeline.postgres.connect import quote_ident
-from pipeline.postgres.day_partitions import lock_key, refuse_transaction, timeout_text
+from pipeline.postgres.day_partitions import (
+    UPPER_BOUND,
+    lock_key,
+    refuse_transaction,
+    session_lock,
+    session_lock_timeout,
+)
 
 log = logging.getLogger("tailpipe.partitions")
 
 TABLE = "tail_logs"
 SUFFIX = "_message_trgm"
-
-# The upper bound in `FOR VALUES FROM (...) TO ('...')`, as pg_get_expr prints it; cast back in
-# the same session, so the round trip is exact (see retention.py).
-_UPPER_BOUND = r" TO \('([^']+)'\)$"
 
 # Attached partitions of tail_logs whose whole range ended by $1, without a valid index named
 # for them; `index_schema` and `valid` are null when there is no index at all.
@@ -77,22 +79,17 @@ async def index_closed_days(
     has none. Returns the partitions indexed. Safe while consumers write."""
     refuse_transaction(conn, "index_closed_days")  # each build commits on its own
     schema = str(await conn.fetchval("SELECT current_schema()"))
-    key = lock_key(schema, "search_index")
-    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-        log.warning("search index of schema %s: another run holds the lock; skipped", schema)
-        return []
-    previous = await conn.fetchval("SELECT current_setting('lock_timeout')")
-    await conn.execute(f"SET lock_timeout = '{timeout_text(lock_timeout)}'")
-    try:
-        rows = await conn.fetch(_UNINDEXED, now, TABLE, _UPPER_BOUND, SUFFIX)
-        built = []
-        for row in rows:
-            if await _build(conn, row["child_schema"], row["child"], row["valid"] is False):
-                built.append(row["child"])
-        return built
-    finally:
-        await conn.execute("SELECT set_config('lock_timeout', $1, false)", previous)
-        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    async with session_lock(conn, lock_key(schema, "search_index")) as acquired:
+        if not acquired:
+            log.warning("search index of schema %s: another run holds the lock; skipped", schema)
+            return []
+        async with session_lock_timeout(conn, lock_timeout):
+            rows = await conn.fetch(_UNINDEXED, now, TABLE, UPPER_BOUND, SUFFIX)
+            return [
+                row["child"]
+                for row in rows
+                if await _build(conn, row["child_schema"], row["child"], row["valid"] is False)
+            ]
 
 
 async def _build(conn: asyncpg.Connection, schema: str, child: str, invalid: bool) -> bool:
