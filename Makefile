@@ -17,8 +17,13 @@ help:
 	@echo "make stack-up | stack-down | stack-status"
 	@echo "make lint | fmt | clean"
 
-# The virtualenv is rebuilt when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# The modules mypyc compiles (pyproject.toml's hook) are built into the editable install: it
+# is made again when pyproject.toml or one of them changes, so no stale build is ever run.
+COMPILED := $(shell $(PYTHON) -c 'import tomllib; h = tomllib.load(open("pyproject.toml", "rb"))["tool"]["hatch"]["build"]["targets"]["wheel"]["hooks"]["mypyc"]; print(" ".join(h["include"]))')
+COMPILED_SOURCES := $(wildcard $(COMPILED))
+
+# The virtualenv is rebuilt when pyproject.toml or a compiled module changes.
+$(VENV)/.installed: pyproject.toml $(COMPILED_SOURCES)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

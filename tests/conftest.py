@@ -38,6 +38,26 @@ ROOT = Path(__file__).resolve().parent.parent
 STACK_FIXTURES = frozenset(("schema", "settings", "db", "migrated", "replicas"))
 
 
+def stale_builds(root: Path = ROOT) -> list[str]:
+    """Compiled modules (pyproject.toml's mypyc hook) older than their source: Python imports
+    the extension before the `.py`, so the tests would run the old code."""
+    found = []
+    for built in sorted((root / "pipeline").rglob("*.so")):
+        source = built.with_name(built.name.split(".", 1)[0] + ".py")
+        if source.exists() and source.stat().st_mtime > built.stat().st_mtime:
+            found.append(str(source.relative_to(root)))
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    stale = stale_builds()
+    if stale:
+        pytest.exit(
+            f"{', '.join(stale)} changed since it was compiled: run `make venv` to build it again",
+            returncode=2,
+        )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):

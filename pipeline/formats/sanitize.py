@@ -33,7 +33,8 @@ FIELDS = (
 """The columns a repaired value can land in: the `field` label's whole set."""
 NUL_ESCAPE = b"\\u0000"
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Built from chr(): a compiled module cannot hold a lone surrogate in a string literal.
+_UNSTORABLE = re.compile(f"[\x00{chr(0xD800)}-{chr(0xDFFF)}]")
 
 
 def clean(text: str) -> str:

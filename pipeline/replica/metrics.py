@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pipeline import __version__
+from pipeline import __version__, compiled
 from pipeline.errors import DECODE_REASONS
 from pipeline.formats.sanitize import FIELDS as SANITIZED_FIELDS
 from pipeline.transform.batch import Batch
@@ -162,11 +162,12 @@ class Metrics:
                 "Unix time of the last committed batch (0 until the first)", registry=r,
             ),
             build_info=Gauge(
-                "tailpipe_build_info", "always 1; the version in a label", ["version"],
-                registry=r,
+                "tailpipe_build_info",
+                "always 1; the version, and whether the hot path runs compiled (true/false)",
+                ["version", "compiled"], registry=r,
             ),
         )  # fmt: skip
-        metrics.build_info.labels(__version__).set(1)
+        metrics.build_info.labels(__version__, str(compiled()).lower()).set(1)
         for dependency in ("postgres", "s3"):
             metrics.dependency_up.labels(dependency).set(1)
         for kind in FAILURE_KINDS:

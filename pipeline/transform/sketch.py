@@ -97,3 +97,6 @@ class LatencySketch:
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"LatencySketch({self.to_json()})"

@@ -8,7 +8,7 @@ import urllib.error
 import asyncpg
 import orjson
 
-from pipeline import __version__
+from pipeline import __version__, compiled
 from pipeline.errors import DECODE_REASONS
 from pipeline.kafka import clients
 from pipeline.kafka.publisher import BulkPublisher
@@ -96,7 +96,8 @@ async def test_scrape_after_a_run_counts_exactly_what_was_processed(
     assert m["tailpipe_guard_rail_tripped"] == 0
     assert m["tailpipe_in_flight_bytes"] == 0
     assert m["tailpipe_partition_assignments_total"] == 1
-    assert m[f'tailpipe_build_info{{version="{__version__}"}}'] == 1
+    built = str(compiled()).lower()
+    assert m[f'tailpipe_build_info{{version="{__version__}",compiled="{built}"}}'] == 1
 
 
 async def test_lag_series_follow_partition_ownership(

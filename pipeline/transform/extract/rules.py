@@ -80,7 +80,10 @@ class TextRule:
             self._fail("record", f"one of {', '.join(RECORDS)}", self.record)
         regex = self._compile()
         slots = self._slots_for(regex, allowed)
-        if not (type(self.contains) is tuple and all(type(s) is str and s for s in self.contains)):
+        # Read as objects: the TOML list is not yet known to hold strings, and a compiled
+        # build checks the annotation's element type as it iterates.
+        contains: tuple[object, ...] = self.contains
+        if not (type(contains) is tuple and all(type(s) is str and s for s in contains)):
             self._fail("contains", "a non-empty string or a list of them", self.contains)
         if self.normalize not in endpoints.STYLES:
             self._fail("normalize", f"one of {', '.join(endpoints.STYLES)}", self.normalize)
