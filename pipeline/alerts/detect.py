@@ -9,7 +9,7 @@ from any replica lands on the same row (one alert per key per window).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -77,6 +77,6 @@ def merge(into: Candidates, other: Candidates) -> None:
     for key, candidate in other.items():
         mine = into.get(key)
         if mine is None:
-            into[key] = Candidate(**{f: getattr(candidate, f) for f in candidate.__slots__})
+            into[key] = replace(candidate)  # a copy: `other` is merged again on a retry
         else:
             mine.add(candidate)

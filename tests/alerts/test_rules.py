@@ -73,6 +73,21 @@ def test_one_candidate_per_key_and_window_counted() -> None:
     assert found[("outcome:a:exception", T0)].id == other[("outcome:a:exception", T0)].id
 
 
+def test_merging_a_new_key_copies_the_candidate() -> None:
+    """A batch's candidates are merged into the flush's again when the flush is retried: the
+    merged-in one must be a copy, or a retry would count it twice."""
+    rule = Rules.load().outcome
+    found: Candidates = {}
+    other: Candidates = {}
+    note(other, rule, "outcome:a:exception", "a", T0, "first", {"script": "a"})
+    merge(found, other)
+    merge(found, other)
+    [(key, merged)] = found.items()
+    assert merged is not other[key]
+    assert (merged.occurrences, other[key].occurrences) == (2, 1)
+    assert (merged.summary, merged.details) == ("first", other[key].details)
+
+
 def _trace(outcome: str, message: str, level: str = "error") -> bytes:
     import orjson
 

@@ -97,7 +97,7 @@ async def test_scrape_after_a_run_counts_exactly_what_was_processed(
     assert m["tailpipe_in_flight_bytes"] == 0
     assert m["tailpipe_partition_assignments_total"] == 1
     built = str(compiled()).lower()
-    assert m[f'tailpipe_build_info{{version="{__version__}",compiled="{built}"}}'] == 1
+    assert m[f'tailpipe_build_info{{compiled="{built}",version="{__version__}"}}'] == 1
 
 
 async def test_lag_series_follow_partition_ownership(
