@@ -7,6 +7,7 @@ extensions, and turns SIGTERM and SIGINT into a clean stop: flush, store offsets
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -74,8 +75,26 @@ def serve(settings: Settings) -> int:
             "the hot path runs as plain Python, not compiled: each event costs about a third "
             "more CPU; install tailpipe from its wheel, or run `make` in a checkout"
         )
+    collect_less_often()
     asyncio.run(main())
     return 0
+
+
+GC_THRESHOLDS = (10_000, 20, 100)
+"""Look for reference cycles after 10,000 new container objects, not CPython's 700. A replica
+makes a few dozen per event (decoded JSON, rows), which reference counting frees: the transform
+makes no cycles. Every 700 of them CPython would look anyway, and every tenth or hundredth look
+walks the prefetched records and the batch in flight too: 12% of a replica's CPU in a profile
+of `make bench`; with these thresholds, 61.0 -> 54.3 µs per event. The cycles that do occur
+(exception tracebacks, asyncio) are still found, a little later."""
+
+
+def collect_less_often() -> None:
+    """Set `GC_THRESHOLDS`, and move what startup built (modules, rules, compiled regexes) out of
+    the collector's sight: it lives as long as the process."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _listen(port: int) -> socket.socket:
