@@ -58,7 +58,11 @@ class Policy:
     max_rows: int
     max_bytes: int
     max_age_s: float
-    poll_records: int = 5000
+    poll_records: int = 25
+    """Records per poll, each poll followed by a turn of the writer: about 1.4 ms of transform.
+    A flush is eight round trips, and each waits for the event loop to come back; with 5,000
+    records a poll, they waited behind whole polls, the writer fell behind the transform and
+    one replica stored 14,300 events/s in `make bench`; with 25, 16,300, at 3% more CPU."""
     shutdown_grace_s: float = 30.0
     backoff: Backoff = field(default_factory=Backoff)
     guard: GuardPolicy = field(default_factory=GuardPolicy)
@@ -177,12 +181,16 @@ class Consumer:
                 timeout_ms=100, max_records=self.policy.poll_records
             )
             self._take(fetched)
+            # getmany returns buffered records without suspending: let the writer take its
+            # turn (see `Policy.poll_records`).
+            await asyncio.sleep(0)
             batch = self.positions.filling
             if batch.messages and self._full(batch):
                 await self._hand_off()
 
     def _take(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Add fetched records to the filling batch, skipping any the partition is past."""
+        """Add fetched records to the filling batch, skipping any the partition is past. One
+        call never yields: a rebalance sees the batch and the positions between polls only."""
         add = self.transformer.add
         batch, next_offsets = self.positions.filling, self.positions.next
         for tp, records in fetched.items():
