@@ -194,7 +194,9 @@ def py_spy(out: Path) -> tuple[Callable[[int], Awaitable[Any]] | None, str | Non
 
     async def start(pid: int) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
-            str(spy), "record", "-r", "200", "-f", kind, "-o", str(out), "--pid", str(pid),
+            # --native: the compiled hot path's frames are C functions.
+            str(spy), "record", "--native", "-r", "200", "-f", kind, "-o", str(out),
+            "--pid", str(pid),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
 
