@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,6 +194,10 @@ class Consumer:
         call never yields: a rebalance sees the batch and the positions between polls only."""
         add = self.transformer.add
         batch, next_offsets = self.positions.filling, self.positions.next
+        if fetched and not batch.messages:
+            # Its age (`TAILPIPE_BATCH_MAX_AGE`) counts from its first message: a batch that
+            # waited empty through a quiet spell would otherwise go with the first poll alone.
+            batch.created = time.monotonic()
         for tp, records in fetched.items():
             topic, partition = tp.topic, tp.partition
             key = (topic, partition)
