@@ -123,6 +123,24 @@ def timeout_text(seconds: float) -> str:
 # MINVALUE/MAXVALUE or DEFAULT bounds do not match.
 UPPER_BOUND = r" TO \('([^']+)'\)$"
 
+OUR_PARTITIONS = """
+WITH ours AS MATERIALIZED (
+    SELECT p.relname::text AS parent, cn.nspname::text AS child_schema,
+           c.relname::text AS child, i.inhdetachpending AS pending,
+           (regexp_match(pg_get_expr(c.relpartbound, c.oid), $3))[1] AS upper_bound
+    FROM pg_inherits i
+    JOIN pg_class p ON p.oid = i.inhparent
+    JOIN pg_class c ON c.oid = i.inhrelid
+    JOIN pg_namespace n ON n.oid = p.relnamespace
+    JOIN pg_namespace cn ON cn.oid = c.relnamespace
+    WHERE n.nspname = current_schema() AND p.relname = ANY($1::text[]) AND p.relkind = 'p'
+)
+"""
+"""The start of a query over the partitions of the parents `$1` (names, in this schema): a CTE
+`ours` of (parent, child_schema, child, pending detach, upper_bound as text), `$3` being
+`UPPER_BOUND`. Materialised so that a cast of `upper_bound` only ever sees bounds of our tables
+(another schema may range partition on text, whose bounds are no timestamps)."""
+
 
 @asynccontextmanager
 async def session_lock(conn: asyncpg.Connection, key: int) -> AsyncIterator[bool]:

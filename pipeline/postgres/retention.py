@@ -23,6 +23,7 @@ import asyncpg
 
 from pipeline.postgres.connect import quote_ident
 from pipeline.postgres.day_partitions import (
+    OUR_PARTITIONS,
     PARTITIONED_TABLES,
     UPPER_BOUND,
     day_start,
@@ -37,23 +38,13 @@ log = logging.getLogger("tailpipe.partitions")
 
 # Decided on the bounds, not the name, so any partition whose whole range is old goes. The
 # bound is printed in the session's TimeZone and cast back in the same session, so the round
-# trip is exact; MINVALUE/MAXVALUE or DEFAULT bounds do not match and are never dropped. The
-# CTE is materialised so the cast only ever sees bounds of our tables (another schema may range
-# partition on text, whose bounds are no timestamps).
-_OLD_PARTITIONS = """
-WITH ours AS MATERIALIZED (
-    SELECT p.relname::text AS parent, cn.nspname::text AS child_schema,
-           c.relname::text AS child, i.inhdetachpending AS pending,
-           (regexp_match(pg_get_expr(c.relpartbound, c.oid), $3))[1] AS upper_bound
-    FROM pg_inherits i
-    JOIN pg_class p ON p.oid = i.inhparent
-    JOIN pg_class c ON c.oid = i.inhrelid
-    JOIN pg_namespace n ON n.oid = p.relnamespace
-    JOIN pg_namespace cn ON cn.oid = c.relnamespace
-    WHERE n.nspname = current_schema() AND p.relname = ANY($1::text[]) AND p.relkind = 'p'
-)
+# trip is exact; MINVALUE/MAXVALUE or DEFAULT bounds do not match and are never dropped.
+_OLD_PARTITIONS = (
+    OUR_PARTITIONS
+    + """
 SELECT parent, child_schema, child, pending FROM ours WHERE upper_bound::timestamptz <= $2
 """
+)
 
 # A detached table carries no bounds any more: only its name says which day it held.
 _DETACHED = """

@@ -36,6 +36,7 @@ import asyncpg
 
 from pipeline.postgres.connect import quote_ident
 from pipeline.postgres.day_partitions import (
+    OUR_PARTITIONS,
     UPPER_BOUND,
     lock_key,
     refuse_transaction,
@@ -48,28 +49,20 @@ log = logging.getLogger("tailpipe.partitions")
 TABLE = "tail_logs"
 SUFFIX = "_message_trgm"
 
-# Attached partitions of tail_logs whose whole range ended by $1, without a valid index named
-# for them; `index_schema` and `valid` are null when there is no index at all.
-_UNINDEXED = """
-WITH ours AS MATERIALIZED (
-    SELECT cn.nspname::text AS child_schema, c.relname::text AS child,
-           (regexp_match(pg_get_expr(c.relpartbound, c.oid), $3))[1] AS upper_bound
-    FROM pg_inherits i
-    JOIN pg_class p ON p.oid = i.inhparent
-    JOIN pg_class c ON c.oid = i.inhrelid
-    JOIN pg_namespace n ON n.oid = p.relnamespace
-    JOIN pg_namespace cn ON cn.oid = c.relnamespace
-    WHERE n.nspname = current_schema() AND p.relname = $2 AND p.relkind = 'p'
-      AND NOT i.inhdetachpending
-)
+# Attached partitions of tail_logs whose whole range ended by $2, without a valid index named
+# for them; `valid` is null when there is no index at all.
+_UNINDEXED = (
+    OUR_PARTITIONS
+    + """
 SELECT o.child_schema, o.child, x.indisvalid AS valid
 FROM ours o
 LEFT JOIN pg_namespace ins ON ins.nspname = o.child_schema
 LEFT JOIN pg_class ic ON ic.relnamespace = ins.oid AND ic.relname = o.child || $4
 LEFT JOIN pg_index x ON x.indexrelid = ic.oid
-WHERE o.upper_bound::timestamptz <= $1 AND x.indisvalid IS NOT TRUE
+WHERE NOT o.pending AND o.upper_bound::timestamptz <= $2 AND x.indisvalid IS NOT TRUE
 ORDER BY o.child
 """
+)
 
 
 async def index_closed_days(
@@ -84,7 +77,7 @@ async def index_closed_days(
             log.warning("search index of schema %s: another run holds the lock; skipped", schema)
             return []
         async with session_lock_timeout(conn, lock_timeout):
-            rows = await conn.fetch(_UNINDEXED, now, TABLE, UPPER_BOUND, SUFFIX)
+            rows = await conn.fetch(_UNINDEXED, [TABLE], now, UPPER_BOUND, SUFFIX)
             return [
                 row["child"]
                 for row in rows
