@@ -27,6 +27,7 @@ import orjson  # noqa: E402
 
 from bench.child import progress, stop_event  # noqa: E402
 from bench.kafka_read import consumer  # noqa: E402
+from pipeline.formats.trace_items import EVENT_VARIANTS  # noqa: E402
 from pipeline.postgres.connect import connect  # noqa: E402
 from pipeline.postgres.day_partitions import PartitionManager  # noqa: E402
 from pipeline.settings import load  # noqa: E402
@@ -40,18 +41,6 @@ LOG_COLUMNS = (
     "ts", "script", "event_type", "outcome", "level", "message", "data", "exception_name",
     "stack", "topic", "kafka_partition", "kafka_offset", "item", "seq",
 )  # fmt: skip
-# The event's type, by the first of its keys found here (as a trace item tells it).
-_VARIANTS = (
-    ("request", "fetch"),
-    ("cron", "scheduled"),
-    ("scheduledTime", "alarm"),
-    ("queue", "queue"),
-    ("batchSize", "queue"),
-    ("mailFrom", "email"),
-    ("rcptTo", "email"),
-    ("rpcMethod", "rpc"),
-    ("getWebSocketEvent", "websocket"),
-)
 _COLUMNS = frozenset(
     ("scriptName", "event", "eventTimestamp", "logs", "exceptions", "outcome", "truncated",
      "cpuTime", "wallTime")
@@ -81,7 +70,7 @@ def rows(
     extra = {k: v for k, v in item.items() if k not in _COLUMNS}
     kind, method, url, status = "unknown", None, None, None
     if event:
-        kind = next((name for key, name in _VARIANTS if key in event), "unknown")
+        kind = next((name for key, name in EVENT_VARIANTS if key in event), "unknown")
         request = event.get("request")
         if request is not None:
             method, url = request.get("method"), request.get("url")

@@ -43,7 +43,7 @@ ENVELOPE_VERSION = "tailpipe/1"
 
 # (event key, event type), first match wins. `scheduledTime` alone is a Durable Object alarm;
 # with `cron` (looked up first) it is a cron trigger.
-_VARIANTS: tuple[tuple[str, str], ...] = (
+EVENT_VARIANTS: tuple[tuple[str, str], ...] = (
     ("request", "fetch"),
     ("cron", "scheduled"),
     ("scheduledTime", "alarm"),
@@ -55,7 +55,7 @@ _VARIANTS: tuple[tuple[str, str], ...] = (
     ("consumedEvents", "tail"),
     ("getWebSocketEvent", "websocket"),
 )
-_ENVELOPE_VARIANTS = (("request", "fetch"), ("job", "job"), ("log", "log"), *_VARIANTS[1:])
+_ENVELOPE_VARIANTS = (("request", "fetch"), ("job", "job"), ("log", "log"), *EVENT_VARIANTS[1:])
 # Invocation is built positionally, a third cheaper than by keyword on every message. Fields
 # appended to records.py later are harmless; a reordering fails this import, not silently.
 _POSITIONAL = (
@@ -122,7 +122,7 @@ def invocation(item: dict[str, JSON], prefix: str) -> Invocation:
     extra = {key: value for key, value in item.items() if key not in _TYPED}
 
     event_type, method, url, code = _event(
-        get("event"), extra, prefix, _ENVELOPE_VARIANTS if envelope else _VARIANTS
+        get("event"), extra, prefix, _ENVELOPE_VARIANTS if envelope else EVENT_VARIANTS
     )
     outcome = get("outcome")
     if type(outcome) is not str or not outcome or len(outcome) > _SHORT:
