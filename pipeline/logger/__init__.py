@@ -1,4 +1,11 @@
-"""tailpipe's structured logger for Python services.
+"""tailpipe's structured logger for Python services (the guide: docs/logger.md).
+
+    import pipeline.logger as tailpipe
+
+    log = tailpipe.init(service="billing")        # or TAILPIPE_SERVICE, TAILPIPE_KAFKA_BOOTSTRAP...
+    app.add_middleware(tailpipe.TailpipeMiddleware)
+
+Or wired by hand:
 
     from pipeline.logger import KafkaPublisher, TailpipeHandler, TailpipeMiddleware, tailpipe_logger
 
@@ -23,6 +30,8 @@ from pipeline.logger.handler import TailpipeHandler
 from pipeline.logger.job import Job
 from pipeline.logger.middleware import TailpipeMiddleware
 from pipeline.logger.publish import KafkaPublisher, Publisher, StreamPublisher
+from pipeline.logger.setup import get_logger, init, shutdown
+from pipeline.logger.structlog_processor import TailpipeProcessor
 from pipeline.logger.timer import Timer
 from pipeline.logger.trace import ENVELOPE_VERSION, MAX_BYTES, MAX_LINES, Trace
 
@@ -39,7 +48,11 @@ __all__ = [
     "StreamPublisher",
     "TailpipeHandler",
     "TailpipeMiddleware",
+    "TailpipeProcessor",
     "Timer",
     "Trace",
+    "get_logger",
+    "init",
+    "shutdown",
     "tailpipe_logger",
 ]

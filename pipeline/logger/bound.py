@@ -24,6 +24,7 @@ from typing import Any
 
 from pipeline.logger.core import Core, ExcInfo, Processor, deliver
 from pipeline.logger.entry import (
+    LEVEL_ALIASES,
     LEVELS,
     exception_entry,
     log_entry,
@@ -148,6 +149,64 @@ class Logger:
                 message += f" in {_ms(duration_ms)}"
         self.emit(level, message, context=context, record=record)
 
+    def llm_usage(
+        self,
+        model: str,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        *,
+        cache_read: int | None = None,
+        cache_write: int | None = None,
+        usage: object = None,
+        provider: str | None = None,
+        duration_ms: float | None = None,
+        error: bool = False,
+        message: str | None = None,
+        level: str | None = None,
+        **context: Any,
+    ) -> None:
+        """One LLM call's tokens, counted and priced by the pipeline (`api_usage_daily`).
+
+        Either the counts, in OpenTelemetry's GenAI sense: `input_tokens` counts every input
+        token, cached ones included, and `cache_read`/`cache_write` say how many of them were
+        read from or written to a prompt cache. (Anthropic's `usage.input_tokens` leaves the
+        cache out: add `cache_read_input_tokens` and `cache_creation_input_tokens` to it, or
+        pass the object as `usage`.) They are sent as the `gen_ai.*` attributes.
+
+        Or `usage`: the usage object an SDK returned (Anthropic, OpenAI, Gemini, Workers AI;
+        a dict, or an object with `model_dump()`), read by the pipeline in its own shape.
+
+        The level is `info`, `error` when `error` is true, unless given."""
+        fields: dict[str, Any]
+        if usage is not None or (input_tokens is None and output_tokens is None):
+            # tailpipe's own form: the SDK's object as it is, or a call without counts
+            fields = {"event": "llm_usage", "model": model}
+            if usage is not None:
+                fields["usage"] = _plain(usage)
+            if provider is not None:
+                fields["provider"] = provider
+        else:
+            fields = {"gen_ai.request.model": model}
+            for key, value in (
+                ("gen_ai.usage.input_tokens", input_tokens),
+                ("gen_ai.usage.output_tokens", output_tokens),
+                ("gen_ai.usage.cache_read.input_tokens", cache_read),
+                ("gen_ai.usage.cache_creation.input_tokens", cache_write),
+            ):
+                if value is not None:
+                    fields[key] = value
+            if provider is not None:
+                fields["gen_ai.provider.name"] = provider
+        if duration_ms is not None:
+            fields["duration_ms"] = duration_ms
+        if error:
+            fields["error"] = True
+        if message is None:
+            message = f"llm {model}"
+            if input_tokens is not None or output_tokens is not None:
+                message += f": {input_tokens} in, {output_tokens} out"
+        self.emit(level or ("error" if error else "info"), message, context={**context, **fields})
+
     def scan(
         self,
         repo: str,
@@ -197,7 +256,7 @@ class Logger:
         core = self._core
         levelno = LEVELS.get(level)
         if levelno is None:
-            level = "warn" if level == "warning" else "log"
+            level = LEVEL_ALIASES.get(level, "log")
             levelno = LEVELS[level]
         if levelno < core.level:
             return
@@ -232,6 +291,17 @@ def _ms(duration: object) -> str:
     return f"{duration:.0f}ms" if isinstance(duration, int | float) else f"{duration}ms"
 
 
+def _plain(usage: object) -> object:
+    """An SDK's usage object as JSON-able data: pydantic models (Anthropic's and OpenAI's SDKs)
+    through `model_dump`, other objects through their attributes."""
+    if isinstance(usage, dict):
+        return usage
+    dump = getattr(usage, "model_dump", None)
+    if callable(dump):
+        return dump()
+    return dict(getattr(usage, "__dict__", {}))
+
+
 def _status_level(status: object) -> str:
     if type(status) is not int or 100 <= status < 400:
         return "info"
@@ -244,22 +314,30 @@ def tailpipe_logger(
     service: str,
     *,
     publisher: Publisher | None = None,
-    level: str = "debug",
+    level: str = "info",
     processors: Iterable[Processor] = (),
     max_lines: int = MAX_LINES,
     max_bytes: int = MAX_BYTES,
+    release: str | None = None,
+    environment: str | None = None,
 ) -> Logger:
     """A logger for `service` (the trace items' `scriptName`), publishing JSON lines to stdout
     unless given a `publisher` (e.g. a started `KafkaPublisher`). Records below `level` are
-    skipped before any work. `max_lines`/`max_bytes` cap each request's or job's logs."""
-    if level not in LEVELS and level != "warning":
+    skipped before any work: `info` by default, so debug lines and timers stay home.
+    `max_lines`/`max_bytes` cap each request's or job's logs. `release` and `environment` go
+    on every trace item (see `core.Core.fields`). `setup.init` builds one from the
+    environment."""
+    level = LEVEL_ALIASES.get(level, level)
+    if level not in LEVELS:
         raise ValueError(f"level: expected one of {', '.join(LEVELS)}, got {level!r}")
     core = Core(
         service,
         publisher if publisher is not None else StreamPublisher(),
-        LEVELS.get(level, 30),
+        LEVELS[level],
         tuple(processors),
         max_lines,
         max_bytes,
+        release,
+        environment,
     )
     return Logger(core)

@@ -35,8 +35,20 @@ class Core:
         processors: tuple[Processor, ...],
         max_lines: int,
         max_bytes: int,
+        release: str | None = None,
+        environment: str | None = None,
     ) -> None:
         self.service = service
+        self.release = release
+        self.environment = environment
+        self.fields: dict[str, Any] = {}
+        """Top-level envelope fields every trace item of this logger carries: the release as
+        `scriptVersion.tag`, the environment as the script tag `environment:<name>`. The
+        decoder stores them in `script_version` and `script_tags`, as it does a Worker's."""
+        if release is not None:
+            self.fields["scriptVersion"] = {"tag": release}
+        if environment is not None:
+            self.fields["scriptTags"] = [f"environment:{environment}"]
         self.publisher = publisher
         self.level = level
         self.processors = processors
@@ -91,5 +103,12 @@ def deliver(
             return
     pair = (exc, exception) if exception is not None else None
     core.publish(
-        standalone(core.service, entry, pair, max_lines=core.max_lines, max_bytes=core.max_bytes)
+        standalone(
+            core.service,
+            entry,
+            pair,
+            max_lines=core.max_lines,
+            max_bytes=core.max_bytes,
+            fields=core.fields,
+        )
     )

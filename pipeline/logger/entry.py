@@ -19,6 +19,8 @@ Entry = dict[str, Any]
 
 LEVELS: dict[str, int] = {"debug": 10, "info": 20, "log": 20, "warn": 30, "error": 40}
 """The envelope's level names and their stdlib `logging` numbers (`log` is console.log: info)."""
+LEVEL_ALIASES: dict[str, str] = {"warning": "warn", "critical": "error", "fatal": "error"}
+"""Names a Python developer types for the envelope's levels."""
 
 MAX_EXCEPTION_MESSAGE = 8 * 1024
 MAX_STACK = 16 * 1024

@@ -38,7 +38,7 @@ def finish(logger: Emitter, trace: Trace, exc: BaseException | None) -> None:
     try:
         if exc is not None and not isinstance(exc, asyncio.CancelledError):
             trace.add_exception(exc, exception_entry(exc, core.redactions), force=True)
-        core.publish(trace.finish(outcome_of(exc)))
+        core.publish(trace.finish(outcome_of(exc), fields=core.fields))
     except Exception as error:
         core.failed(error)
 

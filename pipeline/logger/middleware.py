@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from pipeline.logger.bound import Logger
 from pipeline.logger.job import finish
+from pipeline.logger.setup import get_logger
 from pipeline.logger.trace import CURRENT, Trace
 from pipeline.transform.redact.engine import redact_headers, redact_url
 
@@ -27,9 +28,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class TailpipeMiddleware:
-    def __init__(self, app: ASGIApp, logger: Logger) -> None:
+    def __init__(self, app: ASGIApp, logger: Logger | None = None) -> None:
         self.app = app
-        self.logger = logger
+        self._logger = logger
+
+    @property
+    def logger(self) -> Logger:
+        """The logger given, else the one `init` made, looked up per request: a framework
+        builds its middleware before the lifespan that calls `init` has run."""
+        return self._logger if self._logger is not None else get_logger()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":

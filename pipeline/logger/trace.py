@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -121,8 +122,11 @@ class Trace:
             self._size += len(data)
             return True
 
-    def finish(self, outcome: str, *, wall_ms: int | None = None) -> bytes:
-        """Close the trace and encode it; later entries are refused (`add_*` return False)."""
+    def finish(
+        self, outcome: str, *, wall_ms: int | None = None, fields: Mapping[str, Any] | None = None
+    ) -> bytes:
+        """Close the trace and encode it; later entries are refused (`add_*` return False).
+        `fields` are more top-level fields (the logger's release and environment)."""
         with self._lock:
             self.closed = True
             if wall_ms is None:
@@ -137,6 +141,8 @@ class Trace:
                 "wallTime": wall_ms,
                 "truncated": self.truncated,
             }
+            if fields:
+                head.update(fields)
             # `{...head...,"logs":[...],"exceptions":[...]}`: the entries are already JSON.
             return b"".join(
                 (
@@ -157,6 +163,7 @@ def standalone(
     *,
     max_lines: int = MAX_LINES,
     max_bytes: int = MAX_BYTES,
+    fields: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The envelope of a record emitted outside any request or job: event `{"log": {}}`."""
     timestamp = entry["timestamp"] if entry is not None else None
@@ -167,4 +174,4 @@ def standalone(
         trace.add_log(entry)
     if exception is not None:
         trace.add_exception(exception[0], exception[1])
-    return trace.finish("ok", wall_ms=0)
+    return trace.finish("ok", wall_ms=0, fields=fields)

@@ -26,6 +26,8 @@ TOP = {
     "logs",
     "exceptions",
 }
+OPTIONAL = {"scriptVersion", "scriptTags"}
+"""Only when the logger has a release or an environment."""
 NUMBER = (int, float)
 # Typed fields may be null: the logger nulls a wrong-typed argument
 # (see pipeline.logger.typed_records).
@@ -57,7 +59,12 @@ def _ms(value: Any, where: str) -> None:
 def validate(item: Any) -> dict[str, Any]:
     """Assert that `item` is a well-formed envelope as the logger writes it; return it."""
     assert type(item) is dict, "an object"
-    assert set(item) == TOP, f"top-level keys {sorted(set(item) ^ TOP)}"
+    assert TOP <= set(item) <= TOP | OPTIONAL, f"top-level keys {sorted(set(item) ^ TOP)}"
+    if "scriptVersion" in item:  # the release (`init`)
+        assert set(item["scriptVersion"]) == {"tag"}
+        assert type(item["scriptVersion"]["tag"]) is str
+    if "scriptTags" in item:  # the environment (`init`)
+        assert [tag.startswith("environment:") for tag in item["scriptTags"]] == [True]
     assert item["envelope"] == "tailpipe/1"
     assert type(item["scriptName"]) is str
     assert item["scriptName"]
@@ -180,7 +187,9 @@ class Captured:
 
 
 def captured_logger(service: str = "billing", **options: Any) -> tuple[Logger, Captured]:
+    """A logger into a `Captured`; at level debug unless told, so every record kind shows."""
     captured = Captured()
+    options.setdefault("level", "debug")
     return tailpipe_logger(service, publisher=captured, **options), captured
 
 
@@ -245,7 +254,7 @@ def test_every_record_kind_validates_and_the_pipeline_decodes_it() -> None:
 
 def test_stream_publisher_writes_one_json_line_per_item() -> None:
     stream = io.StringIO()
-    log = tailpipe_logger("billing", publisher=StreamPublisher(stream))
+    log = tailpipe_logger("billing", publisher=StreamPublisher(stream), level="debug")
     emit_everything(log)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 12

@@ -29,6 +29,13 @@ all leave the response object in `LogLine.data` (see `pipeline/formats/console.p
 - `provider` (else inferred from the model), `duration_ms`, and `error` (or level `error`) for
   a failed call.
 
+OpenTelemetry's GenAI attributes, as flat keys (what `Logger.llm_usage` sends, and what an
+OTel-instrumented service logs): `gen_ai.response.model`, else `gen_ai.request.model`;
+`gen_ai.usage.input_tokens` (with the cached tokens, as the conventions define it),
+`gen_ai.usage.cache_read.input_tokens` and `gen_ai.usage.cache_creation.input_tokens` (both
+taken out of the input), `gen_ai.usage.output_tokens`; `gen_ai.provider.name` (or the older
+`gen_ai.system`) for the provider, else it is inferred from the model.
+
 tailpipe's own form, `{"event": "llm_usage", "model": .., "usage": {..}}`, is one of these
 shapes; with that event a call is counted even without token counts. Any other object needs a
 token count that one of the shapes reads, so that an unrelated object with a `model` key is not
@@ -46,7 +53,19 @@ Counts = tuple[int | None, int | None, int | None, int | None, int | None]
 """(uncached input, output, cache reads, cache writes, one-hour cache writes)."""
 
 _UNREADABLE: Counts = (None, None, None, None, None)
-USAGE_KEYS = frozenset(("usage", "usageMetadata", "input_tokens", "prompt_tokens", "event"))
+GEN_AI_INPUT = "gen_ai.usage.input_tokens"
+GEN_AI_OUTPUT = "gen_ai.usage.output_tokens"
+USAGE_KEYS = frozenset(
+    (
+        "usage",
+        "usageMetadata",
+        "input_tokens",
+        "prompt_tokens",
+        "event",
+        GEN_AI_INPUT,
+        GEN_AI_OUTPUT,
+    )
+)
 """A data object without any of these keys holds no usage: one set test rejects it."""
 
 _count = values.count
@@ -57,6 +76,8 @@ def llm_usage_data(line: LogLine, ts_ms: int | None) -> ApiCall | None:
     data = line.data
     if data is None or USAGE_KEYS.isdisjoint(data):
         return None
+    if GEN_AI_INPUT in data or GEN_AI_OUTPUT in data:
+        return _gen_ai(line, data, ts_ms)
     get = data.get
     model = get("model")
     model = values.name(model) if model is not None else values.name(get("modelVersion"))
@@ -90,6 +111,54 @@ def llm_usage_data(line: LogLine, ts_ms: int | None) -> ApiCall | None:
         counts[2],
         counts[3],
         counts[4],
+    )
+
+
+_GEN_AI_PROVIDERS = {
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+    "gcp.gen_ai": "google",
+    "azure.ai.openai": "openai",
+    "az.ai.openai": "openai",
+    "aws.bedrock": None,  # the model's own provider: bedrock serves several
+}
+"""OpenTelemetry's provider names that are not the ones tailpipe stores (`api_calls`)."""
+
+
+def _gen_ai(line: LogLine, data: dict[str, JSON], ts_ms: int | None) -> ApiCall | None:
+    """A call described by OpenTelemetry GenAI attributes (see the module)."""
+    get = data.get
+    model = values.name(get("gen_ai.response.model")) or values.name(get("gen_ai.request.model"))
+    if model is None:
+        return None
+    raw = get("gen_ai.provider.name")
+    provider = values.name(raw if raw is not None else get("gen_ai.system"))
+    if provider is not None and provider in _GEN_AI_PROVIDERS:
+        provider = _GEN_AI_PROVIDERS[provider]
+    total_in = _count(get(GEN_AI_INPUT))
+    tokens_out = _count(get(GEN_AI_OUTPUT))
+    cache_read = _count(get("gen_ai.usage.cache_read.input_tokens"))
+    cache_write = _count(get("gen_ai.usage.cache_creation.input_tokens"))
+    tokens_in = total_in
+    if total_in is not None and (cache_read or cache_write):
+        tokens_in = total_in - (cache_read or 0) - (cache_write or 0)
+        if tokens_in < 0:  # counts that contradict each other: counted, unpriced
+            tokens_in = tokens_out = cache_read = cache_write = None
+    duration = get("duration_ms")
+    return api_call(
+        provider,
+        None,
+        model,
+        None,
+        values.duration(duration) if duration is not None else None,
+        tokens_in,
+        tokens_out,
+        None,
+        line.level == "error" or bool(get("error")),
+        ts_ms,
+        cache_read,
+        cache_write,
+        None,
     )
 
 
