@@ -3,8 +3,9 @@ calls end up in the same traces as the structured logger's.
 
 Levels map to the envelope's (`WARNING` -> `warn`, `CRITICAL` -> `error`); `exc_info` becomes an
 exception entry; fields passed with `extra=` become context, with the logger's name under
-`logger`. Records of aiokafka (which the Kafka publisher itself causes) are skipped, and so is a
-record emitted while this handler is already handling one in the same thread: neither may feed
+`logger`. Records of aiokafka (which the Kafka publisher itself causes) and of `tailpipe.logger`
+(the publisher's own warnings: Kafka unreachable, records dropped) are skipped, and so is a
+record emitted while this handler is already handling one in the same thread: none may feed
 back into the publisher.
 """
 
@@ -27,7 +28,7 @@ class TailpipeHandler(logging.Handler):
         logger: Logger,
         level: int = logging.NOTSET,
         *,
-        ignore: tuple[str, ...] = ("aiokafka", "kafka"),
+        ignore: tuple[str, ...] = ("aiokafka", "kafka", "tailpipe.logger"),
     ) -> None:
         super().__init__(level)
         self.logger = logger

@@ -4,25 +4,36 @@ A publisher is anything with `publish(value: bytes, key: bytes | None) -> None` 
 raises and never blocks for long: the host application calls it on its own threads and event
 loop. `StreamPublisher` writes one JSON line per item (stdout by default, for a log shipper or a
 container runtime to pick up). `KafkaPublisher` hands items to a bounded buffer that a background
-task drains into an idempotent aiokafka producer; when the buffer is full it drops and counts,
-or, if asked to, makes the publishing thread wait.
+task drains into an idempotent aiokafka producer.
+
+Kafka being down never stops the host service, as with the OpenTelemetry and Sentry SDKs: the
+publisher's `start` returns at once and connects in the background, retrying with the shared
+capped, jittered backoff (`pipeline.backoff`); meanwhile records wait in the buffer, and when it
+is full the oldest are dropped (and counted) so that what arrives after the outage is the most
+recent. What is logged about it goes to the stdlib logger `tailpipe.logger` (which a
+`TailpipeHandler` skips, so it cannot feed back into the publisher), once per outage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import threading
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from pipeline.errors import DependencyError
+from pipeline.backoff import Backoff
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
+
+log = logging.getLogger("tailpipe.logger")
 
 
 class Publisher(Protocol):
@@ -59,20 +70,44 @@ class StreamPublisher:
 _BATCH = 512
 """Items taken from the buffer per lock acquisition by the sender."""
 
+RETRY = Backoff(base_s=0.5, cap_s=30.0)
+"""Between connection attempts: a dead Kafka is asked at most every 30 s, a blip is retried
+within a second."""
+
+Record = tuple[bytes, bytes | None]
+
 
 class KafkaPublisher:
     """Trace items to a Kafka topic through an idempotent producer (acks=all, linger batching).
 
-    `publish` may be called from any thread, before `start` too (items wait in the buffer). The
-    buffer holds `max_queue` items; beyond that an item is dropped and counted in `dropped`,
-    unless `block=True`, which makes a publishing thread wait for room instead. The event loop's
-    own thread never waits (it is the thread that would make room): there, and before `start`,
-    blocking mode lets the buffer grow past `max_queue` rather than lose the item. Delivered
-    items count in `published`, those Kafka refused or that timed out in `failed`.
+    `publish` may be called from any thread and never raises. Items wait in a buffer of
+    `max_queue`; when it is full the OLDEST item is dropped to make room (counted in `dropped`,
+    one warning per episode: from the first drop until the buffer has been emptied again), so
+    after an outage Kafka gets the latest `max_queue` items. `block=True` makes a thread other
+    than the event loop's wait for room instead, but only while Kafka is connected (the sender is
+    draining, so the wait is short); before `start`, during an outage and on the loop's own
+    thread nothing waits and the oldest item is dropped, except that the loop's thread, while
+    connected, lets the buffer grow past `max_queue` (the sender drains it at the next await).
+    A Kafka outage therefore never stalls the application's threads, in either mode.
 
-    `start` raises `DependencyError` when Kafka cannot be reached; `flush` waits until every item
-    published so far is acknowledged; `close` flushes (for at most `grace` seconds), then
-    drops and counts what is left. `async with` does start and close.
+    `start` returns at once: it starts a background task that connects, retrying with `backoff`
+    (full jitter, capped) while Kafka is unreachable, and then sends. A record published before
+    `start` waits in the buffer; the first one logs a warning that `start` has not been called,
+    so that a publisher nobody started does not lose records silently. If Kafka goes away after
+    connecting, the sender stops taking items from the buffer and reconnects the same way: items
+    the producer never accepted go back to the head of the buffer (so they are sent once, after
+    the outage); items it had accepted are retried by the idempotent producer (no duplicates)
+    until they time out (`connect_timeout`), and then count in `failed`: at most the batches in
+    flight when the outage began.
+
+    `connected` says whether a producer is up; `last_error` is the latest failure. Counters:
+    `published` (acknowledged), `failed` (refused or timed out), `dropped` (never sent: evicted
+    from a full buffer, published after `close`, or still buffered when `close` gave up),
+    `queued` (waiting in the buffer now). `flush` waits until every item published before it is
+    settled (acknowledged, failed or dropped): during an outage that is until Kafka returns,
+    so bound it with `asyncio.timeout`. `close(grace)` flushes for at most `grace` seconds, then
+    drops and counts what is left and stops the producer (whose own in-flight batches may take
+    up to `connect_timeout` more). `async with` does start and close.
     """
 
     def __init__(
@@ -84,24 +119,36 @@ class KafkaPublisher:
         block: bool = False,
         linger_ms: int = 20,
         producer_options: Mapping[str, Any] | None = None,
+        backoff: Backoff = RETRY,
     ) -> None:
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         self.topic = topic or settings.topic
         self.max_queue = max_queue
         self.block = block
+        self.backoff = backoff
         self._settings = settings
         self._linger_ms = linger_ms
         self._producer_options = dict(producer_options or {})
-        self._buffer: deque[tuple[bytes, bytes | None]] = deque()
+        self._buffer: deque[Record] = deque()
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wakeup = asyncio.Event()
         self._wakeup_scheduled = False
-        self._drained = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
         self._sender: asyncio.Task[None] | None = None
         self._producer: Any = None
+        self._fault: BaseException | None = None
+        self._connected = False
         self._closed = False
+        self._accepted = 0  # items ever put in the buffer; each ends published, failed or evicted
+        self._evicted = 0
+        self._warned_unstarted = False
+        self._warned_drop = False
+        self._outage_since: float | None = None
+        self._dropped_before_outage = 0
         self.dropped = 0
         self.published = 0
         self.failed = 0
@@ -111,44 +158,161 @@ class KafkaPublisher:
     def queued(self) -> int:
         return len(self._buffer)
 
+    @property
+    def connected(self) -> bool:
+        """A producer is up and the sender is draining the buffer into it."""
+        return self._connected
+
+    # --- the application's side: any thread --------------------------------------------------
+
     def publish(self, value: bytes, key: bytes | None = None) -> None:
+        warning: str | None = None
         try:
             with self._lock:
                 if self._closed:
                     self.dropped += 1
                     return
+                if self._loop is None and not self._warned_unstarted:
+                    self._warned_unstarted = True
+                    warning = (
+                        f"KafkaPublisher for topic {self.topic} got a record before start(): "
+                        f"records wait in its buffer, the oldest dropped beyond "
+                        f"{self.max_queue}, until start() is awaited on the running event loop"
+                    )
                 if len(self._buffer) >= self.max_queue:
-                    if not self.block:
-                        self.dropped += 1
-                        return
-                    if self._loop is not None and threading.get_ident() != self._loop_thread:
-                        self._room.wait_for(
-                            lambda: len(self._buffer) < self.max_queue or self._closed
-                        )
+                    if self._may_wait():
+                        self._room.wait_for(self._has_room)
                         if self._closed:
                             self.dropped += 1
                             return
+                    if len(self._buffer) >= self.max_queue and not self._may_grow():
+                        self._buffer.popleft()
+                        self._evict(1)
+                        warning = warning or self._drop_warning()
                 self._buffer.append((value, key))
+                self._accepted += 1
             self._wake()
         except Exception as exc:
             self.dropped += 1
             self.last_error = repr(exc)
+        if warning is not None:  # outside the lock: a handler may publish in turn
+            log.warning(warning)
+
+    # Blocking mode waits (or grows the buffer) only while Kafka is not known to be down: up,
+    # or being connected to for the first time since `start` or since it came back.
+
+    def _may_wait(self) -> bool:
+        return (
+            self.block
+            and self._loop is not None
+            and self._outage_since is None
+            and threading.get_ident() != self._loop_thread
+        )
+
+    def _may_grow(self) -> bool:
+        return (
+            self.block
+            and self._loop is not None
+            and self._outage_since is None
+            and threading.get_ident() == self._loop_thread
+        )
+
+    def _has_room(self) -> bool:
+        return len(self._buffer) < self.max_queue or self._closed or self._outage_since is not None
+
+    def _evict(self, n: int) -> None:
+        """Count `n` items taken out of the buffer unsent (under the lock)."""
+        self.dropped += n
+        self._evicted += n
+
+    def _drop_warning(self) -> str | None:
+        """The warning for the first drop of an episode (under the lock), None after it."""
+        if self._warned_drop:
+            return None
+        self._warned_drop = True
+        if self._loop is None:
+            why = "start() has not been called"
+        elif self._outage_since is not None:
+            why = f"Kafka at {self._settings.kafka_bootstrap} is unreachable"
+        elif not self._connected:
+            why = "Kafka is not connected yet"
+        else:
+            why = "records come faster than Kafka takes them"
+        return (
+            f"KafkaPublisher buffer full ({self.max_queue} records) because {why}: dropping the "
+            f"oldest records (counted in .dropped) until it drains"
+        )
 
     def _wake(self) -> None:
         loop = self._loop
         if loop is None:
-            return  # not started: `start` drains what is waiting
+            return  # not started: the sender drains what is waiting once it connects
         if threading.get_ident() == self._loop_thread:
-            self._wakeup.set()
+            self._signal()
         elif not self._wakeup_scheduled:
-            # One cross-thread wake-up per drain, not per item: each costs a self-pipe write.
+            # One cross-thread wake-up per loop turn, not per item: each costs a self-pipe write.
             self._wakeup_scheduled = True
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
-                loop.call_soon_threadsafe(self._wakeup.set)
+                loop.call_soon_threadsafe(self._signal)
+
+    def _signal(self) -> None:
+        """On the loop: new items for the sender, and maybe evictions a `flush` waits for."""
+        self._wakeup_scheduled = False
+        self._wakeup.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake the `flush` calls waiting (on the loop) for items to settle."""
+        if not self._waiters:
+            return
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # --- the event loop's side ---------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._producer is not None or self._closed:
+        """Start connecting and sending in the background; returns at once, Kafka up or not."""
+        if self._sender is not None or self._closed:
             return
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._sender = asyncio.create_task(self._run(), name="tailpipe-log-publisher")
+
+    async def _run(self) -> None:
+        """Connect, send until Kafka goes away, reconnect: until `close` cancels it."""
+        attempt = 0
+        while True:
+            producer = self._new_producer()
+            try:
+                await producer.start()
+            except BaseException as exc:
+                await _stop(producer)  # its connections, even when `close` cancelled the start
+                if not isinstance(exc, Exception):
+                    raise
+                attempt += 1
+                self._down(exc, attempt)
+                await asyncio.sleep(self.backoff.delay(attempt))
+                continue
+            attempt = 0
+            self._up(producer)
+            fault: BaseException | None = None
+            try:
+                fault = await self._drain(producer)
+            except Exception as exc:  # a bug must not end the sender: reconnect instead
+                fault = exc
+            finally:
+                with self._lock:
+                    self._connected = False
+                    self._producer = None
+                if fault is not None:
+                    attempt = 1
+                    self._down(fault, attempt)  # before the stop, which may take a while
+                await _stop(producer)
+            await asyncio.sleep(self.backoff.delay(attempt))
+
+    def _new_producer(self) -> Any:
         from aiokafka import AIOKafkaProducer
 
         from pipeline.kafka.clients import client_options
@@ -161,68 +325,126 @@ class KafkaPublisher:
             "max_batch_size": 256 * 1024,
             **self._producer_options,
         }
-        producer = AIOKafkaProducer(**options)
-        try:
-            await producer.start()
-        except Exception as exc:
-            await producer.stop()
-            raise DependencyError(
-                f"Kafka at {self._settings.kafka_bootstrap} did not answer: "
-                f"{exc or type(exc).__name__}"
-            ) from exc
-        self._producer = producer
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._sender = asyncio.create_task(self._send(), name="tailpipe-log-publisher")
+        return AIOKafkaProducer(**options)
+
+    def _up(self, producer: Any) -> None:
+        with self._lock:
+            self._producer = producer
+            self._fault = None
+            self._connected = True
+            since, self._outage_since = self._outage_since, None
+        if since is not None:
+            log.warning(
+                "Kafka at %s reachable again after %.1f s; %d records dropped meanwhile",
+                self._settings.kafka_bootstrap,
+                time.monotonic() - since,
+                self.dropped - self._dropped_before_outage,
+            )
         self._wakeup.set()
 
-    async def _send(self) -> None:
-        producer = self._producer
+    def _down(self, exc: BaseException, attempt: int) -> None:
+        self.last_error = repr(exc)
+        if self._outage_since is None:
+            with self._lock:
+                self._outage_since = time.monotonic()
+                self._dropped_before_outage = self.dropped
+                self._room.notify_all()  # blocked threads stop waiting: drop the oldest instead
+            log.warning(
+                "Kafka at %s unreachable (%s); buffering up to %d records and retrying in "
+                "the background",
+                self._settings.kafka_bootstrap,
+                f"{exc}" or type(exc).__name__,
+                self.max_queue,
+            )
+        else:
+            log.debug("Kafka still unreachable, attempt %d: %r", attempt, exc)
+
+    async def _drain(self, producer: Any) -> BaseException:
+        """Send what the buffer holds until a failure says Kafka is gone; returns it."""
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            self._wakeup_scheduled = False
-            while True:
+            while self._fault is None:
                 with self._lock:
                     if not self._buffer:
+                        self._warned_drop = False  # the episode is over
                         break
                     take = min(len(self._buffer), _BATCH)
                     batch = [self._buffer.popleft() for _ in range(take)]
                     self._room.notify_all()
-                for value, key in batch:
+                for i, (value, key) in enumerate(batch):
+                    if self._fault is not None:  # a delivery failed meanwhile: Kafka is gone
+                        self._put_back(batch[i:])
+                        return self._fault
                     try:
-                        # Returns once the message is in the producer's batch; delivery is
+                        # Returns once the item is in the producer's batch; delivery is
                         # reported to the callback, so batches fill while others are in flight.
                         future = await producer.send(self.topic, value, key=key)
                     except asyncio.CancelledError:
+                        self._put_back(batch[i:])  # `close` counts them
                         raise
                     except Exception as exc:
+                        if _transient(exc):
+                            self._put_back(batch[i:])  # never accepted: no duplicate later
+                            return exc
                         self.failed += 1
                         self.last_error = repr(exc)
+                        self._notify()
                         continue
-                    future.add_done_callback(self._delivered)
-            self._drained.set()
+                    future.add_done_callback(partial(self._delivered, producer))
+            if self._fault is not None:
+                return self._fault
 
-    def _delivered(self, future: asyncio.Future[Any]) -> None:
+    def _put_back(self, records: Iterable[Record]) -> None:
+        """Items the producer did not accept, back at the head of the buffer, which keeps its
+        bound: what overflows is the oldest, these."""
+        warning = None
+        with self._lock:
+            self._buffer.extendleft(reversed(list(records)))
+            excess = len(self._buffer) - self.max_queue
+            if excess > 0:
+                for _ in range(excess):
+                    self._buffer.popleft()
+                self._evict(excess)
+                warning = self._drop_warning()
+        if warning is not None:
+            log.warning(warning)
+        self._notify()
+
+    def _delivered(self, producer: Any, future: asyncio.Future[Any]) -> None:
         if future.cancelled():
             self.failed += 1
-        elif future.exception() is not None:
+        elif (exc := future.exception()) is not None:
             self.failed += 1
-            self.last_error = repr(future.exception())
+            self.last_error = repr(exc)
+            if _transient(exc) and producer is self._producer and self._fault is None:
+                self._fault = exc  # Kafka went away: stop draining, reconnect
+                self._wakeup.set()
         else:
             self.published += 1
+        self._notify()
+
+    def _settled(self) -> int:
+        return self.published + self.failed + self._evicted
 
     async def flush(self) -> None:
-        """Wait until everything published before this call is acknowledged (or failed)."""
+        """Wait until everything published before this call is settled: acknowledged, failed
+        or dropped. While Kafka is unreachable that is until it returns (or until enough newer
+        items evicted the older ones): bound it with `asyncio.timeout`. Returns at once before
+        `start` or after `close`, when nothing drains the buffer."""
         if self._sender is None or self._sender.done():
             return
-        self._drained.clear()
+        target = self._accepted
         self._wakeup.set()
-        await self._drained.wait()
-        await self._producer.flush()
-        await asyncio.sleep(0)  # let the delivery callbacks run
+        loop = asyncio.get_running_loop()
+        while self._settled() < target and not self._sender.done():
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
 
     async def close(self, grace: float = 10.0) -> None:
+        """Flush for at most `grace` seconds, then drop (and count) what is still buffered and
+        stop the producer. Later `publish` calls drop and count."""
         if self._closed:
             return
         try:
@@ -232,15 +454,15 @@ class KafkaPublisher:
             pass
         with self._lock:
             self._closed = True
-            self.dropped += len(self._buffer)
-            self._buffer.clear()
             self._room.notify_all()
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
-        if self._producer is not None:
-            await self._producer.stop()
+        with self._lock:
+            self._evict(len(self._buffer))
+            self._buffer.clear()
+        self._notify()
 
     async def __aenter__(self) -> KafkaPublisher:
         await self.start()
@@ -253,3 +475,18 @@ class KafkaPublisher:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure that says Kafka is unreachable (or busy) rather than that the item is bad."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+
+    if isinstance(exc, KafkaTimeoutError | KafkaConnectionError | OSError):
+        return True
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
+
+
+async def _stop(producer: Any) -> None:
+    """Stop a producer whatever state it is in; a failure to stop is not worth raising."""
+    with contextlib.suppress(Exception):
+        await producer.stop()

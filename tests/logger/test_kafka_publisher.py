@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.errors import DependencyError
+from pipeline.backoff import Backoff
 from pipeline.formats.decode import decode
 from pipeline.formats.identity import value_key
 from pipeline.kafka import clients
@@ -20,6 +20,7 @@ from pipeline.logger import KafkaPublisher, tailpipe_logger
 from pipeline.settings import Settings
 from tests.conftest import free_port
 from tests.logger.test_envelope import validate
+from tests.logger.test_publisher_outage import until
 
 
 async def read_back(settings: Settings, n: int) -> list[tuple[bytes | None, bytes]]:
@@ -64,13 +65,21 @@ async def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
     assert publisher.dropped == 6
 
 
-async def test_start_against_no_broker_raises_dependency_error() -> None:
+async def test_start_against_no_broker_returns_and_keeps_retrying() -> None:
+    """A service's lifespan awaits `start`: Kafka being down must not stop it from booting
+    (tests/logger/test_publisher_outage*.py say what happens to the records meanwhile)."""
     settings = replace(Settings(), kafka_bootstrap=f"127.0.0.1:{free_port()}", connect_timeout=1)
-    publisher = KafkaPublisher(settings)
-    with pytest.raises(DependencyError, match="did not answer"):
-        await publisher.start()
-    publisher.publish(b"{}")  # still never raises
-    await publisher.close()
+    publisher = KafkaPublisher(settings, backoff=Backoff(0.05, 0.2))
+    async with asyncio.timeout(5):
+        await publisher.start()  # no DependencyError: it connects in the background
+    try:
+        publisher.publish(b"{}")  # still never raises
+        await until(lambda: publisher.last_error is not None, 30, "a failed connection attempt")
+        assert not publisher.connected
+        assert publisher.queued == 1
+    finally:
+        await publisher.close(grace=0.1)
+    assert publisher.dropped == 1
 
 
 # --- against the local stack --------------------------------------------------------------
