@@ -47,12 +47,8 @@ print("done")
 
 
 def _run(argv: list[str], env: dict[str, str], cwd: Path) -> str:
-    done = subprocess.run(
-        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, (
-        f"{argv}: exit {done.returncode}\n{done.stdout}{done.stderr}"
-    )
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{argv}: exit {done.returncode}\n{done.stdout}{done.stderr}"
     return done.stdout
 
 
@@ -74,9 +70,7 @@ async def test_a_logging_only_install_has_no_server_dependency_and_logs_to_kafka
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     assert not [
-        name
-        for name in names
-        if not name.endswith((".py", ".toml", "RECORD", "METADATA", "WHEEL"))
+        name for name in names if not name.endswith((".py", ".toml", "RECORD", "METADATA", "WHEEL"))
     ], names
     assert "pipeline/logger/setup.py" in names
     venv = tmp_path / "venv"
@@ -89,7 +83,7 @@ async def test_a_logging_only_install_has_no_server_dependency_and_logs_to_kafka
     )
     _run([python, "-m", "pip", "check"], env, tmp_path)
 
-    probe = f"import importlib.util\nprint([m for m in {SERVER_ONLY!r} if importlib.util.find_spec(m)])"
+    probe = f"import importlib.util as u\nprint([m for m in {SERVER_ONLY!r} if u.find_spec(m)])"
     found = _run([python, "-c", probe], env, tmp_path)
     assert found.strip() == "[]", f"server dependencies in the light install: {found}"
 
@@ -104,9 +98,7 @@ async def test_a_logging_only_install_has_no_server_dependency_and_logs_to_kafka
         "TAILPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "TAILPIPE_TOPIC": settings.topic,
     }
-    where = _run(
-        [python, "-c", "import pipeline; print(pipeline.__file__)"], run_env, tmp_path
-    )
+    where = _run([python, "-c", "import pipeline; print(pipeline.__file__)"], run_env, tmp_path)
     assert where.startswith(str(venv)), where
     assert _run([python, str(service)], run_env, tmp_path).strip().endswith("done")
 

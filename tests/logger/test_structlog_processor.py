@@ -26,7 +26,7 @@ def captured() -> Iterator[Captured]:
             TailpipeProcessor(tailpipe_logger("structured", publisher=captured)),
             structlog.processors.JSONRenderer(),
         ],
-        logger_factory=lambda *args: structlog.PrintLogger(file=_Sink(rendered)),
+        logger_factory=lambda *args: structlog.PrintLogger(file=_Sink(rendered)),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     yield captured
@@ -62,7 +62,7 @@ def test_an_event_keeps_its_level_message_fields_and_time(captured: Captured) ->
 
 def test_exceptions_become_exception_entries(captured: Captured) -> None:
     try:
-        {}["missing"]
+        {"present": 1}["missing"]
     except KeyError:
         structlog.get_logger().exception("lookup failed")
     (item,) = captured.items
