@@ -59,6 +59,19 @@ class Core:
         self.errors = 0
         self.last_error: str | None = None
 
+    def adopt(self, other: Core) -> None:
+        """Take `other`'s configuration, keeping the counts: every logger bound from this
+        core follows (`setup.init` called again, or after a `get_logger` that came first)."""
+        self.service = other.service
+        self.publisher = other.publisher
+        self.level = other.level
+        self.processors = other.processors
+        self.max_lines = other.max_lines
+        self.max_bytes = other.max_bytes
+        self.release = other.release
+        self.environment = other.environment
+        self.fields = other.fields
+
     def publish(self, value: bytes) -> None:
         try:
             self.publisher.publish(value, value_key(value))

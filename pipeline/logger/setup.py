@@ -71,7 +71,9 @@ def init(
     environ: Mapping[str, str] | None = None,
 ) -> Logger:
     """The process's logger, configured from the arguments, then `TAILPIPE_*` variables (see
-    the module). Calling it again replaces the previous one, which is shut down first."""
+    the module). Calling it again reconfigures the same logger: loggers obtained before (a
+    module-level `get_logger()` that ran ahead of a lifespan's `init`) follow the new settings,
+    and the previous publisher is shut down."""
     env = os.environ if environ is None else environ
     name = _text(service, env, SERVICE, required=True)
     assert name is not None
@@ -100,10 +102,17 @@ def init(
         environment=_text(environment, env, ENVIRONMENT),
     )
     global _current
+    old_runner: _Thread | None = None
     with _lock:
-        previous, _current = _current, _Running(logger, runner)
-    if previous is not None:
-        previous.stop(grace=5.0)
+        previous = _current
+        if previous is not None:
+            old_runner = previous.runner
+            previous.logger.core.adopt(logger.core)
+            logger, previous.runner = previous.logger, runner
+        else:
+            _current = _Running(logger, runner)
+    if previous is not None and old_runner is not None:
+        old_runner.stop(grace=5.0)
     if runner is not None:
         runner.start()
     _log.info("tailpipe logger for %s publishing to %s, level %s", name, where, chosen)

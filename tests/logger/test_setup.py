@@ -141,6 +141,23 @@ def test_get_logger_binds_context_and_works_before_init(
     assert '"scriptName":"lazy"' in capsys.readouterr().out
 
 
+def test_a_logger_obtained_before_init_follows_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TAILPIPE_SERVICE", "early")
+    monkeypatch.delenv("TAILPIPE_KAFKA_BOOTSTRAP", raising=False)
+    early = tailpipe.get_logger(component="db")  # a module-level logger, imported first
+    captured = Captured()
+    later = tailpipe.init(service="billing", level="warning", publisher=captured)
+    early.info("below the new level")
+    early.warn("follows init")
+    assert tailpipe.get_logger() is later
+    (item,) = captured.items
+    assert item["scriptName"] == "billing"
+    assert item["logs"][0]["context"] == {"component": "db"}
+    assert capsys.readouterr().out == ""
+
+
 async def test_the_middleware_uses_the_logger_init_made_after_it_was_built() -> None:
     async def hello(request: Request) -> PlainTextResponse:
         tailpipe.get_logger().info("handled")
