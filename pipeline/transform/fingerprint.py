@@ -13,9 +13,15 @@ import re
 
 _MAX_TEMPLATE = 300
 
+# A URL ends at a space, a quote, `<`, `>`, `)` or a `]` it did not open: a bracketed part
+# inside it (a redaction marker, `user:[REDACTED:userinfo]@host`, `?token=[REDACTED:query]`;
+# an IPv6 host, `http://[::1]:8080`) is part of it. Without that, the template kept what
+# followed the marker (`<url>]@db.internal/app`): the host and path, which vary per occurrence.
+_URL = r"""\b[a-z][a-z0-9+.-]*://(?:\[[^\s'"<>()\[\]]*\]|[^\s'"<>)\]])+"""
+
 # Order matters: a URL can contain a UUID, hex and numbers, so URLs go first.
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>)\]]+", re.IGNORECASE), "<url>"),
+    (re.compile(_URL, re.IGNORECASE), "<url>"),
     (re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), "<email>"),
     (
         re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I),

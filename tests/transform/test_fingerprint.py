@@ -44,3 +44,36 @@ def test_template_shows_placeholders() -> None:
     )
     assert len(fingerprint("E", "m")) == 16
     assert len(template("x" * 10_000)) == 300
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        # A redaction marker inside a URL (the userinfo and query rules put them there) is part
+        # of the URL: the template must not keep what follows the marker.
+        (
+            "connect to postgres://app:[REDACTED:userinfo]@db.internal/app failed",
+            "connect to <url> failed",
+        ),
+        ("GET https://x.test/a?token=[REDACTED:query]&b=1 failed", "GET <url> failed"),
+        (
+            "call https://u:[REDACTED:userinfo]@h.test/x?api_key=[REDACTED:query] (retry 2)",
+            "call <url> (retry <n>)",
+        ),
+        ("http://[::1]:8080/health down", "<url> down"),
+        ("GET http://x.test/items[3] 404", "GET <url> <n>"),
+        # A bracket that opened before the URL still closes outside it.
+        ("see [http://x.test/a] now", "see [<url>] now"),
+        ("(http://x.test/a)", "(<url>)"),
+    ],
+)
+def test_urls_with_markers_and_brackets_make_clean_templates(message: str, expected: str) -> None:
+    assert template(message) == expected
+
+
+def test_the_same_url_error_with_different_hosts_groups_once_redacted() -> None:
+    assert fingerprint(
+        "OperationalError", "connect to postgres://app:[REDACTED:userinfo]@primary.internal/app"
+    ) == fingerprint(
+        "OperationalError", "connect to postgres://app:[REDACTED:userinfo]@replica.internal/billing"
+    )
