@@ -13,6 +13,8 @@ import traceback
 from collections import Counter
 from typing import Any
 
+import orjson
+
 from pipeline.transform.redact.engine import redact_json, redact_text
 
 Entry = dict[str, Any]
@@ -26,6 +28,36 @@ MAX_EXCEPTION_MESSAGE = 8 * 1024
 MAX_STACK = 16 * 1024
 """Characters kept of an exception's message and stack: one runaway `repr` in a message must
 not use up the whole trace item's budget."""
+
+
+_I64_MIN = -(2**63)
+_U64_MAX = 2**64 - 1
+"""The integers orjson writes; past them it refuses the whole value."""
+
+
+def dumps(value: Any) -> bytes:
+    """`value` as JSON. What orjson refuses to write, an integer wider than 64 bits or a dict
+    key that is not a string, is written as text instead (`str(2**70)`, `"200"`): a field the
+    application logged must not lose the whole record, and text is how `redact_json` already
+    shows what JSON cannot hold. The common case pays nothing: the walk runs only after orjson
+    refused."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_writable(value))
+
+
+def _writable(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {
+            key if type(key) is str else str(key): _writable(item) for key, item in value.items()
+        }
+    if kind is list or kind is tuple:
+        return [_writable(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if _I64_MIN <= value <= _U64_MAX else str(value)
+    return value
 
 
 def now_ms() -> int:

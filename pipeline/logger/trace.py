@@ -22,9 +22,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
 
-import orjson
-
-from pipeline.logger.entry import Entry, now_ms
+from pipeline.logger.entry import Entry, dumps, now_ms
 
 ENVELOPE_VERSION = "tailpipe/1"
 MAX_LINES = 1_000
@@ -38,7 +36,7 @@ EXCEPTION_LIMIT_MESSAGE = "Trace resource limit exceeded; subsequent exceptions 
 
 CURRENT: ContextVar[Trace | None] = ContextVar("tailpipe_trace", default=None)
 
-_dumps = orjson.dumps
+_dumps = dumps  # orjson, with what it refuses (a 2**70 field) written as text
 
 
 class Trace:

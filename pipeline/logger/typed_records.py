@@ -26,9 +26,13 @@ def _optional_text(value: Any) -> Any:
     return value if value is None or type(value) is str else _INVALID
 
 
+_MAX_COUNT = 2**63 - 1
+"""The pipeline stores counts in 64-bit columns; a wider one is invalid, not a lost item."""
+
+
 def _count(value: Any) -> Any:
     """A non-negative integer (digit strings read as one), or None."""
-    if value is None or (type(value) is int and value >= 0):
+    if value is None or (type(value) is int and 0 <= value <= _MAX_COUNT):
         return value
     if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value)
