@@ -34,6 +34,7 @@ from pipeline.logger.entry import (
 )
 from pipeline.logger.job import Job
 from pipeline.logger.publish import Publisher, StreamPublisher
+from pipeline.logger.stack import InApp
 from pipeline.logger.timer import Timer
 from pipeline.logger.trace import MAX_BYTES, MAX_LINES
 from pipeline.logger.typed_records import typed
@@ -272,7 +273,9 @@ class Logger:
                 entry = changed
             entry = redact_entry(entry, core.redactions)
             exc = _exception(exc_info)
-            exception = exception_entry(exc, core.redactions, timestamp) if exc else None
+            exception = (
+                exception_entry(exc, core.redactions, timestamp, core.in_app) if exc else None
+            )
             deliver(core, entry, exc, exception)
         except Exception as exc:
             core.failed(exc)
@@ -320,13 +323,15 @@ def tailpipe_logger(
     max_bytes: int = MAX_BYTES,
     release: str | None = None,
     environment: str | None = None,
+    in_app: Iterable[str] = (),
 ) -> Logger:
     """A logger for `service` (the trace items' `scriptName`), publishing JSON lines to stdout
     unless given a `publisher` (e.g. a started `KafkaPublisher`). Records below `level` are
     skipped before any work: `info` by default, so debug lines and timers stay home.
     `max_lines`/`max_bytes` cap each request's or job's logs. `release` and `environment` go
-    on every trace item (see `core.Core.fields`). `setup.init` builds one from the
-    environment."""
+    on every trace item (see `core.Core.fields`). `in_app` names top-level packages whose
+    frames are the application's even installed in site-packages (see `stack`). `setup.init`
+    builds one from the environment."""
     level = LEVEL_ALIASES.get(level, level)
     if level not in LEVELS:
         raise ValueError(f"level: expected one of {', '.join(LEVELS)}, got {level!r}")
@@ -339,5 +344,6 @@ def tailpipe_logger(
         max_bytes,
         release,
         environment,
+        InApp(frozenset((in_app,) if isinstance(in_app, str) else in_app)),
     )
     return Logger(core)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from pipeline.formats.identity import value_key
 from pipeline.logger.entry import Entry
 from pipeline.logger.publish import Publisher
+from pipeline.logger.stack import APPLICATION, InApp
 from pipeline.logger.trace import CURRENT, standalone
 
 Processor = Callable[[Entry], Entry | None]
@@ -37,8 +38,11 @@ class Core:
         max_bytes: int,
         release: str | None = None,
         environment: str | None = None,
+        in_app: InApp = APPLICATION,
     ) -> None:
         self.service = service
+        self.in_app = in_app
+        """Which frames of an exception's stack are the application's (see `stack`)."""
         self.release = release
         self.environment = environment
         self.fields: dict[str, Any] = {}
@@ -71,6 +75,7 @@ class Core:
         self.release = other.release
         self.environment = other.environment
         self.fields = other.fields
+        self.in_app = other.in_app
 
     def publish(self, value: bytes) -> None:
         try:

@@ -2,19 +2,20 @@
 
 A log entry is `{"timestamp": ms, "level": ..., "message": [text], "context"?, "record"?}`; an
 exception entry `{"timestamp": ms, "name": ..., "message": ..., "stack"?}` with Python's
-traceback frames as the stack. Every string in either passes through `pipeline.transform.redact`
-here, so nothing built by this module can carry a secret out of the process.
+traceback as the stack (its chain, from the application's first frame: see `stack`). Every
+string in either passes through `pipeline.transform.redact` here, so nothing built by this
+module can carry a secret out of the process.
 """
 
 from __future__ import annotations
 
 import time
-import traceback
 from collections import Counter
 from typing import Any
 
 import orjson
 
+from pipeline.logger.stack import APPLICATION, InApp, format_stack
 from pipeline.transform.redact.engine import redact_json, redact_text
 
 Entry = dict[str, Any]
@@ -125,10 +126,14 @@ def redact_entry(entry: Entry, counts: Counter[str] | None) -> Entry:
 
 
 def exception_entry(
-    exc: BaseException, counts: Counter[str] | None, timestamp_ms: int | None = None
+    exc: BaseException,
+    counts: Counter[str] | None,
+    timestamp_ms: int | None = None,
+    in_app: InApp = APPLICATION,
 ) -> Entry:
     """The exception as the runtime reports an uncaught one, redacted: its class name, message
-    and the traceback frames (`  File "...", line N, in f` and the source line)."""
+    and the traceback (`  File "...", line N, in f` and the source line, causes and contexts
+    before it, framework frames before the application's collapsed: `stack.format_stack`)."""
     try:
         message = str(exc)
     except Exception:
@@ -140,15 +145,15 @@ def exception_entry(
         "name": type(exc).__name__,
         "message": redact_text(message, counts),
     }
-    stack = _stack(exc)
+    stack = _stack(exc, in_app)
     if stack:
         entry["stack"] = redact_text(stack, counts)
     return entry
 
 
-def _stack(exc: BaseException) -> str:
+def _stack(exc: BaseException, in_app: InApp) -> str:
     try:
-        stack = "".join(traceback.format_tb(exc.__traceback__)).rstrip("\n")
+        stack = format_stack(exc, in_app)
     except Exception:
         return ""
     if len(stack) > MAX_STACK:

@@ -37,7 +37,8 @@ def finish(logger: Emitter, trace: Trace, exc: BaseException | None) -> None:
     core = logger.core
     try:
         if exc is not None and not isinstance(exc, asyncio.CancelledError):
-            trace.add_exception(exc, exception_entry(exc, core.redactions), force=True)
+            entry = exception_entry(exc, core.redactions, in_app=core.in_app)
+            trace.add_exception(exc, entry, force=True)
         core.publish(trace.finish(outcome_of(exc), fields=core.fields))
     except Exception as error:
         core.failed(error)

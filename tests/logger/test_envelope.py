@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from typing import Any
 
 import orjson
@@ -49,6 +50,7 @@ RECORDS: dict[str, dict[str, tuple[type, ...]]] = {
     "timer": {"name": (str,), "duration_ms": NUMBER},
 }
 MIN_MS, MAX_MS = 946_684_800_000, 7_258_118_400_000
+_EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(: |$)")
 
 
 def _ms(value: Any, where: str) -> None:
@@ -162,7 +164,10 @@ def _exception(entry: Any, where: str) -> None:
     assert type(entry["message"]) is str, where
     if "stack" in entry:
         assert type(entry["stack"]) is str, where
-        assert entry["stack"].startswith("  File "), where
+        # Frames (`  File ...`), a collapsed run of them (`  [3 framework frames omitted]`), or
+        # a chained exception that was never raised, its `Name: message` line alone.
+        first = entry["stack"].split("\n", 1)[0]
+        assert first.startswith(("  File ", "  [")) or _EXCEPTION_LINE.match(first), where
 
 
 class Captured:
