@@ -1,7 +1,7 @@
 """An exception's stack as the logger stores it: Python's traceback, chain and all, starting
 where the application's code does.
 
-    [23 framework frames omitted]
+    [21 framework frames omitted]
   File "/app/users.py", line 12, in lookup
     return USERS[key]
            ~~~~~^^^^^
@@ -30,7 +30,7 @@ standard library, in site-packages or dist-packages (an installed library), froz
 or part of this logger (the middleware's and the job decorator's frames are instrumentation).
 A package listed in `InApp.packages` is the application's even installed in site-packages, for
 a service deployed as a wheel. The frames before an exception's first in-app frame, the
-server's and the framework's (Starlette's middleware stack, FastAPI's routing: 23 frames for one
+server's and the framework's (Starlette's middleware stack, FastAPI's routing: 21 frames for one
 FastAPI handler), are collapsed into one `[N framework frames omitted]` line, so the stack
 starts in the handler; an exception with no in-app frame at all keeps every frame. Frames
 after the first in-app one are all kept: a library frame at the end is where it failed.
