@@ -1,4 +1,10 @@
-"""GET /api/logs/recent: newest first, filtered, searched, a page at a time."""
+"""GET /api/logs/recent: newest first, filtered, searched, a page at a time.
+
+`level` takes one level or several (`level=error,exception`, or the parameter repeated), and
+the usual other names of a level (`warning`, `critical`, ...: `params.LEVEL_ALIASES`); an
+unknown level is a 422, not an empty page. A list, rather than a shorthand such as `errors`
+that would read like one more level: it says exactly what it returns, composes with any level,
+and is how OpenAPI describes a multi-valued query parameter."""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from pipeline.api import cursor, models
-from pipeline.api.params import Hours, Limit, Script, Window
+from pipeline.api.params import Hours, Levels, Limit, Script, Window, stored_levels
 
 router = APIRouter()
 
@@ -20,6 +26,7 @@ _COLUMNS = (
 # Constant fragments, chosen by which filters are present; every value is a parameter.
 _FILTERS = {
     "level": "level = ${}",
+    "levels": "level = ANY(${}::text[])",
     "script": "script = ${}",
     "outcome": "outcome = ${}",
     "q": "message ILIKE ${} ESCAPE '\\'",
@@ -41,7 +48,7 @@ async def recent(
     request: Request,
     hours: Hours = 24,
     limit: Limit = 100,
-    level: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+    level: Levels = None,
     script: Script = None,
     outcome: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     q: Annotated[
@@ -69,7 +76,11 @@ async def recent(
         at, window = None, Window.last(hours)
     args: list[Any] = [window.since, window.until]
     where = ["ts >= $1", "ts <= $2"]
-    filters = (("level", level), ("script", script), ("outcome", outcome), ("q", q),
+    levels = stored_levels(level)
+    if levels is not None:  # one level keeps the plain `=`, which the (level, ts) index orders
+        args.append(levels[0] if len(levels) == 1 else levels)
+        where.append(_FILTERS["level" if len(levels) == 1 else "levels"].format(len(args)))
+    filters = (("script", script), ("outcome", outcome), ("q", q),
                ("fingerprint", fingerprint))  # fmt: skip
     for name, value in filters:
         if value is not None:

@@ -77,6 +77,10 @@ class StatusChange(BaseModel):
 
 
 class Latency(BaseModel):
+    """Over the invocations that measured it: a source that does not (a Python service's CPU
+    time) is left out, so a script that never measures it has nulls here, not zeros."""
+
+    measured: int = Field(description="invocations that reported this time")
     avg: float | None
     p50: float | None
     p95: float | None

@@ -23,6 +23,57 @@ Script = Annotated[
     str | None, Query(min_length=1, max_length=256, description="only this script (Worker)")
 ]
 
+LEVELS = ("debug", "info", "log", "warn", "error", "exception")
+"""The levels stored: the console's (`console.debug`, `.info`, `.log`, `.warn`, `.error`) and
+`exception`, one line per exception an invocation reported."""
+LEVEL_ALIASES = {
+    "warning": "warn",
+    "err": "error",
+    "fatal": "error",
+    "critical": "error",
+    "crit": "error",
+    "information": "info",
+    "informational": "info",
+}
+"""Other spellings of a stored level, as other loggers name them. Python's CRITICAL is stored as
+`error` (the logger, like the console, has nothing above it), and so are `fatal` and `crit`."""
+LEVEL_DOC = (
+    "only lines of these levels: one or more of debug, info, log, warn, error, exception, "
+    "comma-separated or repeated (`level=error,exception`: console errors and exceptions). "
+    "Any case; warning is warn, err, fatal, critical and crit are error, information is info. "
+    "`error` is console.error lines only: an exception is level `exception`."
+)
+Levels = Annotated[list[str] | None, Query(description=LEVEL_DOC)]
+
+
+def stored_levels(asked: list[str] | None) -> list[str] | None:
+    """The stored levels `level=` asks for, in the order of LEVELS; None when it asks for
+    none. Unknown: a 422 naming it, never an answer that is empty because nothing matched."""
+    if not asked:
+        return None
+    found: set[str] = set()
+    for value in asked:
+        for name in value.split(","):
+            word = name.strip().lower()
+            level = word if word in LEVELS else LEVEL_ALIASES.get(word)
+            if level is None:
+                shown = name if len(name) <= 40 else name[:40] + "..."
+                raise RequestValidationError(
+                    [
+                        {
+                            "type": "enum",
+                            "loc": ("query", "level"),
+                            "msg": f"unknown level {shown!r}; levels are {', '.join(LEVELS)}"
+                            " (or warning, err, fatal, critical, crit, information), one or"
+                            " more, comma-separated: level=error,exception gives console"
+                            " errors and exceptions",
+                            "input": value,
+                        }
+                    ]
+                )
+            found.add(level)
+    return [level for level in LEVELS if level in found]
+
 
 @dataclass(frozen=True, slots=True)
 class Window:

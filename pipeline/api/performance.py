@@ -3,7 +3,9 @@ percentiles, overall, per hour and per script, from the rollups.
 
 Reads one total row per hour (`tail_metrics_hourly` with event type `*`: of one script, or of
 all with script `*`), so any span costs its number of hours, never a scan of raw rows. The
-percentiles come from merging the hours' sketches: within 1% of the exact values.
+percentiles come from merging the hours' sketches: within 1% of the exact values. CPU time is
+over the invocations that measured it (a Python service does not: its CPU time is NULL), so a
+script that never measures it gets null CPU figures, not zeros.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ ORDER BY hour
 
 
 def _latency(sketch: LatencySketch, total: int, peak: int) -> dict[str, Any]:
+    """Over the invocations the sketch holds: those that measured this time. An invocation
+    without it (CPU time from a Python service: NULL) is in neither the sketch nor `total`."""
     n = sketch.count
     return {
+        "measured": n,
         "avg": round(total / n, 3) if n else None,
         "p50": sketch.quantile(0.50),
         "p95": sketch.quantile(0.95),

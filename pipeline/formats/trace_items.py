@@ -149,6 +149,10 @@ def invocation(item: dict[str, JSON], prefix: str) -> Invocation:
     cpu, wall = get("cpuTime"), get("wallTime")
     if not (type(cpu) is int and 0 <= cpu <= MAX_DURATION_MS):
         cpu = duration_ms(cpu, prefix, "cpuTime")
+    if envelope and cpu == 0:
+        # The logger never measured CPU and sent 0 until it learnt to leave cpuTime out; its
+        # older copies still run in services. 0 there means "not measured": NULL, not 0 ms.
+        cpu = None
     if not (type(wall) is int and 0 <= wall <= MAX_DURATION_MS):
         wall = duration_ms(wall, prefix, "wallTime")
     script = get("scriptName")

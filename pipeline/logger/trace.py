@@ -135,7 +135,8 @@ class Trace:
                 "eventTimestamp": self.started_ms,
                 "event": self.event,
                 "outcome": outcome,
-                "cpuTime": 0,
+                # No `cpuTime`: a Python service cannot tell one request's CPU time from its
+                # neighbours' on the same thread, and 0 would read as measured (stored NULL).
                 "wallTime": wall_ms,
                 "truncated": self.truncated,
             }

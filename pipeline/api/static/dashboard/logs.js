@@ -4,7 +4,9 @@
 import { get } from "./api.js";
 import { empty, h, table, when } from "./dom.js";
 
-const LEVELS = ["", "debug", "info", "log", "warn", "error", "exception"];
+// "error,exception": console errors and exceptions together (the API takes a list of levels).
+const LEVELS = ["", "debug", "info", "log", "warn", "error", "exception", "error,exception"];
+const LABELS = { "": "any level", "error,exception": "error or exception" };
 const LIVE_MS = 5000;
 const filters = { level: "", q: "", live: false };
 
@@ -12,7 +14,7 @@ export async function logs(ctx) {
   const out = h("div", { "data-view-part": "logs" });
   const pages = [null];  // the cursors of the pages seen, null for the newest
   const level = h("select", { name: "level", "aria-label": "level" },
-    LEVELS.map((l) => h("option", { value: l, selected: l === filters.level }, l || "any level")));
+    LEVELS.map((l) => h("option", { value: l, selected: l === filters.level }, LABELS[l] ?? l)));
   const q = h("input", { name: "q", type: "search", placeholder: "text in the message",
     value: filters.q, "aria-label": "search" });
   const live = h("input", { name: "live", type: "checkbox", checked: filters.live });
