@@ -131,6 +131,9 @@ class Run:
     logs: list[dict[str, Any]]
     """tail_logs rows, each with `key`, its invocation's Key (None: no such invocation)."""
     usage: list[dict[str, Any]]
+    """api_calls_daily rows."""
+    rate_limits: list[dict[str, Any]]
+    """rate_limit_readings_daily rows."""
     dead_letters: int
     row_texts: list[str]
     """Every tail_events and tail_logs row as PostgreSQL prints a row (jsonb included)."""
@@ -240,7 +243,7 @@ def report(result: Run, logs: Path) -> dict[str, Any]:
     """The numbers issue 16's closing note asks for, also written to
     .local/workerd-test/summary.json."""
     expected_rows = sum(len(i["logs"]) + len(i["exceptions"]) for i in result.captured)
-    llm = [u for u in result.usage if u["model"] not in ("*", "")]
+    llm = [u for u in result.usage if u["model"] is not None]
     summary = {
         "invocations_reported": len(result.captured),
         "invocations_stored": len(result.events),
@@ -385,13 +388,14 @@ def test_an_error_subclass_keeps_its_class_name(run: Run) -> None:
 
 
 def test_rate_limit_readings_are_extracted(run: Run) -> None:
-    github = [u for u in run.usage if u["provider"] == "github"]
+    [github] = [r for r in run.rate_limits if r["provider"] == "github"]
     # `github ratelimit remaining=4981` first, then `GitHub API rate limit remaining: 12`.
-    assert 12 in {u["rate_limit_remaining"] for u in github}, github
+    assert github["remaining"] == 12, github
     # `x-ratelimit-remaining: 37`, a logged response header naming no provider: the
-    # documented fallback provider, on its provider-wide row.
-    [unknown] = [u for u in run.usage if u["provider"] == "unknown"]
-    assert (unknown["model"], unknown["rate_limit_remaining"]) == ("*", 37)
+    # documented fallback provider. Readings are not calls.
+    [unknown] = [r for r in run.rate_limits if r["provider"] == "unknown"]
+    assert unknown["remaining"] == 37
+    assert not [u for u in run.usage if u["provider"] == "unknown" and not u["calls"]]
 
 
 def test_llm_usage_in_tailpipes_documented_form_is_extracted(run: Run) -> None:
@@ -404,7 +408,7 @@ def test_llm_usage_in_tailpipes_documented_form_is_extracted(run: Run) -> None:
 def test_llm_usage_as_the_sdks_return_it_is_extracted(run: Run, model: str) -> None:
     tokens_in, tokens_out = LLM_USAGE[model]
     rows = [u for u in run.usage if u["model"] == model]
-    assert len(rows) == 1, f"no api_usage_daily row for {model}: {run.usage}"
+    assert len(rows) == 1, f"no api_calls_daily row for {model}: {run.usage}"
     [row] = rows
     assert (row["calls"], row["tokens_in"], row["tokens_out"]) == (1, tokens_in, tokens_out)
     if model.startswith("claude-"):  # input_tokens leave out the cache's, counted apart

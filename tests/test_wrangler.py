@@ -111,6 +111,9 @@ class Run:
     logs: list[dict[str, Any]]
     """tail_logs rows, each with `key`, its invocation's Key (None: no such invocation)."""
     usage: list[dict[str, Any]]
+    """api_calls_daily rows."""
+    rate_limits: list[dict[str, Any]]
+    """rate_limit_readings_daily rows."""
     dead_letters: int
     row_texts: list[str]
     """Every tail_events and tail_logs row as PostgreSQL prints a row (jsonb included)."""
@@ -318,8 +321,8 @@ def test_objects_and_json_strings_behind_the_prefix_are_data(run: Run) -> None:
 def test_usage_and_rate_limits_behind_the_prefix_are_extracted(run: Run) -> None:
     [llm] = [u for u in run.usage if u["model"] == "claude-haiku-4-5"]
     assert (llm["calls"], llm["tokens_in"], llm["tokens_out"]) == (1, 300, 30)
-    github = [u for u in run.usage if u["provider"] == "github"]
-    assert 12 in {u["rate_limit_remaining"] for u in github}, run.usage
+    github = [r for r in run.rate_limits if r["provider"] == "github"]
+    assert 12 in {r["remaining"] for r in github}, run.rate_limits
 
 
 # ---------------------------------------------------------------- made storable and safe

@@ -28,8 +28,8 @@ from pipeline.settings import Settings, load
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".local" / "logs"
-TABLES = ("tail_events", "tail_logs", "dead_letters", "tail_metrics_hourly", "api_usage_daily",
-          "error_summary", "scan_activity_hourly")  # fmt: skip
+TABLES = ("tail_events", "tail_logs", "dead_letters", "tail_metrics_hourly", "api_calls_daily",
+          "rate_limit_readings_daily", "error_summary", "scan_activity_hourly")  # fmt: skip
 TAIL_LINES = 20
 
 

@@ -35,18 +35,24 @@ def _usage(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 @router.get("/api/logs/api-usage", response_model=models.ApiUsageReport)
 async def api_usage(request: Request, hours: Hours = 24) -> dict[str, Any]:
-    """Per day (UTC) x provider x model, with totals. Days are whole: the window starts at the
-    beginning of the day holding its start."""
+    """Calls per day (UTC) x provider x model (LLM calls) or endpoint (the others), with
+    totals, and apart from them what rate-limit readings said per day and provider. Days are
+    whole: the window starts at the beginning of the day holding its start."""
     window = Window.last(hours)
     async with request.app.state.pool.acquire() as conn:
         rows = [dict(r) for r in await conn.fetch(
-            "SELECT * FROM api_usage_daily WHERE day >= $1::date AND day <= $2::date"
-            " ORDER BY day, provider, model",
+            "SELECT * FROM api_calls_daily WHERE day >= $1::date AND day <= $2::date"
+            " ORDER BY day, provider, model NULLS FIRST, endpoint NULLS FIRST",
             window.since, window.until,
         )]  # fmt: skip
-    by_model: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        readings = await conn.fetch(
+            "SELECT * FROM rate_limit_readings_daily WHERE day >= $1::date AND day <= $2::date"
+            " ORDER BY day, provider",
+            window.since, window.until,
+        )  # fmt: skip
+    by_name: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        by_model[(r["provider"], r["model"])].append(r)
+        by_name[(r["provider"], r["model"] or "", r["endpoint"] or "")].append(r)
     return {
         "window": {"since": window.since, "until": window.until},
         "days": [
@@ -55,15 +61,30 @@ async def api_usage(request: Request, hours: Hours = 24) -> dict[str, Any]:
                 "day": r["day"],
                 "provider": r["provider"],
                 "model": r["model"],
-                "rate_limit_remaining": r["rate_limit_remaining"],
-                "rate_limit_limit": r["rate_limit_limit"],
-                "rate_limit_reset": r["rate_limit_reset"],
+                "endpoint": r["endpoint"],
             }
             for r in rows
         ],
         "by_model": [
-            {**_usage(group), "provider": provider, "model": model}
-            for (provider, model), group in sorted(by_model.items())
+            {
+                **_usage(group),
+                "provider": provider,
+                "model": group[0]["model"],
+                "endpoint": group[0]["endpoint"],
+            }
+            for (provider, _, _), group in sorted(by_name.items())
+        ],
+        "rate_limits": [
+            {
+                "day": r["day"],
+                "provider": r["provider"],
+                "remaining": r["remaining"],
+                "remaining_at": r["remaining_at"],
+                "limit": r["largest_limit"],
+                "reset": r["latest_reset"],
+                "limited": r["limited"],
+            }
+            for r in readings
         ],
         "total": _usage(rows),
     }

@@ -124,7 +124,7 @@ class Usage(BaseModel):
     calls: int
     failures: int
     rate_limited: int = Field(
-        description="rate-limited calls, and readings that said a limit was reached"
+        description="rate-limited calls: status 429, or a reading on the call of 0 remaining"
     )
     tokens_in: int = Field(description="input tokens not read from or written to a prompt cache")
     tokens_out: int
@@ -137,26 +137,39 @@ class Usage(BaseModel):
     )
 
 
-class UsageDay(Usage):
-    day: date
+class UsageTotal(Usage):
     provider: str
-    model: str = Field(description="model or endpoint; '*' for provider-wide readings")
-    rate_limit_remaining: int | None = Field(description="the day's newest reading")
-    rate_limit_limit: int | None = Field(description="the largest limit a reading reported")
-    rate_limit_reset: datetime | None = Field(
-        description="the latest reset or retry-after moment a reading reported"
+    model: str | None = Field(description="an LLM call's model; null for every other call")
+    endpoint: str | None = Field(
+        description="the endpoint of a call that is not an LLM call (e.g. `GET /repos/{owner}"
+        "/{repo}`); null for LLM calls, and for calls that named none"
     )
 
 
-class UsageTotal(Usage):
+class UsageDay(UsageTotal):
+    day: date
+
+
+class RateLimitReading(BaseModel):
+    """What a provider's rate-limit readings said in a day: lines that only report a limit
+    (`github ratelimit remaining=4981`) and the rate-limit fields of calls. Not calls."""
+
+    day: date
     provider: str
-    model: str
+    remaining: int | None = Field(description="the newest reading's remaining count")
+    remaining_at: datetime | None = Field(description="when that reading was made")
+    limit: int | None = Field(description="the largest limit a reading reported")
+    reset: datetime | None = Field(
+        description="the latest reset or retry-after moment a reading reported"
+    )
+    limited: int = Field(description="readings that said the limit was reached")
 
 
 class ApiUsageReport(BaseModel):
     window: Window
-    days: list[UsageDay]
-    by_model: list[UsageTotal]
+    days: list[UsageDay] = Field(description="calls per day, provider and model or endpoint")
+    by_model: list[UsageTotal] = Field(description="calls per provider and model or endpoint")
+    rate_limits: list[RateLimitReading] = Field(description="per day and provider")
     total: Usage
 
 

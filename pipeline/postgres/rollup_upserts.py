@@ -1,7 +1,9 @@
 """Rollups into PostgreSQL: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE` per
 rollup table, the last step of a flush's transaction.
 
-Rows are sorted by key, so replicas merging the same rows lock them in the same order and never
+Rows are sorted by key, and the tables are merged in one fixed order (tail_metrics_hourly,
+api_calls_daily, rate_limit_readings_daily, error_summary, error_hourly, scan_activity_hourly,
+then critical_alerts), so replicas merging the same rows lock them in the same order and never
 deadlock. `tail_metrics_hourly` also gets, per hour, the totals of each script and of every
 script (`Rollups.with_totals`), which the API reads for spans of hours.
 """
@@ -39,31 +41,43 @@ ON CONFLICT (hour, script, event_type) DO UPDATE SET
     wall_sketch = counts_add(m.wall_sketch, excluded.wall_sketch),
     cpu_sketch = counts_add(m.cpu_sketch, excluded.cpu_sketch)
 """
+# Calls per day x provider x model (LLM calls) or endpoint (the others); NULL is "none", and
+# the unique key treats NULLs as equal (NULLS NOT DISTINCT), so they merge like names.
 _API = """
-INSERT INTO api_usage_daily AS u
-SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                     $6::bigint[], $7::bigint[], $8::timestamptz[], $9::bigint[], $10::bigint[],
-                     $11::numeric[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[],
-                     $16::timestamptz[])
-ORDER BY 1, 2, 3
-ON CONFLICT (day, provider, model) DO UPDATE SET
+INSERT INTO api_calls_daily AS u (day, provider, model, endpoint, calls, failures, rate_limited,
+                                  tokens_in, tokens_out, cache_read_tokens, cache_write_tokens,
+                                  cost_usd, unpriced_calls)
+SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                     $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
+                     $12::numeric[], $13::bigint[])
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (day, provider, model, endpoint) DO UPDATE SET
     calls = u.calls + excluded.calls,
     failures = u.failures + excluded.failures,
     rate_limited = u.rate_limited + excluded.rate_limited,
-    rate_limit_remaining = CASE
-        WHEN excluded.rate_limit_seen_at >= coalesce(u.rate_limit_seen_at, '-infinity')
-        THEN excluded.rate_limit_remaining ELSE u.rate_limit_remaining END,
-    rate_limit_seen_at = greatest(u.rate_limit_seen_at, excluded.rate_limit_seen_at),
     tokens_in = u.tokens_in + excluded.tokens_in,
     tokens_out = u.tokens_out + excluded.tokens_out,
+    cache_read_tokens = u.cache_read_tokens + excluded.cache_read_tokens,
+    cache_write_tokens = u.cache_write_tokens + excluded.cache_write_tokens,
     cost_usd = CASE WHEN u.cost_usd IS NULL THEN excluded.cost_usd
                     WHEN excluded.cost_usd IS NULL THEN u.cost_usd
                     ELSE u.cost_usd + excluded.cost_usd END,
-    unpriced_calls = u.unpriced_calls + excluded.unpriced_calls,
-    cache_read_tokens = u.cache_read_tokens + excluded.cache_read_tokens,
-    cache_write_tokens = u.cache_write_tokens + excluded.cache_write_tokens,
-    rate_limit_limit = greatest(u.rate_limit_limit, excluded.rate_limit_limit),
-    rate_limit_reset = greatest(u.rate_limit_reset, excluded.rate_limit_reset)
+    unpriced_calls = u.unpriced_calls + excluded.unpriced_calls
+"""
+_RATE_LIMITS = """
+INSERT INTO rate_limit_readings_daily AS r (day, provider, limited, remaining, remaining_at,
+                                            largest_limit, latest_reset)
+SELECT * FROM unnest($1::date[], $2::text[], $3::bigint[], $4::bigint[], $5::timestamptz[],
+                     $6::bigint[], $7::timestamptz[])
+ORDER BY 1, 2
+ON CONFLICT (day, provider) DO UPDATE SET
+    limited = r.limited + excluded.limited,
+    remaining = CASE
+        WHEN excluded.remaining_at >= coalesce(r.remaining_at, '-infinity')
+        THEN excluded.remaining ELSE r.remaining END,
+    remaining_at = greatest(r.remaining_at, excluded.remaining_at),
+    largest_limit = greatest(r.largest_limit, excluded.largest_limit),
+    latest_reset = greatest(r.latest_reset, excluded.latest_reset)
 """
 # A resolved error that occurs again after it was resolved is reopened: a regression.
 _ERRORS = """
@@ -153,14 +167,23 @@ async def _rollups(conn: asyncpg.Connection, r: Rollups) -> list[Any]:
         a = [r.api[k] for k in keys_a]
         await conn.execute(
             _API,
-            [_day(k[0]) for k in keys_a], [k[1] for k in keys_a], [k[2] for k in keys_a],
+            [_day(k[0]) for k in keys_a], [k[1] for k in keys_a],
+            [k[2] or None for k in keys_a], [k[3] or None for k in keys_a],
             [x.calls for x in a], [x.failures for x in a], [x.rate_limited for x in a],
-            [x.remaining for x in a],
-            [_ts(x.remaining_at_ms) if x.remaining is not None else None for x in a],
             [x.tokens_in for x in a], [x.tokens_out for x in a],
+            [x.cache_read for x in a], [x.cache_write for x in a],
             [x.cost for x in a], [x.unpriced for x in a],
-            [x.cache_read for x in a], [x.cache_write for x in a], [x.limit for x in a],
-            [_ts(x.reset_ms) if x.reset_ms is not None else None for x in a],
+        )  # fmt: skip
+    if r.rate_limits:
+        keys_l = sorted(r.rate_limits)
+        lim = [r.rate_limits[k] for k in keys_l]
+        await conn.execute(
+            _RATE_LIMITS,
+            [_day(k[0]) for k in keys_l], [k[1] for k in keys_l],
+            [x.limited for x in lim], [x.remaining for x in lim],
+            [_ts(x.remaining_at_ms) if x.remaining is not None else None for x in lim],
+            [x.limit for x in lim],
+            [_ts(x.reset_ms) if x.reset_ms is not None else None for x in lim],
         )  # fmt: skip
     if r.errors:
         fps = sorted(r.errors)
@@ -228,12 +251,12 @@ def _error_alerts(found: Candidates, rules: Rules, r: Rollups, changed: list[Any
 def _rate_limit_alerts(found: Candidates, rules: Rules, r: Rollups) -> None:
     if not rules.rate_limit.enabled:
         return
-    for (_, provider, _), usage in r.api.items():
+    for (_, provider), limits in r.rate_limits.items():
         threshold = rules.rate_limit_threshold(provider)
-        if usage.remaining is not None and threshold is not None and usage.remaining < threshold:
-            summary = f"{provider} rate limit remaining {usage.remaining} (below {threshold})"
+        if limits.remaining is not None and threshold is not None and limits.remaining < threshold:
+            summary = f"{provider} rate limit remaining {limits.remaining} (below {threshold})"
             key = f"rate_limit:{provider}"
-            note(found, rules.rate_limit, key, None, usage.remaining_at_ms, summary)
+            note(found, rules.rate_limit, key, None, limits.remaining_at_ms, summary)
 
 
 _ALERTS = """

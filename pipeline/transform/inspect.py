@@ -65,17 +65,27 @@ def rollup_lines(rollups: Rollups) -> Iterator[dict[str, Any]]:
                 "wall_sketch": h.wall.to_json(), "cpu_sketch": h.cpu.to_json(),
             },
         }  # fmt: skip
-    for (day, provider, model), a in sorted(rollups.api.items()):
+    for (day, provider, model, endpoint), a in sorted(rollups.api.items()):
         yield {
-            "rollup": "api_usage_daily",
-            "key": {"day": _iso(day)[:10], "provider": provider, "model": model},
+            "rollup": "api_calls_daily",
+            "key": {"day": _iso(day)[:10], "provider": provider, "model": model or None,
+                    "endpoint": endpoint or None},
             "add": {
                 "calls": a.calls, "failures": a.failures, "rate_limited": a.rate_limited,
-                "rate_limit_remaining": a.remaining, "tokens_in": a.tokens_in,
-                "tokens_out": a.tokens_out, "cost_usd": a.cost, "unpriced_calls": a.unpriced,
-                "cache_read_tokens": a.cache_read, "cache_write_tokens": a.cache_write,
-                "rate_limit_limit": a.limit,
-                "rate_limit_reset": _iso(a.reset_ms) if a.reset_ms is not None else None,
+                "tokens_in": a.tokens_in, "tokens_out": a.tokens_out, "cost_usd": a.cost,
+                "unpriced_calls": a.unpriced, "cache_read_tokens": a.cache_read,
+                "cache_write_tokens": a.cache_write,
+            },
+        }  # fmt: skip
+    for (day, provider), r in sorted(rollups.rate_limits.items()):
+        yield {
+            "rollup": "rate_limit_readings_daily",
+            "key": {"day": _iso(day)[:10], "provider": provider},
+            "add": {
+                "limited": r.limited, "remaining": r.remaining,
+                "remaining_at": _iso(r.remaining_at_ms) if r.remaining is not None else None,
+                "largest_limit": r.limit,
+                "latest_reset": _iso(r.reset_ms) if r.reset_ms is not None else None,
             },
         }  # fmt: skip
     for fp, e in sorted(rollups.errors.items()):

@@ -1,7 +1,8 @@
 """Per-batch rollups: aggregated in memory while a batch fills, merged into PostgreSQL at flush.
 
 Each rollup table gets at most a few rows per batch (one per hour x script x event type, per
-day x provider x model, per fingerprint, per hour x script), so a flush merges thousands of
+day x provider x model or endpoint, per day x provider for rate-limit readings, per fingerprint,
+per hour x script), so a flush merges thousands of
 events with one `INSERT ... ON CONFLICT DO UPDATE` per table instead of a write per event.
 Plain data, which the sink turns into arrays for `unnest`, and how one invocation counts in
 it (`count_invocation`, `count_extracted`, called by the transformer as it builds the rows): what
@@ -28,9 +29,9 @@ DAY_MS = 24 * HOUR_MS
 MAX_SCRIPTS_PER_ERROR = 50
 TOTAL = "*"
 """The script and event type of the total rows of `tail_metrics_hourly`."""
-PROVIDER_WIDE = "*"
-"""api_usage_daily's model for readings that concern a provider, not one model or endpoint
-(e.g. `github ratelimit remaining=4981`)."""
+NO_NAME = ""
+"""The model of a call that is not an LLM call, and the endpoint of one that is (or of a call
+that names neither): stored as NULL in `api_calls_daily`."""
 
 
 @dataclass(slots=True)
@@ -61,14 +62,12 @@ class HourlyMetrics:
 
 @dataclass(slots=True)
 class ApiUsage:
+    """The calls of one day x provider x (model or endpoint): `api_calls_daily`."""
+
     calls: int = 0
     failures: int = 0
     rate_limited: int = 0
-    """Rate-limited calls; on a provider-wide row (`*`), readings that said the limit was
-    reached (0 remaining, a Retry-After)."""
-    remaining: int | None = None
-    """The newest reading's remaining count (by event time), with its time below."""
-    remaining_at_ms: int = -1
+    """Calls that were rate-limited: status 429, or a reading on the call of 0 remaining."""
     tokens_in: int = 0
     """Input tokens not read from or written to a prompt cache."""
     tokens_out: int = 0
@@ -76,17 +75,11 @@ class ApiUsage:
     unpriced: int = 0
     cache_read: int = 0
     cache_write: int = 0
-    limit: int | None = None
-    """The largest rate limit a reading reported."""
-    reset_ms: int | None = None
-    """The latest reset (or retry-after) moment a reading reported, epoch ms."""
 
     def add(self, other: ApiUsage) -> None:
         self.calls += other.calls
         self.failures += other.failures
         self.rate_limited += other.rate_limited
-        if other.remaining is not None and other.remaining_at_ms >= self.remaining_at_ms:
-            self.remaining, self.remaining_at_ms = other.remaining, other.remaining_at_ms
         self.tokens_in += other.tokens_in
         self.tokens_out += other.tokens_out
         if other.cost is not None:
@@ -94,6 +87,38 @@ class ApiUsage:
         self.unpriced += other.unpriced
         self.cache_read += other.cache_read
         self.cache_write += other.cache_write
+
+
+@dataclass(slots=True)
+class RateLimits:
+    """What the rate-limit readings of one day x provider said: `rate_limit_readings_daily`.
+    A reading is a line that only reports a limit (`github ratelimit remaining=4981`), or the
+    rate-limit fields of a call; either way it is not a call, and is never counted as one."""
+
+    limited: int = 0
+    """Readings that said the limit was reached (0 remaining, a Retry-After, a limit at 0)."""
+    remaining: int | None = None
+    """The newest reading's remaining count (by event time), with its time below."""
+    remaining_at_ms: int = -1
+    limit: int | None = None
+    """The largest rate limit a reading reported."""
+    reset_ms: int | None = None
+    """The latest reset (or retry-after) moment a reading reported, epoch ms."""
+
+    def note(
+        self, remaining: int | None, limit: int | None, reset_ms: int | None, at_ms: int
+    ) -> None:
+        if remaining is not None and at_ms >= self.remaining_at_ms:
+            self.remaining, self.remaining_at_ms = remaining, at_ms
+        if limit is not None and (self.limit is None or limit > self.limit):
+            self.limit = limit
+        if reset_ms is not None and (self.reset_ms is None or reset_ms > self.reset_ms):
+            self.reset_ms = reset_ms
+
+    def add(self, other: RateLimits) -> None:
+        self.limited += other.limited
+        if other.remaining is not None and other.remaining_at_ms >= self.remaining_at_ms:
+            self.remaining, self.remaining_at_ms = other.remaining, other.remaining_at_ms
         if other.limit is not None and (self.limit is None or other.limit > self.limit):
             self.limit = other.limit
         if other.reset_ms is not None and (self.reset_ms is None or other.reset_ms > self.reset_ms):
@@ -151,7 +176,10 @@ class ScanActivity:
 @dataclass(slots=True)
 class Rollups:
     hourly: dict[tuple[int, str, str], HourlyMetrics] = field(default_factory=dict)
-    api: dict[tuple[int, str, str], ApiUsage] = field(default_factory=dict)
+    api: dict[tuple[int, str, str, str], ApiUsage] = field(default_factory=dict)
+    """Calls per (day, provider, model, endpoint); one of model and endpoint is `NO_NAME`."""
+    rate_limits: dict[tuple[int, str], RateLimits] = field(default_factory=dict)
+    """Rate-limit readings per (day, provider)."""
     errors: dict[str, ErrorGroup] = field(default_factory=dict)
     error_hours: Counter[tuple[int, str]] = field(default_factory=Counter)
     """Occurrences per (hour, fingerprint)."""
@@ -160,7 +188,9 @@ class Rollups:
     """Alert conditions seen in the events, by (dedup key, cooldown window)."""
 
     def __bool__(self) -> bool:
-        return bool(self.hourly or self.api or self.errors or self.scans or self.alerts)
+        return bool(
+            self.hourly or self.api or self.rate_limits or self.errors or self.scans or self.alerts
+        )
 
     def with_totals(self) -> dict[tuple[int, str, str], HourlyMetrics]:
         """The hourly rows, plus per hour the totals of each script (event type `*`) and of
@@ -184,6 +214,8 @@ class Rollups:
                 out.hourly.setdefault(key, HourlyMetrics()).add(h)
             for api_key, a in part.api.items():
                 out.api.setdefault(api_key, ApiUsage()).add(a)
+            for limits_key, limits in part.rate_limits.items():
+                out.rate_limits.setdefault(limits_key, RateLimits()).add(limits)
             for fp, e in part.errors.items():
                 mine = out.errors.get(fp)
                 if mine is None:
@@ -221,28 +253,35 @@ def count_invocation(rollups: Rollups, inv: Invocation, ts_ms: int, script: str)
 
 def count_extracted(rollups: Rollups, found: Extracted, ts_ms: int, script: str) -> None:
     """The API calls, rate-limit readings and scans extracted from the invocation, counted in
-    their day's API usage and their hour's scan activity."""
+    their day's API calls and rate limits and their hour's scan activity.
+
+    An LLM call is counted under its model (whatever endpoint it went to: the model is what is
+    priced), any other call under its endpoint. A line with nothing but rate-limit fields is a
+    reading, not a call; the rate-limit fields of a call are a reading too, of its provider."""
     for call in found.api_calls:
         at = call.ts_ms or ts_ms
+        day = at - at % DAY_MS
         reading = call.endpoint is None and call.status is None and call.model is None
-        name = PROVIDER_WIDE if reading else (call.model or call.endpoint or "")
-        key = (at - at % DAY_MS, call.provider, name)
+        remaining = call.rate_limit_remaining
+        limit = call.rate_limit_limit
+        reset_ms = call.rate_limit_reset_ms
+        if reading or remaining is not None or limit is not None or reset_ms is not None:
+            limits_key = (day, call.provider)
+            limits = rollups.rate_limits.get(limits_key)
+            if limits is None:
+                limits = rollups.rate_limits[limits_key] = RateLimits()
+            # A reading alone is rate-limited when it says to wait; a call's only by its count.
+            limits.limited += call.rate_limited if reading else remaining == 0
+            limits.note(remaining, limit, reset_ms, at)
+        if reading:
+            continue
+        if call.model:
+            key = (day, call.provider, call.model, NO_NAME)
+        else:
+            key = (day, call.provider, NO_NAME, call.endpoint or NO_NAME)
         usage = rollups.api.get(key)
         if usage is None:
             usage = rollups.api[key] = ApiUsage()
-        if call.rate_limit_remaining is not None and at >= usage.remaining_at_ms:
-            usage.remaining, usage.remaining_at_ms = call.rate_limit_remaining, at
-        limit = call.rate_limit_limit
-        if limit is not None and (usage.limit is None or limit > usage.limit):
-            usage.limit = limit
-        reset_ms = call.rate_limit_reset_ms
-        if reset_ms is not None and (usage.reset_ms is None or reset_ms > usage.reset_ms):
-            usage.reset_ms = reset_ms
-        if reading:
-            # Not a call; but one that says the limit was reached (0 remaining, Retry-After)
-            # is counted as rate-limited on the provider-wide row.
-            usage.rate_limited += call.rate_limited
-            continue
         usage.calls += 1
         usage.failures += not call.ok
         usage.rate_limited += call.rate_limited

@@ -1,5 +1,5 @@
 """What the API's numbers mean (issue 20): CPU time only where it was measured, levels by their
-usual names and in lists.
+usual names and in lists, and API usage with models, endpoints and rate-limit readings apart.
 
 Rows are stored the way a flush stores them (the transformer, binary COPY, the rollup upserts)
 into the real PostgreSQL, and read back through the API."""
@@ -154,3 +154,67 @@ async def test_levels_take_their_usual_names_and_lists(
     ]  # fmt: skip
     assert "error,exception" in param["description"]
     assert "warning is warn" in param["description"]
+
+
+# -- 3. API usage: models, endpoints and rate-limit readings ------------------------------
+
+
+CLAUDE = {
+    "model": "claude-sonnet-4-5-20250929",
+    "usage": {"input_tokens": 100, "output_tokens": 20},
+}
+
+
+def envelope_with_records(records: list[dict[str, Any]]) -> bytes:
+    """The logger's envelope with `api_call` records (`log.api_call(...)`)."""
+    item = orjson.loads(Trace("repo-api", {"job": {"name": "sync"}}, timestamp_ms=T0)
+                        .finish("ok", wall_ms=10))  # fmt: skip
+    item["logs"] = [
+        {"timestamp": T0 + 10 + i, "level": "info", "message": ["api call"],
+         "record": {"type": "api_call", **record}}
+        for i, record in enumerate(records)
+    ]  # fmt: skip
+    return orjson.dumps(item)
+
+
+async def test_api_usage_says_model_or_endpoint_and_keeps_readings_apart(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    await store(db, [
+        orjson.dumps(trace_item("llm-router", 0, logs=[
+            {"timestamp": T0, "level": "log", "message": ["anthropic response", CLAUDE]},
+            {"timestamp": T0 + 1, "level": "log", "message": ["github ratelimit remaining=4981"
+                                                              " limit=5000"]},
+        ])),
+        envelope_with_records([
+            {"provider": "github", "endpoint": "/repos/{owner}/{repo}", "status": 200,
+             "rate_limit_remaining": 4711},
+            {"provider": "github", "endpoint": "/repos/{owner}/{repo}", "status": 429,
+             "rate_limit_remaining": 0},
+            {"provider": "github", "status": 500},
+        ]),
+    ])  # fmt: skip
+    usage = get(client, "/api/logs/api-usage")
+    names = {(d["provider"], d["model"], d["endpoint"]): d for d in usage["days"]}
+    assert set(names) == {
+        ("anthropic", "claude-sonnet-4-5-20250929", None),
+        ("github", None, "/repos/{owner}/{repo}"),
+        ("github", None, None),  # a call that named no endpoint
+    }
+    assert all(d["calls"] > 0 for d in usage["days"]), "a reading is not a call"
+    claude = names[("anthropic", "claude-sonnet-4-5-20250929", None)]
+    assert (claude["calls"], claude["tokens_in"], claude["tokens_out"]) == (1, 100, 20)
+    assert claude["cost_usd"] is not None
+    repos = names[("github", None, "/repos/{owner}/{repo}")]
+    assert (repos["calls"], repos["failures"], repos["rate_limited"]) == (2, 1, 1)
+    assert (repos["cost_usd"], repos["unpriced_calls"]) == (None, 0)
+    assert usage["total"]["calls"] == 4
+    assert usage["total"]["rate_limited"] == 1
+    by_model = {(m["provider"], m["model"], m["endpoint"]): m["calls"] for m in usage["by_model"]}
+    assert by_model == {k: v["calls"] for k, v in names.items()}
+
+    [github] = usage["rate_limits"]
+    # Three readings: the line alone, and the two calls' (the newest by event time wins).
+    assert (github["provider"], github["limit"], github["limited"]) == ("github", 5000, 1)
+    assert github["remaining"] == 0
+    assert not {"model", "endpoint", "calls"} & set(github)

@@ -234,6 +234,7 @@ async def test_performance_matches_the_raw_rows(
     for column in ("wall_ms", "cpu_ms"):
         values = [r[column] for r in rows if r[column] is not None]
         got = overall[column]
+        assert got["measured"] == len(values)
         assert got["avg"] == pytest.approx(sum(values) / len(values), abs=0.0005)
         assert got["max"] == max(values)
         for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
@@ -248,7 +249,7 @@ async def test_api_usage_and_scans_sum_their_rollups(
     usage = get(client, "/api/logs/api-usage", hours=48)
     day = (datetime.now(UTC) - timedelta(hours=48)).date()
     sums = await db.fetchrow(
-        "SELECT sum(calls), sum(tokens_in + tokens_out) FROM api_usage_daily WHERE day >= $1", day
+        "SELECT sum(calls), sum(tokens_in + tokens_out) FROM api_calls_daily WHERE day >= $1", day
     )
     assert sums is not None
     calls, tokens = sums
@@ -257,7 +258,7 @@ async def test_api_usage_and_scans_sum_their_rollups(
     assert sum(m["calls"] for m in usage["by_model"]) == calls
     assert any(m["cost_usd"] is None for m in usage["by_model"] if m["model"] == "mystery-model-x")
     cache_sums = await db.fetchrow(
-        "SELECT sum(cache_read_tokens), sum(cache_write_tokens) FROM api_usage_daily"
+        "SELECT sum(cache_read_tokens), sum(cache_write_tokens) FROM api_calls_daily"
         " WHERE day >= $1",
         day,
     )
@@ -266,11 +267,14 @@ async def test_api_usage_and_scans_sum_their_rollups(
     total = usage["total"]
     assert (total["cache_read_tokens"], total["cache_write_tokens"]) == (cache_read, cache_write)
     # The synthetic GitHub readings, `github ratelimit remaining=N limit=5000`, carry a limit
-    # and no reset; every day and provider row says so.
-    github = [d for d in usage["days"] if (d["provider"], d["model"]) == ("github", "*")]
+    # and no reset; they are readings, apart from the calls, per day and provider.
+    github = [r for r in usage["rate_limits"] if r["provider"] == "github"]
     assert github
-    assert all(d["rate_limit_limit"] == 5000 for d in github)
-    assert all(d["rate_limit_reset"] is None and d["calls"] == 0 for d in github)
+    assert all(r["limit"] == 5000 and r["reset"] is None for r in github)
+    assert all(d["calls"] > 0 for d in usage["days"]), "a reading is not a call"
+    # A model only for LLM calls, an endpoint for the others; never both.
+    assert all(d["model"] is None or d["endpoint"] is None for d in usage["days"])
+    assert {d["model"] for d in usage["days"] if d["provider"] == "github"} <= {None}
 
     scans = get(client, "/api/logs/scan-activity", hours=48)
     since = (datetime.now(UTC) - timedelta(hours=48)).replace(minute=0, second=0, microsecond=0)

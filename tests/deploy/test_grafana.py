@@ -375,7 +375,7 @@ async def check_numbers(
 
     if script == TOTAL:
         cost = await db.fetchval(
-            "SELECT sum(cost_usd)::float8 FROM api_usage_daily WHERE day BETWEEN $1 AND $2",
+            "SELECT sum(cost_usd)::float8 FROM api_calls_daily WHERE day BETWEEN $1 AND $2",
             start.date(), end.date(),
         )  # fmt: skip
         panel = [r["cost_usd"] for r in results["API cost per provider/model per day"]]

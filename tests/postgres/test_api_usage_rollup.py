@@ -1,4 +1,5 @@
-"""api_usage_daily from log lines to PostgreSQL (issue 16, item 4): what the extractor reads
+"""API calls and rate-limit readings from log lines to PostgreSQL (issue 16, item 4; apart
+since issue 20: `api_calls_daily`, `rate_limit_readings_daily`): what the extractor reads
 (prompt-cache tokens, rate-limit limits, resets and Retry-After) is rolled up, merged by the
 flush's upsert (`postgres.rollups.merge_rollups`, as the writer and `dlq replay` run it) and
 printed by `tailpipe inspect`; and no log line can make that merge fail, which would stop the
@@ -88,25 +89,32 @@ def batch_of(*values: bytes) -> Batch:
     return batch
 
 
-async def merged(db: asyncpg.Connection, batch: Batch) -> dict[tuple[str, str], dict[str, Any]]:
+Calls = dict[tuple[str, str | None, str | None], dict[str, Any]]
+
+
+async def merged(db: asyncpg.Connection, batch: Batch) -> tuple[Calls, dict[str, dict[str, Any]]]:
+    """The calls (by provider, model, endpoint) and rate-limit readings (by provider) stored."""
     async with db.transaction():
         await merge_rollups(db, batch)
-    rows = await db.fetch("SELECT * FROM api_usage_daily ORDER BY provider, model")
-    return {(r["provider"], r["model"]): dict(r) for r in rows}
+    calls = await db.fetch("SELECT * FROM api_calls_daily")
+    readings = await db.fetch("SELECT * FROM rate_limit_readings_daily")
+    return (
+        {(r["provider"], r["model"], r["endpoint"]): dict(r) for r in calls},
+        {r["provider"]: dict(r) for r in readings},
+    )
 
 
 async def test_cache_tokens_and_rate_limit_details_are_stored(
     migrated: Settings, db: asyncpg.Connection
 ) -> None:
     batch = batch_of(item(LINES))
-    rows = await merged(db, batch)
-    assert set(rows) == {
-        ("anthropic", "claude-sonnet-4-5-20250929"),
-        ("openai", "gpt-4o-2024-08-06"),
-        ("github", "*"),
-        ("unknown", "*"),
+    calls, readings = await merged(db, batch)
+    assert set(calls) == {
+        ("anthropic", "claude-sonnet-4-5-20250929", None),
+        ("openai", "gpt-4o-2024-08-06", None),
     }
-    claude = rows[("anthropic", "claude-sonnet-4-5-20250929")]
+    assert set(readings) == {"github", "unknown"}
+    claude = calls[("anthropic", "claude-sonnet-4-5-20250929", None)]
     assert (claude["day"], claude["calls"], claude["tokens_in"], claude["tokens_out"]) == (
         DAY,
         1,
@@ -115,7 +123,7 @@ async def test_cache_tokens_and_rate_limit_details_are_stored(
     )
     assert (claude["cache_read_tokens"], claude["cache_write_tokens"]) == (2051, 2051)
     assert (claude["cost_usd"], claude["unpriced_calls"]) == (Decimal("0.022137"), 0)
-    gpt = rows[("openai", "gpt-4o-2024-08-06")]
+    gpt = calls[("openai", "gpt-4o-2024-08-06", None)]
     # Cached prompt tokens apart; no cached-input price for OpenAI: unpriced, not guessed.
     assert (gpt["tokens_in"], gpt["cache_read_tokens"], gpt["cost_usd"], gpt["unpriced_calls"]) == (
         93,
@@ -123,32 +131,25 @@ async def test_cache_tokens_and_rate_limit_details_are_stored(
         None,
         1,
     )
-    github = rows[("github", "*")]
-    assert (github["calls"], github["rate_limit_remaining"], github["rate_limit_limit"]) == (
-        0,
-        12,
-        5000,
-    )
-    assert github["rate_limit_reset"] == datetime(2025, 11, 29, 1, 0, tzinfo=UTC)
-    assert github["rate_limit_seen_at"] == datetime.fromtimestamp((TS + 30) / 1000, UTC)
-    unknown = rows[("unknown", "*")]
+    github = readings["github"]
+    assert (github["day"], github["remaining"], github["largest_limit"]) == (DAY, 12, 5000)
+    assert github["latest_reset"] == datetime(2025, 11, 29, 1, 0, tzinfo=UTC)
+    assert github["remaining_at"] == datetime.fromtimestamp((TS + 30) / 1000, UTC)
+    assert github["limited"] == 0
+    unknown = readings["unknown"]
     # Retry-After: a reading that says the limit was reached, and when to retry.
-    assert (unknown["calls"], unknown["rate_limited"], unknown["rate_limit_remaining"]) == (
-        0,
-        1,
-        None,
-    )
-    assert unknown["rate_limit_reset"] == datetime.fromtimestamp((TS + 40 + 30_000) / 1000, UTC)
+    assert (unknown["limited"], unknown["remaining"]) == (1, None)
+    assert unknown["latest_reset"] == datetime.fromtimestamp((TS + 40 + 30_000) / 1000, UTC)
 
     # A second flush with an older GitHub reading, a larger limit and an earlier reset: the
     # newest remaining stays, the largest limit and the latest reset win, counts add up.
     older = ["x-ratelimit-limit: 6000 x-ratelimit-remaining: 1 x-ratelimit-reset: 1764370000"
              " (github)"]  # fmt: skip
-    again = await merged(db, batch_of(item([*LINES[:2], older])))
-    github = again[("github", "*")]
-    assert (github["rate_limit_remaining"], github["rate_limit_limit"]) == (12, 6000)
-    assert github["rate_limit_reset"] == datetime(2025, 11, 29, 1, 0, tzinfo=UTC)
-    claude = again[("anthropic", "claude-sonnet-4-5-20250929")]
+    calls, readings = await merged(db, batch_of(item([*LINES[:2], older])))
+    github = readings["github"]
+    assert (github["remaining"], github["largest_limit"]) == (12, 6000)
+    assert github["latest_reset"] == datetime(2025, 11, 29, 1, 0, tzinfo=UTC)
+    claude = calls[("anthropic", "claude-sonnet-4-5-20250929", None)]
     assert (claude["calls"], claude["cache_read_tokens"], claude["cache_write_tokens"]) == (
         2,
         4102,
@@ -160,9 +161,9 @@ async def test_cache_tokens_and_rate_limit_details_are_stored(
 async def test_no_log_line_can_make_the_merge_fail(
     migrated: Settings, db: asyncpg.Connection
 ) -> None:
-    """Readings and names PostgreSQL could not hold in api_usage_daily: a remaining count past
-    2^31 (the column was an integer), an endpoint or a model too long for a btree key (about
-    2,700 bytes). Before, each made every retry of the flush fail."""
+    """Readings and names PostgreSQL could not hold: a remaining count past 2^31 (the column
+    was an integer), an endpoint or a model too long for a btree key (about 2,700 bytes).
+    Before, each made every retry of the flush fail."""
     # PostgreSQL compresses long keys: only text that does not compress overflows a btree page.
     rng = random.Random(16)
     noise = "".join(rng.choices(string.ascii_letters + string.digits + "-_", k=9000))
@@ -173,27 +174,33 @@ async def test_no_log_line_can_make_the_merge_fail(
         ["llm usage model=" + noise + " input_tokens=5"],
         [{"model": "claude-haiku-4-5", "usage": {"input_tokens": 1}, "provider": noise}],
     ]
-    rows = await merged(db, batch_of(item(lines)))
-    assert rows[("github", "*")]["rate_limit_remaining"] == 9_999_999_999_999
+    calls, readings = await merged(db, batch_of(item(lines)))
+    assert readings["github"]["remaining"] == 9_999_999_999_999
     # The over-long endpoint is no name: the call is counted without one.
-    assert rows[("github", "")]["calls"] == 1
+    assert calls[("github", None, None)]["calls"] == 1
     # The over-long models are no names: no call to a model (the llm_usage event needs one).
-    assert not any(len(model) > 200 for _, model in rows)
+    assert not any(model is not None and len(model) > 200 for _, model, _ in calls)
     # The over-long provider is no name: inferred from the model.
-    assert rows[("anthropic", "claude-haiku-4-5")]["calls"] == 1
+    assert calls[("anthropic", "claude-haiku-4-5", None)]["calls"] == 1
 
 
 def test_inspect_prints_the_new_columns() -> None:
     batch = batch_of(item(LINES))
-    lines = [
-        line
-        for line in rollup_lines(Rollups.combine(p.rollups for p in batch.parts.values()))
-        if line["rollup"] == "api_usage_daily"
-    ]
-    by_key = {(line["key"]["provider"], line["key"]["model"]): line["add"] for line in lines}
-    claude = by_key[("anthropic", "claude-sonnet-4-5-20250929")]
+    lines = list(rollup_lines(Rollups.combine(p.rollups for p in batch.parts.values())))
+    calls = {
+        (line["key"]["provider"], line["key"]["model"]): line["add"]
+        for line in lines
+        if line["rollup"] == "api_calls_daily"
+    }
+    readings = {
+        line["key"]["provider"]: line["add"]
+        for line in lines
+        if line["rollup"] == "rate_limit_readings_daily"
+    }
+    claude = calls[("anthropic", "claude-sonnet-4-5-20250929")]
     assert (claude["cache_read_tokens"], claude["cache_write_tokens"]) == (2051, 2051)
-    github = by_key[("github", "*")]
-    assert (github["rate_limit_remaining"], github["rate_limit_limit"]) == (12, 5000)
-    assert github["rate_limit_reset"] == "2025-11-29T01:00:00+00:00"
-    assert by_key[("unknown", "*")]["rate_limited"] == 1
+    assert ("github", "*") not in calls
+    github = readings["github"]
+    assert (github["remaining"], github["largest_limit"]) == (12, 5000)
+    assert github["latest_reset"] == "2025-11-29T01:00:00+00:00"
+    assert readings["unknown"]["limited"] == 1

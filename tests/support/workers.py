@@ -322,7 +322,8 @@ async def stored_rows(
 ) -> dict[str, Any]:
     """Once every message of the topic is stored (or dead-lettered), the rows a real-runtime
     test checks: `events`, `logs` (each with `key`, its invocation's `key(...)` of
-    `{event_type, event_ms, url}`, None when it has none), `usage`, `dead_letters`, and
+    `{event_type, event_ms, url}`, None when it has none), `usage` (calls), `rate_limits`
+    (readings), `dead_letters`, and
     `row_texts` (every raw row as text, to look for secrets in)."""
     db = await connect(settings)
     try:
@@ -340,7 +341,8 @@ async def stored_rows(
             ORDER BY l.kafka_partition, l.kafka_offset, l.item, l.seq
             """
         )
-        usage = await db.fetch("SELECT * FROM api_usage_daily ORDER BY provider, model")
+        usage = await db.fetch("SELECT * FROM api_calls_daily ORDER BY provider, model, endpoint")
+        rate_limits = await db.fetch("SELECT * FROM rate_limit_readings_daily ORDER BY provider")
         dead = await db.fetchval("SELECT coalesce(sum(messages), 0) FROM dead_letters")
         texts = await db.fetch("SELECT e::text FROM tail_events e UNION ALL "
                                "SELECT l::text FROM tail_logs l")  # fmt: skip
@@ -356,6 +358,7 @@ async def stored_rows(
         "events": [dict(r) for r in events],
         "logs": log_rows,
         "usage": [dict(r) for r in usage],
+        "rate_limits": [dict(r) for r in rate_limits],
         "dead_letters": int(dead),
         "row_texts": [r[0] for r in texts],
     }

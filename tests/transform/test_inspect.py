@@ -52,7 +52,8 @@ def test_rows_dead_letters_rollups_and_redactions() -> None:
     rollups = {x["rollup"]: x for x in lines if "rollup" in x}
     assert rollups["tail_metrics_hourly"]["add"]["requests"] == 1
     assert rollups["tail_metrics_hourly"]["add"]["errors"] == 1
-    assert rollups["api_usage_daily"]["key"]["provider"] == "github"
+    assert rollups["api_calls_daily"]["key"]["provider"] == "github"
+    assert rollups["api_calls_daily"]["key"]["model"] is None  # an endpoint, not a model
     assert rollups["error_summary"]["add"]["occurrences"] == 1
     assert lines[-1] == {
         "messages": 2,

@@ -4,39 +4,58 @@ import { get } from "./api.js";
 import { hours as everyHour, lineChart, perHour } from "./charts.js";
 import { count, empty, h, section, stat, table, usd, when } from "./dom.js";
 
+// A call's name: its model (LLM calls) or its endpoint (the others).
+const callName = (m) => m.model ?? m.endpoint ?? "(no endpoint)";
+const sameName = (a, b) => a.provider === b.provider && a.model === b.model &&
+  a.endpoint === b.endpoint;
+
 export async function usage({ hours, signal }) {
   const body = await get("/api/logs/api-usage", { hours }, signal);
   const t = body.total;
   const days = [...new Set(body.days.map((d) => d.day))];
   // Models without a price have no cost to draw; the table lists them.
   const series = body.by_model.filter((m) => m.cost_usd !== null).map((m) => ({
-    name: `${m.provider} ${m.model}`,
+    name: `${m.provider} ${callName(m)}`,
     points: days.map((day) => {
-      const row = body.days.find((d) => d.day === day && d.provider === m.provider &&
-        d.model === m.model);
+      const row = body.days.find((d) => d.day === day && sameName(d, m));
       return [Date.parse(`${day}T00:00:00Z`), row ? row.cost_usd ?? 0 : 0];
     }),
   }));
-  const rows = body.by_model.map((m) => h("tr", { "data-model": `${m.provider}/${m.model}` },
-    h("td", {}, m.provider), h("td", {}, m.model),
+  const rows = body.by_model.map((m) => h("tr", { "data-model": `${m.provider}/${callName(m)}`,
+    "data-kind": m.model === null ? "endpoint" : "model" },
+    h("td", {}, m.provider), h("td", {}, m.model ?? ""), h("td", {}, m.endpoint ?? ""),
     h("td", { class: "num", "data-value": m.calls }, count(m.calls)),
     h("td", { class: "num" }, count(m.failures)),
     h("td", { class: "num" }, count(m.rate_limited)),
     h("td", { class: "num" }, count(m.tokens_in)),
     h("td", { class: "num" }, count(m.tokens_out)),
     h("td", { class: "num", "data-value": m.cost_usd ?? "" },
-      m.cost_usd === null ? "no price" : usd(m.cost_usd))));
+      m.cost_usd === null ? (m.model === null ? "–" : "no price") : usd(m.cost_usd))));
+  // Rate-limit readings are not calls: the newest day's reading per provider, apart.
+  const newest = new Map();
+  for (const r of body.rate_limits) newest.set(r.provider, r);
+  const limits = [...newest.values()].map((r) => h("tr", { "data-provider": r.provider },
+    h("td", {}, r.provider), h("td", { class: "nowrap" }, r.day),
+    h("td", { class: "num", "data-value": r.remaining ?? "" }, count(r.remaining)),
+    h("td", { class: "num" }, count(r.limit)),
+    h("td", { class: "nowrap" }, r.reset ? when(r.reset) : "–"),
+    h("td", { class: "num" }, count(r.limited))));
   return [
-    h("p", { class: "hint" }, "API usage is recorded per provider and model, not per script."),
+    h("p", { class: "hint" },
+      "API usage is recorded per provider and model or endpoint, not per script."),
     h("div", { class: "stats" },
       stat("calls", "Calls", t.calls, count(t.calls)),
       stat("tokens", "Tokens", t.tokens_in + t.tokens_out, count(t.tokens_in + t.tokens_out)),
       stat("cost", "Cost", t.cost_usd, usd(t.cost_usd)),
       stat("unpriced", "Calls without a price", t.unpriced_calls, count(t.unpriced_calls))),
     section("Cost per day", lineChart(series, { format: usd, label: "cost per day", days: true })),
-    section("Per provider and model", table(
-      ["Provider", "Model", "Calls", "Failures", "Rate limited", "Tokens in", "Tokens out",
-        "Cost"], rows, { "data-table": "usage" })),
+    section("Per provider and model or endpoint", table(
+      ["Provider", "Model", "Endpoint", "Calls", "Failures", "Rate limited", "Tokens in",
+        "Tokens out", "Cost"], rows, { "data-table": "usage" })),
+    section("Rate limits", limits.length
+      ? table(["Provider", "Day", "Remaining", "Limit", "Resets", "Readings at the limit"],
+        limits, { "data-table": "rate-limits" })
+      : empty("No rate-limit readings in this range.")),
   ];
 }
 
