@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.logger.bound import Logger
 from pipeline.logger.entry import level_name
+from pipeline.logger.setup import get_logger
 
 # The attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -25,15 +26,20 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 class TailpipeHandler(logging.Handler):
     def __init__(
         self,
-        logger: Logger,
+        logger: Logger | None = None,
         level: int = logging.NOTSET,
         *,
         ignore: tuple[str, ...] = ("aiokafka", "kafka", "tailpipe.logger"),
     ) -> None:
         super().__init__(level)
-        self.logger = logger
+        self._logger = logger
         self.ignore = ignore
         self._busy = threading.local()
+
+    @property
+    def logger(self) -> Logger:
+        """The logger given, else the one `init` made (looked up per record)."""
+        return self._logger if self._logger is not None else get_logger()
 
     def emit(self, record: logging.LogRecord) -> None:
         name = record.name

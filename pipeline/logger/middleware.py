@@ -10,13 +10,14 @@ the exception is re-raised to the server. Other scope types (lifespan, websocket
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
 from pipeline.logger.bound import Logger
 from pipeline.logger.job import finish
-from pipeline.logger.setup import get_logger
+from pipeline.logger.setup import get_logger, shutdown
 from pipeline.logger.trace import CURRENT, Trace
 from pipeline.transform.redact.engine import redact_headers, redact_url
 
@@ -39,7 +40,11 @@ class TailpipeMiddleware:
         return self._logger if self._logger is not None else get_logger()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") != "http":
+        kind = scope.get("type")
+        if kind == "lifespan" and self._logger is None:
+            await self.app(scope, receive, self._shutting_down(send))
+            return
+        if kind != "http":
             await self.app(scope, receive, send)
             return
         trace = self._trace(scope)
@@ -65,6 +70,18 @@ class TailpipeMiddleware:
             if status is not None:
                 trace.event["response"] = {"status": status}
             finish(self.logger, trace, failure)
+
+    def _shutting_down(self, send: Send) -> Send:
+        """`send` that delivers what `init`'s publisher holds (`setup.shutdown`) once the
+        application has shut down, before the server hears so: servers such as uvicorn end the
+        process by re-raising SIGTERM, and `atexit` handlers do not run then."""
+
+        async def forward(message: Message) -> None:
+            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await asyncio.to_thread(shutdown)
+            await send(message)
+
+        return forward
 
     def _trace(self, scope: Scope) -> Trace:
         core = self.logger.core

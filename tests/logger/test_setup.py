@@ -3,7 +3,7 @@ environment on every item, and LLM usage (`llm_usage`, OpenTelemetry's GenAI nam
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from decimal import Decimal
 from typing import Any
 
@@ -253,3 +253,33 @@ def test_genai_counts_that_contradict_each_other_are_counted_unpriced() -> None:
     tailpipe_logger("ai", publisher=captured).llm_usage("claude-haiku-4-5", 100, 10, cache_read=500)
     (call,) = calls(captured)
     assert (call.tokens_in, call.cache_read_tokens, call.cost_usd) == (None, None, None)
+
+
+async def test_the_middleware_delivers_what_is_buffered_when_the_app_shuts_down() -> None:
+    """uvicorn ends the process by re-raising SIGTERM, so `atexit` would not run: the
+    middleware shuts the logger down at the end of the ASGI lifespan instead."""
+
+    class Flushed(Captured):
+        flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+
+    publisher = Flushed()
+    tailpipe.init(service="web", publisher=publisher)
+    app = Starlette(routes=[])
+    app.add_middleware(tailpipe.TailpipeMiddleware)
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message["type"])
+        if message["type"] == "lifespan.shutdown.complete":
+            assert publisher.flushes == 1, "delivered before the server hears of the end"
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert publisher.flushes == 1
