@@ -12,6 +12,7 @@ variables, starts its publisher, and makes it the one `get_logger()` returns.
 | `release`     | `TAILPIPE_RELEASE`     | none; stored as the script version             |
 | `environment` | `TAILPIPE_ENVIRONMENT` | none; stored as the script tag `environment:X` |
 | `level`       | `TAILPIPE_LOG_LEVEL`   | `info`: debug lines and timers stay home       |
+| `in_app`      | `TAILPIPE_IN_APP`      | none; installed packages whose frames are yours |
 
 The publisher, unless one is given: Kafka when `TAILPIPE_KAFKA_BOOTSTRAP` is set (with the
 other `TAILPIPE_KAFKA_*` settings and `TAILPIPE_TOPIC`, as the server reads them), else JSON
@@ -53,6 +54,7 @@ RELEASE = "TAILPIPE_RELEASE"
 ENVIRONMENT = "TAILPIPE_ENVIRONMENT"
 LEVEL = "TAILPIPE_LOG_LEVEL"
 BOOTSTRAP = "TAILPIPE_KAFKA_BOOTSTRAP"
+IN_APP = "TAILPIPE_IN_APP"
 
 
 _log = logging.getLogger("tailpipe.logger")
@@ -68,6 +70,7 @@ def init(
     level: str | None = None,
     publisher: Publisher | None = None,
     processors: Iterable[Processor] = (),
+    in_app: Iterable[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Logger:
     """The process's logger, configured from the arguments, then `TAILPIPE_*` variables (see
@@ -93,14 +96,23 @@ def init(
             where = f"stdout ({BOOTSTRAP} is not set)"
     else:
         where = type(publisher).__name__
-    logger = tailpipe_logger(
-        name,
-        publisher=publisher,
-        level=chosen,
-        processors=processors,
-        release=_text(release, env, RELEASE),
-        environment=_text(environment, env, ENVIRONMENT),
-    )
+    in_app_name = "in_app"
+    if in_app is None:
+        in_app_name = IN_APP
+        in_app = [p.strip() for p in env.get(IN_APP, "").split(",") if p.strip()]
+    try:
+        logger = tailpipe_logger(
+            name,
+            publisher=publisher,
+            level=chosen,
+            processors=processors,
+            release=_text(release, env, RELEASE),
+            environment=_text(environment, env, ENVIRONMENT),
+            in_app=in_app,
+        )
+    except ValueError as exc:  # a package name that is not one (`stack.InApp`)
+        given = in_app if isinstance(in_app, str) else ",".join(map(str, in_app))
+        raise SettingsError(in_app_name, "top-level package names such as billing", given) from exc
     global _current
     old_runner: _Thread | None = None
     with _lock:

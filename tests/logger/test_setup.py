@@ -91,6 +91,14 @@ def test_init_reads_the_environment_and_every_item_carries_release_and_environme
     assert invocation.script_tags == ("environment:production",)
 
 
+def test_in_app_packages_come_from_the_environment_too() -> None:
+    log = tailpipe.init(
+        publisher=Captured(),
+        environ={"TAILPIPE_SERVICE": "s", "TAILPIPE_IN_APP": "billing, orders"},
+    )
+    assert log.core.in_app.packages == frozenset({"billing", "orders"})
+
+
 def test_arguments_win_over_the_environment() -> None:
     captured = Captured()
     environ = {"TAILPIPE_SERVICE": "from-env", "TAILPIPE_ENVIRONMENT": "staging"}
@@ -110,6 +118,8 @@ def test_arguments_win_over_the_environment() -> None:
         ({"service": "s", "level": "loud"}, {}, "level"),
         ({"service": "s"}, {"TAILPIPE_RELEASE": "a\nb"}, "TAILPIPE_RELEASE"),
         ({"service": "s", "environment": "x" * 201}, {}, "environment"),
+        ({"service": "s"}, {"TAILPIPE_IN_APP": "billing, a.b"}, "TAILPIPE_IN_APP"),
+        ({"service": "s", "in_app": ["-x"]}, {}, "in_app"),
     ],
 )
 def test_a_bad_setting_names_itself(
