@@ -24,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
@@ -81,33 +80,37 @@ class KafkaPublisher:
     """Trace items to a Kafka topic through an idempotent producer (acks=all, linger batching).
 
     `publish` may be called from any thread and never raises. Items wait in a buffer of
-    `max_queue`; when it is full the OLDEST item is dropped to make room (counted in `dropped`,
-    one warning per episode: from the first drop until the buffer has been emptied again), so
-    after an outage Kafka gets the latest `max_queue` items. `block=True` makes a thread other
-    than the event loop's wait for room instead, but only while Kafka is connected (the sender is
-    draining, so the wait is short); before `start`, during an outage and on the loop's own
-    thread nothing waits and the oldest item is dropped, except that the loop's thread, while
-    connected, lets the buffer grow past `max_queue` (the sender drains it at the next await).
-    A Kafka outage therefore never stalls the application's threads, in either mode.
+    `max_queue`; when it is full the OLDEST item is dropped to make room (counted in `dropped`;
+    one warning per episode, from the first drop until the buffer has been emptied again), so
+    what Kafka gets after an outage is the most recent. `block=True` makes a thread other than
+    the event loop's wait for room instead, unless Kafka is known to be unreachable (or `start`
+    was not called): then it drops the oldest too, so that an outage never stalls the
+    application's threads. The loop's own thread never waits (it is the thread that would make
+    room): in blocking mode it lets the buffer grow past `max_queue` instead, except during an
+    outage.
 
-    `start` returns at once: it starts a background task that connects, retrying with `backoff`
-    (full jitter, capped) while Kafka is unreachable, and then sends. A record published before
-    `start` waits in the buffer; the first one logs a warning that `start` has not been called,
-    so that a publisher nobody started does not lose records silently. If Kafka goes away after
-    connecting, the sender stops taking items from the buffer and reconnects the same way: items
-    the producer never accepted go back to the head of the buffer (so they are sent once, after
-    the outage); items it had accepted are retried by the idempotent producer (no duplicates)
-    until they time out (`connect_timeout`), and then count in `failed`: at most the batches in
-    flight when the outage began.
+    `start` returns at once, Kafka up or not: a background task connects, retrying with
+    `backoff` (full jitter, capped) while Kafka is unreachable, then hands the buffer to the
+    producer, at most `max_queue` unacknowledged items at a time. A record published before
+    `start` waits in the buffer, and the first one logs a warning that `start` has not been
+    called, so that a publisher nobody started does not lose records silently. If Kafka goes
+    away later, the producer keeps what it holds and retries it until Kafka takes it (the
+    idempotent producer writes it once), while the buffer keeps the newest `max_queue` of the
+    rest; an item the producer refused goes back to the head of the buffer. The outage is
+    noticed when items stay unacknowledged for `connect_timeout` seconds (or a send times out)
+    and is over at the next acknowledgement. Outages are told to the stdlib logger
+    `tailpipe.logger`: unreachable, dropping, reachable again, each once per outage.
 
-    `connected` says whether a producer is up; `last_error` is the latest failure. Counters:
-    `published` (acknowledged), `failed` (refused or timed out), `dropped` (never sent: evicted
-    from a full buffer, published after `close`, or still buffered when `close` gave up),
-    `queued` (waiting in the buffer now). `flush` waits until every item published before it is
-    settled (acknowledged, failed or dropped): during an outage that is until Kafka returns,
-    so bound it with `asyncio.timeout`. `close(grace)` flushes for at most `grace` seconds, then
-    drops and counts what is left and stops the producer (whose own in-flight batches may take
-    up to `connect_timeout` more). `async with` does start and close.
+    `connected` is True while the producer is up and Kafka acknowledges; `last_error` is the
+    latest failure. Counters: `published` (acknowledged), `failed` (refused by Kafka, or given
+    up by `close`), `dropped` (never sent: evicted from the full buffer, published after
+    `close`, or still buffered when `close` gave up), `queued` (waiting in the buffer now).
+    `flush` waits until every item published before it is settled (acknowledged, failed or
+    dropped): during an outage that is until Kafka returns, so bound it with `asyncio.timeout`.
+    `close(grace)` flushes for at most `grace` seconds, drops (and counts) what is still
+    buffered, then stops the producer, giving up what Kafka has not acknowledged within
+    `connect_timeout` more (counted in `failed`: Kafka may or may not have it). `async with`
+    does start and close.
     """
 
     def __init__(
@@ -140,7 +143,10 @@ class KafkaPublisher:
         self._waiters: list[asyncio.Future[None]] = []
         self._sender: asyncio.Task[None] | None = None
         self._producer: Any = None
-        self._fault: BaseException | None = None
+        self._timeout = max(settings.connect_timeout, 1.0)
+        """How long Kafka may leave records unacknowledged before it counts as unreachable."""
+        self._in_flight = 0  # handed to the producer, not yet acknowledged or failed
+        self._progress = 0.0  # when Kafka last acknowledged (or the first record went out)
         self._connected = False
         self._closed = False
         self._accepted = 0  # items ever put in the buffer; each ends published, failed or evicted
@@ -160,7 +166,8 @@ class KafkaPublisher:
 
     @property
     def connected(self) -> bool:
-        """A producer is up and the sender is draining the buffer into it."""
+        """The producer is up and Kafka acknowledges: False before the first connection, and
+        from when an outage is noticed until Kafka acknowledges again."""
         return self._connected
 
     # --- the application's side: any thread --------------------------------------------------
@@ -281,36 +288,31 @@ class KafkaPublisher:
         self._sender = asyncio.create_task(self._run(), name="tailpipe-log-publisher")
 
     async def _run(self) -> None:
-        """Connect, send until Kafka goes away, reconnect: until `close` cancels it."""
+        """Connect (retrying with backoff while Kafka is unreachable), then send until `close`
+        cancels it. Once started, the producer rides out later outages itself: an idempotent
+        aiokafka producer retries its batches until Kafka takes them, without duplicates."""
         attempt = 0
         while True:
             producer = self._new_producer()
             try:
                 await producer.start()
+                break
             except BaseException as exc:
-                await _stop(producer)  # its connections, even when `close` cancelled the start
+                await _stop(producer, self._timeout)  # even when `close` cancelled the start
                 if not isinstance(exc, Exception):
                     raise
                 attempt += 1
                 self._down(exc, attempt)
                 await asyncio.sleep(self.backoff.delay(attempt))
-                continue
-            attempt = 0
-            self._up(producer)
-            fault: BaseException | None = None
-            try:
-                fault = await self._drain(producer)
-            except Exception as exc:  # a bug must not end the sender: reconnect instead
-                fault = exc
-            finally:
-                with self._lock:
-                    self._connected = False
-                    self._producer = None
-                if fault is not None:
-                    attempt = 1
-                    self._down(fault, attempt)  # before the stop, which may take a while
-                await _stop(producer)
-            await asyncio.sleep(self.backoff.delay(attempt))
+        with self._lock:
+            self._producer = producer
+            self._connected = True
+        try:
+            await self._drain(producer)
+        finally:
+            with self._lock:
+                self._connected = False
+            await _stop(producer, self._timeout)
 
     def _new_producer(self) -> Any:
         from aiokafka import AIOKafkaProducer
@@ -327,10 +329,9 @@ class KafkaPublisher:
         }
         return AIOKafkaProducer(**options)
 
-    def _up(self, producer: Any) -> None:
+    def _up(self) -> None:
+        """Kafka acknowledged a record (or there is nothing to send): any outage is over."""
         with self._lock:
-            self._producer = producer
-            self._fault = None
             self._connected = True
             since, self._outage_since = self._outage_since, None
         if since is not None:
@@ -340,42 +341,54 @@ class KafkaPublisher:
                 time.monotonic() - since,
                 self.dropped - self._dropped_before_outage,
             )
-        self._wakeup.set()
 
-    def _down(self, exc: BaseException, attempt: int) -> None:
-        self.last_error = repr(exc)
-        if self._outage_since is None:
-            with self._lock:
+    def _down(self, exc: BaseException | str, attempt: int) -> None:
+        """Kafka did not answer: a connection refused, a send or acknowledgement timed out."""
+        self.last_error = exc if isinstance(exc, str) else repr(exc)
+        with self._lock:
+            began = self._outage_since is None
+            if began:
                 self._outage_since = time.monotonic()
                 self._dropped_before_outage = self.dropped
-                self._room.notify_all()  # blocked threads stop waiting: drop the oldest instead
+            self._connected = False
+            self._room.notify_all()  # blocked threads stop waiting: drop the oldest instead
+        if began:
             log.warning(
                 "Kafka at %s unreachable (%s); buffering up to %d records and retrying in "
                 "the background",
                 self._settings.kafka_bootstrap,
-                f"{exc}" or type(exc).__name__,
+                exc if isinstance(exc, str) else f"{exc}" or type(exc).__name__,
                 self.max_queue,
             )
         else:
             log.debug("Kafka still unreachable, attempt %d: %r", attempt, exc)
 
-    async def _drain(self, producer: Any) -> BaseException:
-        """Send what the buffer holds until a failure says Kafka is gone; returns it."""
+    async def _drain(self, producer: Any) -> None:
+        """Hand what the buffer holds to the producer, at most `max_queue` unacknowledged."""
+        attempt = 0
+        if self._outage_since is not None and not self._buffer:
+            self._up()  # connected, and nothing waits to prove it
         while True:
-            await self._wakeup.wait()
+            if self._in_flight:
+                # A stall (records out, no acknowledgement) is how a later outage shows.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._timeout):
+                        await self._wakeup.wait()
+                if self._in_flight and time.monotonic() - self._progress > self._timeout:
+                    self._down(f"no acknowledgement for {self._timeout:g} s", attempt)
+            else:
+                await self._wakeup.wait()
             self._wakeup.clear()
-            while self._fault is None:
+            while self._in_flight < self.max_queue:
                 with self._lock:
                     if not self._buffer:
-                        self._warned_drop = False  # the episode is over
+                        if self._outage_since is None:
+                            self._warned_drop = False  # the episode is over
                         break
-                    take = min(len(self._buffer), _BATCH)
+                    take = min(len(self._buffer), _BATCH, self.max_queue - self._in_flight)
                     batch = [self._buffer.popleft() for _ in range(take)]
                     self._room.notify_all()
                 for i, (value, key) in enumerate(batch):
-                    if self._fault is not None:  # a delivery failed meanwhile: Kafka is gone
-                        self._put_back(batch[i:])
-                        return self._fault
                     try:
                         # Returns once the item is in the producer's batch; delivery is
                         # reported to the callback, so batches fill while others are in flight.
@@ -384,16 +397,27 @@ class KafkaPublisher:
                         self._put_back(batch[i:])  # `close` counts them
                         raise
                     except Exception as exc:
-                        if _transient(exc):
-                            self._put_back(batch[i:])  # never accepted: no duplicate later
-                            return exc
-                        self.failed += 1
-                        self.last_error = repr(exc)
-                        self._notify()
-                        continue
-                    future.add_done_callback(partial(self._delivered, producer))
-            if self._fault is not None:
-                return self._fault
+                        if not _transient(exc):
+                            self.failed += 1
+                            self.last_error = repr(exc)
+                            self._notify()
+                            continue
+                        # The producer's own batches are full (Kafka is not taking them) or
+                        # the topic has no leader yet. Never accepted: no duplicate later.
+                        self._put_back(batch[i:])
+                        attempt += 1
+                        self._down(exc, attempt)
+                        await asyncio.sleep(self.backoff.delay(attempt))
+                        self._wakeup.set()
+                        break
+                    attempt = 0
+                    if not self._in_flight:
+                        self._progress = time.monotonic()
+                    self._in_flight += 1
+                    future.add_done_callback(self._delivered)
+                else:
+                    continue
+                break
 
     def _put_back(self, records: Iterable[Record]) -> None:
         """Items the producer did not accept, back at the head of the buffer, which keeps its
@@ -411,18 +435,21 @@ class KafkaPublisher:
             log.warning(warning)
         self._notify()
 
-    def _delivered(self, producer: Any, future: asyncio.Future[Any]) -> None:
+    def _delivered(self, future: asyncio.Future[Any]) -> None:
+        self._in_flight -= 1
         if future.cancelled():
             self.failed += 1
         elif (exc := future.exception()) is not None:
             self.failed += 1
             self.last_error = repr(exc)
-            if _transient(exc) and producer is self._producer and self._fault is None:
-                self._fault = exc  # Kafka went away: stop draining, reconnect
-                self._wakeup.set()
         else:
             self.published += 1
+            self._progress = time.monotonic()
+            if self._outage_since is not None or not self._connected:
+                self._up()
         self._notify()
+        if self._buffer:
+            self._wakeup.set()  # room in flight again
 
     def _settled(self) -> int:
         return self.published + self.failed + self._evicted
@@ -486,7 +513,27 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError) and bool(exc.retriable)
 
 
-async def _stop(producer: Any) -> None:
-    """Stop a producer whatever state it is in; a failure to stop is not worth raising."""
-    with contextlib.suppress(Exception):
-        await producer.stop()
+async def _stop(producer: Any, patience: float) -> None:
+    """Stop a producer whatever state it is in, within about `patience` seconds.
+
+    `stop` waits until Kafka has taken every batch, which an idempotent producer retries for as
+    long as Kafka is away: past `patience` its batches are given up (their records count in
+    `failed`: Kafka may or may not have them), so that `close` ends during an outage too.
+    """
+    stopping = asyncio.ensure_future(producer.stop())
+    try:
+        await asyncio.wait([stopping], timeout=patience)
+        if not stopping.done():
+            from aiokafka.errors import KafkaTimeoutError
+
+            # No public way to abandon pending batches in aiokafka 0.14: fail them as its
+            # sender does with a fatal error.
+            producer._message_accumulator.fail_all(
+                KafkaTimeoutError("the publisher closed before Kafka acknowledged it")
+            )
+        with contextlib.suppress(Exception):
+            await stopping
+    except asyncio.CancelledError:
+        stopping.cancel()
+        raise
+    await asyncio.sleep(0)  # let the delivery callbacks run

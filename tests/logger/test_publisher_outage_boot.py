@@ -30,6 +30,7 @@ from pipeline.kafka.clients import ensure_topics
 from pipeline.logger import KafkaPublisher, TailpipeMiddleware, tailpipe_logger
 from pipeline.settings import Settings
 from tests.conftest import free_port, read_topic
+from tests.logger.test_publisher_outage import until
 from tests.support.broker import Broker
 
 MAX_QUEUE = 50
@@ -123,3 +124,61 @@ async def test_the_service_boots_and_answers_while_kafka_is_down_and_delivers_af
         f"boot test: logged {LOGGED + 1}, buffered at peak {peak}, delivered "
         f"{publisher.published}, dropped {publisher.dropped}"
     )
+
+
+@pytest.mark.stack
+async def test_kafka_going_away_later_keeps_what_the_producer_holds_and_the_newest(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """After connecting, an outage shows as records left unacknowledged. The idempotent
+    producer keeps (and retries) up to `max_queue` of them, the buffer the newest `max_queue`
+    of the rest; when Kafka is back each of those arrives once, and only the ones in between
+    are dropped."""
+    broker = Broker(tmp_path)
+    await broker.start()
+    own = replace(settings, kafka_bootstrap=broker.bootstrap, connect_timeout=2)
+    publisher = KafkaPublisher(own, max_queue=MAX_QUEUE, linger_ms=5, backoff=Backoff(0.1, 1.0))
+    try:
+        await ensure_topics(own, {own.topic: 1})
+        await publisher.start()
+        before = [f"before {i}".encode() for i in range(5)]
+        for value in before:
+            publisher.publish(value)
+        async with asyncio.timeout(60):
+            await publisher.flush()
+        assert publisher.published == len(before)
+
+        broker.kill()
+        publisher.publish(b"in flight")
+        await until(lambda: not publisher.connected, 60, "the outage noticed")
+        during = [f"during {i}".encode() for i in range(120)]
+        for value in during[: MAX_QUEUE - 1]:  # into the producer, with "in flight"
+            publisher.publish(value)
+        await until(lambda: publisher.queued == 0, 30, "the producer taking them")
+        for value in during[MAX_QUEUE - 1 :]:  # into the buffer, which keeps the newest
+            publisher.publish(value)
+        assert publisher.queued == MAX_QUEUE
+        assert publisher.dropped == len(during) - 2 * MAX_QUEUE + 1
+        assert (publisher.published, publisher.failed) == (len(before), 0)
+
+        await broker.start()
+        async with asyncio.timeout(120):
+            await publisher.flush()
+        assert publisher.connected
+        kept = [b"in flight", *during[: MAX_QUEUE - 1], *during[-MAX_QUEUE:]]
+        delivered = await read_topic(own, len(before) + len(kept))
+        assert [value for _, value in delivered] == before + kept  # in order, once each
+        assert publisher.published == len(delivered)
+        assert (publisher.failed, publisher.dropped) == (0, len(during) - 2 * MAX_QUEUE + 1)
+
+        broker.kill()  # away for good: `close` must end all the same, and count what it gave up
+        for value in (b"last 1", b"last 2", b"last 3"):
+            publisher.publish(value)
+        await until(lambda: not publisher.connected, 60, "the second outage noticed")
+        async with asyncio.timeout(30):
+            await publisher.close(grace=0.5)
+        assert publisher.failed == 3
+        assert "closed before Kafka acknowledged" in str(publisher.last_error)
+    finally:
+        await publisher.close(grace=5)
+        broker.kill()
