@@ -11,6 +11,34 @@
 -- later migration drops it with the trigger.
 SET LOCAL lock_timeout = '30s';
 
+-- CPU time the logger never measured (issue 20, too): its envelopes said `"cpuTime": 0`, which
+-- was stored as 0 ms and counted as a zero in the hourly CPU sketches, so a Python service's
+-- CPU p95 read 0. The zeros of the envelope rows still stored leave the sketches of their hours
+-- (and of those hours' totals); the rows keep their 0 (rewriting them all may take long:
+-- docs/operations.md gives the UPDATE), and hours older than the raw rows' retention keep
+-- theirs. First, so that the scan holds no lock a flush waits for.
+CREATE TEMPORARY TABLE unmeasured_cpu ON COMMIT DROP AS
+SELECT date_trunc('hour', ts, 'UTC') AS hour, script, event_type, count(*) AS n
+FROM tail_events WHERE source = 'envelope' AND cpu_ms = 0
+GROUP BY 1, 2, 3;
+INSERT INTO unmeasured_cpu
+SELECT hour, script, '*', sum(n) FROM unmeasured_cpu GROUP BY 1, 2
+UNION ALL
+SELECT hour, '*', '*', sum(n) FROM unmeasured_cpu GROUP BY 1;
+-- The rollup rows locked in key order, the order every flush merges them in.
+SELECT count(*) FROM (
+    SELECT 1 FROM tail_metrics_hourly m JOIN unmeasured_cpu u USING (hour, script, event_type)
+    ORDER BY m.hour, m.script, m.event_type FOR UPDATE OF m
+) AS locked;
+UPDATE tail_metrics_hourly m
+SET cpu_sketch = CASE
+        WHEN (m.cpu_sketch->>'z')::bigint > u.n
+        THEN jsonb_set(m.cpu_sketch, '{z}', to_jsonb((m.cpu_sketch->>'z')::bigint - u.n))
+        ELSE m.cpu_sketch - 'z' END
+FROM unmeasured_cpu u
+WHERE (m.hour, m.script, m.event_type) = (u.hour, u.script, u.event_type)
+  AND m.cpu_sketch ? 'z';
+
 CREATE TABLE api_calls_daily (
     day                 date    NOT NULL,
     provider            text    NOT NULL,

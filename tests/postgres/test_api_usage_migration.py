@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
 from pipeline.postgres import migrate
+from pipeline.postgres.day_partitions import PartitionManager
 from pipeline.postgres.rollup_upserts import merge_rollups
 from pipeline.settings import Settings
 from pipeline.transform.batch import Batch
@@ -99,9 +101,7 @@ async def readings(db: asyncpg.Connection) -> dict[str, tuple[Any, ...]]:
     return {r[0]: tuple(r[1:]) for r in rows}
 
 
-async def test_rows_and_previous_replicas_are_routed_to_calls_and_readings(
-    settings: Settings, db: asyncpg.Connection, tmp_path: Path
-) -> None:
+def migrate_to_0010(settings: Settings, tmp_path: Path) -> None:
     old_dir = tmp_path / "old"
     old_dir.mkdir()
     for f in sorted(migrate.default_directory().glob("*.sql")):
@@ -109,6 +109,12 @@ async def test_rows_and_previous_replicas_are_routed_to_calls_and_readings(
             (old_dir / f.name).write_text(f.read_text())
     old = tailpipe("migrate", "--dir", str(old_dir), env=env_of(settings))
     assert old.returncode == 0, old.stderr
+
+
+async def test_rows_and_previous_replicas_are_routed_to_calls_and_readings(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    migrate_to_0010(settings, tmp_path)
     reset = datetime(2026, 11, 29, 11, tzinfo=UTC)
     await previous_replica_flush(db, [
         # An LLM call (priced), one unpriced, a GitHub endpoint carrying a reading, a call that
@@ -125,7 +131,7 @@ async def test_rows_and_previous_replicas_are_routed_to_calls_and_readings(
 
     new = tailpipe("migrate", env=env_of(settings))
     assert new.returncode == 0, new.stderr
-    assert "applied 0011_api_calls_and_rate_limit_readings\n" in new.stdout
+    assert "applied 0011_api_calls_readings_and_unmeasured_cpu\n" in new.stdout
     # Kept as it was, for the previous version's API (during the upgrade, or after a rollback).
     assert await db.fetchval("SELECT count(*) FROM api_usage_daily") == 6
     assert await calls(db) == {
@@ -169,3 +175,59 @@ async def test_rows_and_previous_replicas_are_routed_to_calls_and_readings(
         "SELECT calls, tokens_in FROM api_usage_daily WHERE provider = 'anthropic'"
     )
     assert tuple(legacy or ()) == (3, 110)
+
+
+async def test_the_zeros_the_logger_never_measured_leave_the_cpu_sketches(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Stored before: three logger envelopes with `"cpuTime": 0` (two in one hour, one in the
+    next) and a Workers trace item's measured 0 ms, each counted as a zero in its hour's CPU
+    sketch and the totals. After 0011 only the measured zero is left."""
+    migrate_to_0010(settings, tmp_path)
+    await PartitionManager().ensure(db, {DAY})
+    hours = [AT, AT.replace(hour=11)]
+    rows = [
+        (hours[0], "py-svc", "job", "envelope", 1),
+        (hours[0], "py-svc", "job", "envelope", 2),
+        (hours[1], "py-svc", "fetch", "envelope", 3),
+        (hours[0], "worker", "fetch", "trace", 4),
+    ]
+    await db.executemany(
+        "INSERT INTO tail_events (ts, script, event_type, outcome, cpu_ms, wall_ms, log_count,"
+        " exception_count, truncated, source, topic, kafka_partition, kafka_offset, item)"
+        " VALUES ($1, $2, $3, 'ok', 0, 5, 0, 0, false, $4, 't', 0, $5, 0)",
+        rows,
+    )  # fmt: skip
+    sketches = {  # what the previous version merged for those rows, with one measured 7 ms
+        (hours[0], "py-svc", "job"): {"z": 2},
+        (hours[0], "py-svc", "*"): {"z": 2},
+        (hours[0], "worker", "fetch"): {"z": 1, "98": 1},
+        (hours[0], "worker", "*"): {"z": 1, "98": 1},
+        (hours[0], "*", "*"): {"z": 3, "98": 1},
+        (hours[1], "py-svc", "fetch"): {"z": 1},
+        (hours[1], "py-svc", "*"): {"z": 1},
+        (hours[1], "*", "*"): {"z": 1},
+    }
+    await db.executemany(
+        "INSERT INTO tail_metrics_hourly VALUES ($1, $2, $3, 1, 0, '{}', '{}', 5, 5, 7, 7,"
+        " '{}', $4::jsonb)",
+        [(*key, orjson.dumps(sketch).decode()) for key, sketch in sketches.items()],
+    )
+    new = tailpipe("migrate", env=env_of(settings))
+    assert new.returncode == 0, new.stderr
+    got = {
+        (r[0], r[1], r[2]): orjson.loads(r[3])
+        for r in await db.fetch(
+            "SELECT hour, script, event_type, cpu_sketch::text FROM tail_metrics_hourly"
+        )
+    }
+    assert got == {
+        (hours[0], "py-svc", "job"): {},
+        (hours[0], "py-svc", "*"): {},
+        (hours[0], "worker", "fetch"): {"z": 1, "98": 1},
+        (hours[0], "worker", "*"): {"z": 1, "98": 1},
+        (hours[0], "*", "*"): {"z": 1, "98": 1},
+        (hours[1], "py-svc", "fetch"): {},
+        (hours[1], "py-svc", "*"): {},
+        (hours[1], "*", "*"): {},
+    }
