@@ -107,7 +107,7 @@ async def test_one_trace_item_per_request() -> None:
             "headers": {
                 "host": "repo-api.internal",
                 "content-type": "application/json",
-                "authorization": "Bearer [REDACTED:header]",
+                "authorization": "Bearer [REDACTED:github]",  # the rule knows the token
                 "cookie": "[REDACTED:header]",
                 "x-request-id": "req_7Yq2",
                 "accept": "text/html, application/json",

@@ -117,6 +117,32 @@ def test_secret_headers_lose_their_value(name: str) -> None:
     assert counts == Counter({"header": 1})
 
 
+OPENAI_KEY = "sk-proj-" + "Rk4vT9wQ" * 6
+
+
+def test_a_secret_gets_its_rule_s_marker_wherever_it_is() -> None:
+    """One scheme: the marker names the rule that recognises the secret's format, in free
+    text, under a secret-named key and in a secret header alike. `field` and `header` are
+    only for what is secret by its name alone."""
+    counts: Counter[str] = Counter()
+    text = redact_text(f"calling with api_key={OPENAI_KEY}", counts)
+    field = redact_json({"api_key": OPENAI_KEY, "password": "hunter2-Qq9"}, counts)
+    headers = redact_headers(
+        {"authorization": f"Bearer {OPENAI_KEY}", "x-api-key": OPENAI_KEY, "cookie": "s=1"},
+        counts,
+    )
+    assert text.endswith("[REDACTED:openai]")
+    assert field == {"api_key": "[REDACTED:openai]", "password": "[REDACTED:field]"}
+    assert headers == {
+        "authorization": "Bearer [REDACTED:openai]",
+        "x-api-key": "[REDACTED:openai]",
+        "cookie": "[REDACTED:header]",
+    }
+    assert counts == Counter({"openai": 4, "field": 1, "header": 1})
+    assert redact_json(field) == field  # idempotent, as ever
+    assert redact_headers(headers) == headers
+
+
 def test_authorization_keeps_its_scheme() -> None:
     out = redact_headers(
         {
@@ -126,7 +152,7 @@ def test_authorization_keeps_its_scheme() -> None:
         }
     )
     assert out == {
-        "Authorization": "Basic [REDACTED:header]",
+        "Authorization": "Basic [REDACTED:basic]",  # the basic rule knows the credentials
         "proxy-authorization": "Bearer [REDACTED:header]",
         "authorization-x": "Digest [REDACTED:header]",
     }

@@ -97,6 +97,9 @@ def _conceal_header(value: str, keep_scheme: bool, counts: Counts | None) -> str
     (`Bearer`, `Basic`, `AWS4-HMAC-SHA256`): which kind of credential was sent is useful."""
     if not value or is_marker(value):
         return value
+    recognised = _recognised(value, counts, keep_scheme)
+    if recognised is not None:
+        return recognised
     marker = MARKER.format(HEADER)
     scheme = _SCHEME.fullmatch(value) if keep_scheme else None
     if scheme is not None:
@@ -166,9 +169,31 @@ def _conceal(value: Any, counts: Counts | None) -> Any:
         return value
     if type(value) in (dict, list, tuple) and not value:
         return value
+    if type(value) is str:
+        recognised = _recognised(value, counts, False)
+        if recognised is not None:
+            return recognised
     if counts is not None:
         counts[FIELD] += 1
     return MARKER.format(FIELD)
+
+
+def _recognised(value: str, counts: Counts | None, keep_scheme: bool) -> str | None:
+    """`value` redacted by the text rules when they conceal all of it (one marker, or with
+    `keep_scheme` an auth scheme and one marker), else None. A secret-named field or header
+    then gets the marker of the rule that knows the secret's format (`[REDACTED:openai]`), as
+    the same key gets in free text; only what no rule recognises is `field` or `header`."""
+    found: Counts = Counter()
+    redacted = redact_text(value, found)
+    if not found:
+        return None
+    if not is_marker(redacted):
+        scheme = _SCHEME.fullmatch(redacted) if keep_scheme else None
+        if scheme is None or not is_marker(scheme.group(2)):
+            return None
+    if counts is not None:
+        counts.update(found)
+    return redacted
 
 
 def _text_of(value: Any) -> str:
