@@ -232,6 +232,8 @@ KEPT = [
     "token_type=bearer password_length=12 api_key_file=/etc/key token_expires_at=1700000000",
     "access_token=[REDACTED:query]&token_type=bearer expires_in=3600",
     "password=null token=None secret=undefined",
+    "KeyError: 'u1'",  # the missing key is what a traceback is read for
+    "jwt.exceptions.InvalidTokenError: 'Signature verification failed'",
 ]
 
 

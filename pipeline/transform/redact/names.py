@@ -66,10 +66,14 @@ _SECRET_PARTS = (
     "xsrftoken",
 )
 # A last word that says the name is about a secret, not the secret itself: `token_type`,
-# `password_length`, `key_file`, `token_expires_at`. (`id` is not one: `token_id` may be the
-# token; `session_id` is caught below anyway.)
+# `password_length`, `key_file`, `token_expires_at`, and exception names (`KeyError: 'u1'`
+# names the missing key, which a traceback is read for). (`id` is not one: `token_id` may be
+# the token; `session_id` is caught below anyway.)
 _QUALIFIERS = frozenset(
     (
+        "error",
+        "errors",
+        "exception",
         "type",
         "types",
         "kind",
