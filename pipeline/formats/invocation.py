@@ -109,3 +109,9 @@ class Invocation:
     sanitized: tuple[str, ...] = field(default=(), compare=False)
     """The columns where a character PostgreSQL cannot hold was replaced by U+FFFD, once per
     value (see `pipeline.formats.sanitize`); empty for nearly every invocation."""
+    trace_id: str | None = None
+    """The W3C trace id (32 lowercase hex digits) of the trace it belongs to: `spanContext.traceId`
+    (the name and shape of streaming tail events, which the logger's envelope shares); None for
+    the trace items and Logpush records that carry none."""
+    span_id: str | None = None
+    """Its own span's id (16 lowercase hex digits), `spanContext.spanId`; None if not given."""

@@ -29,8 +29,10 @@ REPLACEMENT = "\ufffd"
 FIELDS = (
     "script", "outcome", "method", "url", "message", "data", "kind", "exception_name", "stack",
     "script_version", "entrypoint", "dispatch_namespace", "script_tags", "extra",
+    "trace_id", "span_id",
 )  # fmt: skip
-"""The columns a repaired value can land in: the `field` label's whole set."""
+"""The columns a repaired value can land in: the `field` label's whole set. An invalid trace or
+span id is the one repair that stores NULL (`pipeline.formats.trace_context`)."""
 NUL_ESCAPE = b"\\u0000"
 
 # Built from chr(): a compiled module cannot hold a lone surrogate in a string literal.

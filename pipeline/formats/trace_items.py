@@ -38,6 +38,7 @@ from pipeline.formats.fields import (
     str_list,
 )
 from pipeline.formats.invocation import JSON, ExceptionInfo, Invocation, LogLine
+from pipeline.formats.trace_context import span_ids
 
 ENVELOPE_VERSION = "tailpipe/1"
 
@@ -77,6 +78,9 @@ _POSITIONAL = (
     "script_tags",
     "extra",
     "source",
+    "sanitized",
+    "trace_id",
+    "span_id",
 )
 if tuple(f.name for f in dataclasses.fields(Invocation))[: len(_POSITIONAL)] != _POSITIONAL:
     raise ImportError(
@@ -108,6 +112,7 @@ _TYPED = frozenset(
         "dispatchNamespace",
         "scriptTags",
         "envelope",
+        "spanContext",
     )
 )
 
@@ -162,6 +167,13 @@ def invocation(item: dict[str, JSON], prefix: str) -> Invocation:
             script, logs = _dev_prefix(logs)
     # The optional columns are usually absent: test before paying for a call.
     entrypoint, namespace, tags = get("entrypoint"), get("dispatchNamespace"), get("scriptTags")
+    span_context = get("spanContext")
+    trace_id = span_id = None
+    dropped: tuple[str, ...] = ()
+    if span_context is not None:  # the logger's envelope, a streaming tail event
+        trace_id, span_id, rest, dropped = span_ids(span_context)
+        if rest is not None:
+            extra["spanContext"] = rest
     return Invocation(  # positional: see _POSITIONAL
         script,
         event_type,
@@ -181,6 +193,9 @@ def invocation(item: dict[str, JSON], prefix: str) -> Invocation:
         () if tags is None else str_list(tags, prefix, "scriptTags"),
         extra,
         "envelope" if envelope else "trace",
+        dropped,
+        trace_id,
+        span_id,
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 
 from pipeline.logger.core import Emitter
 from pipeline.logger.entry import exception_entry
+from pipeline.logger.propagation import SPAN, SpanContext, child_of_current
 from pipeline.logger.trace import CURRENT, Trace
 from pipeline.transform.redact.engine import redact_json
 
@@ -53,6 +54,7 @@ class Job:
         self.name = name
         self.details = details
         self._running: list[tuple[Trace, Token[Trace | None]]] = []
+        self._spans: list[Token[SpanContext | None]] = []
 
     def _trace(self) -> Trace:
         core = self.logger.core
@@ -66,6 +68,9 @@ class Job:
 
     def __enter__(self) -> Job:
         trace = self._trace()
+        # A span of its own: a child of the request (or job) it runs in, else a new trace.
+        trace.span = child_of_current()
+        self._spans.append(SPAN.set(trace.span))
         self._running.append((trace, CURRENT.set(trace)))
         return self
 
@@ -76,9 +81,12 @@ class Job:
         tb: TracebackType | None,
     ) -> None:
         trace, token = self._running.pop()
+        span_token = self._spans.pop()
         # Exited in another context than it was entered in: leave the variable be.
         with contextlib.suppress(ValueError):
             CURRENT.reset(token)
+        with contextlib.suppress(ValueError):
+            SPAN.reset(span_token)
         finish(self.logger, trace, exc)
 
     async def __aenter__(self) -> Job:

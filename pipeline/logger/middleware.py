@@ -6,6 +6,10 @@ is published once the application returns: event `{"request": {"url", "method", 
 "response": {"status"}}`, URL and headers redacted. If the application raises, the outcome is
 `exception`, the exception is recorded, the status is 500 unless a response had started, and
 the exception is re-raised to the server. Other scope types (lifespan, websocket) pass through.
+
+The request is a span of the trace its caller's W3C `traceparent` names, or of a new trace
+(`propagation`): the envelope's `spanContext`, and the span in progress for outgoing calls and
+for records logged in tasks that outlive the request.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from urllib.parse import quote
 
 from pipeline.logger.bound import Logger
 from pipeline.logger.job import finish
+from pipeline.logger.propagation import SPAN, SpanContext, header_pairs, incoming, new_trace
 from pipeline.logger.setup import get_logger, shutdown
 from pipeline.logger.trace import CURRENT, Trace
 from pipeline.transform.redact.engine import redact_headers, redact_url
@@ -48,6 +53,7 @@ class TailpipeMiddleware:
             await self.app(scope, receive, send)
             return
         trace = self._trace(scope)
+        trace.span = span = _span(scope)
         status: int | None = None
 
         async def send_status(message: Message) -> None:
@@ -57,6 +63,7 @@ class TailpipeMiddleware:
             await send(message)
 
         token = CURRENT.set(trace)
+        span_token = SPAN.set(span)
         failure: BaseException | None = None
         try:
             await self.app(scope, receive, send_status)
@@ -64,6 +71,7 @@ class TailpipeMiddleware:
             failure = exc
             raise
         finally:
+            SPAN.reset(span_token)
             CURRENT.reset(token)
             if status is None and failure is not None:
                 status = 500  # what the server answers for an application that raised
@@ -101,6 +109,14 @@ class TailpipeMiddleware:
             max_lines=core.max_lines,
             max_bytes=core.max_bytes,
         )
+
+
+def _span(scope: Scope) -> SpanContext:
+    """The request's own span: a child of the caller's `traceparent`, else a new trace."""
+    try:
+        return incoming(header_pairs(scope.get("headers") or ()))
+    except Exception:  # a malformed scope must not fail the request
+        return new_trace()
 
 
 def request_headers(scope: Scope) -> dict[str, str]:

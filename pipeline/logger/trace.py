@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from pipeline.logger.entry import Entry, dumps, now_ms
+from pipeline.logger.propagation import SpanContext, current
 
 ENVELOPE_VERSION = "tailpipe/1"
 MAX_LINES = 1_000
@@ -55,6 +56,9 @@ class Trace:
         self.service = service
         self.event = event
         """The trace item's `event`; the middleware adds `response` before `finish`."""
+        self.span: SpanContext | None = None
+        """Its trace and span ids, the envelope's `spanContext` (set by the middleware, a job,
+        or for a standalone record the span in progress)."""
         self.started_ms = now_ms() if timestamp_ms is None else timestamp_ms
         self._t0 = time.perf_counter()
         self._max_lines = max_lines
@@ -142,6 +146,8 @@ class Trace:
             }
             if fields:
                 head.update(fields)
+            if self.span is not None:
+                head["spanContext"] = self.span.envelope()
             # `{...head...,"logs":[...],"exceptions":[...]}`: the entries are already JSON.
             return b"".join(
                 (
@@ -169,6 +175,7 @@ def standalone(
     trace = Trace(
         service, {"log": {}}, max_lines=max_lines, max_bytes=max_bytes, timestamp_ms=timestamp
     )
+    trace.span = current()
     if entry is not None:
         trace.add_log(entry)
     if exception is not None:

@@ -24,6 +24,8 @@ from pipeline.transform.rollup import Rollups
 from pipeline.transform.transformer import EVENT_COLUMNS, LOG_COLUMNS, Transformer
 
 _JSON_COLUMNS = {"extra", "data"}
+_ID_COLUMNS = {"trace_id", "span_id"}
+"""bytea, shown as the hex digits they were sent as."""
 
 
 def _plain(value: Any) -> Any:
@@ -46,6 +48,9 @@ def _row(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
     for name in _JSON_COLUMNS & out.keys():
         if isinstance(out[name], str):
             out[name] = orjson.loads(out[name])
+    for name in _ID_COLUMNS & out.keys():
+        if isinstance(out[name], bytes):
+            out[name] = out[name].hex()
     return out
 
 

@@ -29,13 +29,15 @@ EVENT_COLUMNS = (
     "ts", "script", "event_type", "outcome", "method", "url", "status", "cpu_ms", "wall_ms",
     "log_count", "exception_count", "truncated", "script_version", "entrypoint",
     "dispatch_namespace", "script_tags", "source", "extra", "topic", "kafka_partition",
-    "kafka_offset", "item",
+    "kafka_offset", "item", "trace_id", "span_id",
 )  # fmt: skip
 LOG_COLUMNS = (
     "ts", "script", "event_type", "outcome", "level", "message", "data", "kind",
     "exception_name", "stack", "fingerprint", "topic", "kafka_partition", "kafka_offset",
-    "item", "seq",
+    "item", "seq", "trace_id", "span_id", "invocation_ts",
 )  # fmt: skip
+"""`invocation_ts` is its invocation's `ts`: with the origin, the `tail_events` row's primary key,
+so a line finds its request with one index probe in one day partition (`api/invocations.py`)."""
 _NO_HEADERS: Headers = ()
 
 
@@ -154,6 +156,10 @@ class Transformer:
     ) -> int:
         ts = _ts(ts_ms)
         script = inv.script or UNNAMED
+        # Bytes, once per invocation: the columns are bytea (schema/0012), and each row shares
+        # the same objects.
+        trace_id = bytes.fromhex(inv.trace_id) if inv.trace_id is not None else None
+        span_id = bytes.fromhex(inv.span_id) if inv.span_id is not None else None
         context = (ts, script, inv.event_type, inv.outcome)
         hour = count_invocation(part.rollups, inv, ts_ms, script)
         levels = hour.levels
@@ -175,6 +181,8 @@ class Transformer:
                 inv.source,
                 _redacted_json(inv.extra, counts),
                 *origin,
+                trace_id,
+                span_id,
             )
         )
         seq = 0
@@ -195,6 +203,9 @@ class Transformer:
                     None,
                     *origin,
                     seq,
+                    trace_id,
+                    span_id,
+                    ts,
                 )
             )
             seq += 1
@@ -222,6 +233,9 @@ class Transformer:
                     fp,
                     *origin,
                     seq,
+                    trace_id,
+                    span_id,
+                    ts,
                 )
             )
             seq += 1

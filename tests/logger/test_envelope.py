@@ -26,7 +26,7 @@ TOP = {
     "logs",
     "exceptions",
 }
-OPTIONAL = {"scriptVersion", "scriptTags"}
+OPTIONAL = {"scriptVersion", "scriptTags", "spanContext"}
 """Only when the logger has a release or an environment."""
 NUMBER = (int, float)
 # Typed fields may be null: the logger nulls a wrong-typed argument
@@ -66,6 +66,11 @@ def validate(item: Any) -> dict[str, Any]:
         assert type(item["scriptVersion"]["tag"]) is str
     if "scriptTags" in item:  # the environment (`init`)
         assert [tag.startswith("environment:") for tag in item["scriptTags"]] == [True]
+    if "spanContext" in item:  # a request's or job's span, or the one a record was logged in
+        span = item["spanContext"]
+        assert {"traceId", "spanId"} <= set(span) <= {"traceId", "spanId", "parentSpanId"}
+        assert re.fullmatch("[0-9a-f]{32}", span["traceId"]), span
+        assert all(re.fullmatch("[0-9a-f]{16}", span[k]) for k in set(span) - {"traceId"}), span
     assert item["envelope"] == "tailpipe/1"
     assert type(item["scriptName"]) is str
     assert item["scriptName"]
