@@ -28,7 +28,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from pipeline import __version__
-from pipeline.api import activity, auth, cursor, error_groups, logs, models, performance
+from pipeline.api import (
+    activity,
+    auth,
+    cursor,
+    error_groups,
+    invocations,
+    logs,
+    models,
+    performance,
+)
 from pipeline.api.auth import Tokens
 from pipeline.api.metrics import Metrics
 from pipeline.api.params import known_only
@@ -102,7 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.tokens = tokens
     app.state.cursor_key = cursor.key_for(settings.api_read_tokens + settings.api_write_tokens)
-    for module in (logs, error_groups, performance, activity):
+    for module in (logs, error_groups, performance, activity, invocations):
         app.include_router(module.router, dependencies=_DEPENDENCIES, responses=_PROBLEMS)
 
     @app.exception_handler(RequestValidationError)
@@ -176,7 +185,9 @@ def create_app(settings: Settings) -> FastAPI:
     # Last, once every route is there: their templates are the `route` label's values. The
     # routers' own routes, since the app's list holds each included router as one entry.
     routers = (
-        r for module in (logs, error_groups, performance, activity) for r in module.router.routes
+        r
+        for module in (logs, error_groups, performance, activity, invocations)
+        for r in module.router.routes
     )
     app.state.metrics = Metrics.create(http_metrics.RouteTable([*routers, *app.routes]))
     app.add_middleware(http_metrics.Instrumented, metrics=app.state.metrics)

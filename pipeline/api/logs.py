@@ -14,14 +14,15 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from pipeline.api import cursor, models
+from pipeline.api import cursor, invocations, models
 from pipeline.api.params import Hours, Levels, Limit, Script, Window, stored_levels
 
 router = APIRouter()
 
 _COLUMNS = (
     "ts, script, event_type, outcome, level, message, data::text AS data, exception_name, "
-    "stack, fingerprint, topic, kafka_partition, kafka_offset, item, seq"
+    "stack, fingerprint, topic, kafka_partition, kafka_offset, item, seq, "
+    + invocations.LINE_COLUMNS
 )
 # Constant fragments, chosen by which filters are present; every value is a parameter.
 _FILTERS = {
@@ -91,8 +92,9 @@ async def recent(
         args.extend(at.after)
         where.append(_AFTER.format(*range(n + 1, n + 7)))
     args.append(limit + 1)
-    sql = (
-        f"SELECT {_COLUMNS} FROM tail_logs WHERE {' AND '.join(where)} {_ORDER} LIMIT ${len(args)}"
+    sql = invocations.with_requests(
+        f"SELECT {_COLUMNS} FROM tail_logs WHERE {' AND '.join(where)} {_ORDER} LIMIT ${len(args)}",
+        _ORDER,
     )
     async with request.app.state.pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
@@ -131,6 +133,7 @@ async def recent(
                     "item": r["item"],
                     "seq": r["seq"],
                 },
+                **invocations.line_links(r),
             }
             for r in page
         ],

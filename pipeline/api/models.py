@@ -22,6 +22,15 @@ class Origin(BaseModel):
     seq: int = Field(description="line within the invocation")
 
 
+class RequestSummary(BaseModel):
+    method: str | None
+    path: str | None = Field(description="the URL's path (the query is in the invocation's url)")
+    status: int | None
+    request_id: str | None = Field(
+        description="its `x-request-id` header (the logger), `cf-ray` (Workers) or RayID (Logpush)"
+    )
+
+
 class LogLine(BaseModel):
     ts: datetime
     script: str
@@ -34,6 +43,16 @@ class LogLine(BaseModel):
     stack: str | None = None
     fingerprint: str | None = None
     origin: Origin
+    invocation: str | None = Field(
+        None,
+        description="the id of its invocation, for `/api/invocations/{id}`; null for lines stored"
+        " before tailpipe recorded it",
+    )
+    trace_id: str | None = Field(None, description="W3C trace id (32 hex digits), if it had one")
+    span_id: str | None = Field(None, description="its invocation's span id (16 hex digits)")
+    request: RequestSummary | None = Field(
+        None, description="the HTTP request it was logged in; null for other invocations"
+    )
 
 
 class RecentLogs(BaseModel):
@@ -210,6 +229,58 @@ class Alert(BaseModel):
 class Alerts(BaseModel):
     window: Window
     alerts: list[Alert]
+
+
+class InvocationOrigin(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+    item: int = Field(description="invocation within the Kafka message")
+
+
+class InvocationLine(BaseModel):
+    ts: datetime
+    seq: int = Field(description="order within the invocation: log lines, then exceptions")
+    level: str = Field(description="debug, info, log, warn, error, or exception")
+    message: str
+    data: Any = Field(None, description="the structured part of the line, if any")
+    kind: str | None = Field(None, description="a typed record's type: api_call, scan, timer")
+    exception_name: str | None = None
+    stack: str | None = None
+    fingerprint: str | None = None
+
+
+class InvocationDetail(BaseModel):
+    id: str
+    ts: datetime
+    script: str
+    event_type: str
+    outcome: str
+    method: str | None
+    url: str | None = Field(description="redacted")
+    path: str | None
+    status: int | None
+    request_id: str | None
+    cpu_ms: int | None
+    wall_ms: int | None
+    truncated: bool
+    source: str = Field(description="trace, logpush or envelope")
+    script_version: str | None
+    entrypoint: str | None
+    dispatch_namespace: str | None
+    script_tags: list[str]
+    trace_id: str | None = Field(description="W3C trace id (32 hex digits), if it had one")
+    span_id: str | None = Field(description="its own span id (16 hex digits), if it had one")
+    extra: Any = Field(description="every other field of the invocation (headers redacted)")
+    origin: InvocationOrigin
+    log_count: int
+    exception_count: int
+    logs: list[InvocationLine] = Field(description="console lines, in the order emitted")
+    exceptions: list[InvocationLine]
+    complete: bool = Field(
+        description="every line and exception the invocation stored was found (false when a"
+        " line's time is more than a day off its invocation's)"
+    )
 
 
 class Problem(BaseModel):

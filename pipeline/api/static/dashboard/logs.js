@@ -3,6 +3,7 @@
 
 import { get } from "./api.js";
 import { empty, h, table, when } from "./dom.js";
+import { invocationPanel, requestLabel } from "./invocation.js";
 
 // "error,exception": console errors and exceptions together (the API takes a list of levels).
 const LEVELS = ["", "debug", "info", "log", "warn", "error", "exception", "error,exception"];
@@ -29,6 +30,12 @@ export async function logs(ctx) {
   h("label", { class: "live" }, live, "Live"), updated);
   live.addEventListener("change", () => { filters.live = live.checked; });
   const body = h("div");
+  // A line's invocation opens here, above the lines, and stays open while they refresh.
+  const panel = h("div", { "data-role": "invocation" });
+  function open(id) {
+    invocationPanel(id, ctx.signal, () => panel.replaceChildren())
+      .then((node) => panel.replaceChildren(node)).catch(ctx.fail);
+  }
 
   async function load() {
     const page = await get("/api/logs/recent", {
@@ -47,7 +54,12 @@ export async function logs(ctx) {
       h("td", { class: "message" },
         line.exception_name ? h("strong", {}, `${line.exception_name}: `) : null,
         line.message),
-      h("td", {}, line.outcome)));
+      h("td", {}, line.outcome),
+      h("td", { class: "nowrap" }, line.invocation
+        ? h("button", { type: "button", class: "quiet", "data-action": "invocation",
+          title: "this line's invocation, with all its lines", onclick: () => open(line.invocation) },
+        requestLabel(line))
+        : "–")));
     const pager = h("div", { class: "pager" },
       h("button", { type: "button", class: "quiet", "data-action": "newest",
         disabled: pages.length === 1,
@@ -57,7 +69,7 @@ export async function logs(ctx) {
         disabled: !page.next_cursor,
         onclick: () => { pages.push(page.next_cursor); load().catch(ctx.fail); } }, "Older"));
     if (!rows.length) return [empty("No log lines match."), pager];
-    return [table(["Time", "Level", "Script", "Message", "Outcome"], rows,
+    return [table(["Time", "Level", "Script", "Message", "Outcome", "Request"], rows,
       { "data-table": "logs" }), pager];
   }
 
@@ -67,6 +79,6 @@ export async function logs(ctx) {
   }, LIVE_MS);
   ctx.signal.addEventListener("abort", () => clearInterval(timer));
   await load();
-  out.append(form, body);
+  out.append(form, panel, body);
   return [out];
 }

@@ -1,0 +1,198 @@
+"""GET /api/invocations/{id}: one invocation with all its lines and exceptions, and what a log
+line of `/api/logs/recent` shows of its request.
+
+An invocation's id is its `tail_events` primary key written out,
+`<ts in µs>-<partition>-<offset>-<item>-<topic>`: every input format (Workers trace items,
+Logpush, the logger's envelope) has one, since every invocation came from a Kafka message, and
+the lookup is one probe of the primary key in the one day partition its ts names. A log line
+knows it from its origin and its `invocation_ts` (schema/0012).
+
+What a line shows of its request (method, path, status, request id) is read from its
+invocation's row when the page is read, not copied onto every line when it is stored: a page
+is at most 1,000 lines, each one index probe in one partition, while ingest stores millions.
+
+An invocation's lines are found through `tail_logs (script, ts)` in the invocation's time
+(from its start to its end, with a minute's slack either side for clock skew), then, if any of
+the `log_count + exception_count` is missing, a day either side; `complete` says whether all
+were found. tail_logs has no index on the origin: one would cost every stored line a btree
+insert, for a view opened by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import orjson
+from fastapi import APIRouter, HTTPException, Path, Request
+
+from pipeline.api import models
+
+router = APIRouter()
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+ID_PATTERN = r"^(\d{1,17})-(\d{1,10})-(\d{1,19})-(\d{1,10})-([A-Za-z0-9._-]{1,249})$"
+"""A Kafka topic name is at most 249 of `[A-Za-z0-9._-]`."""
+_ID = re.compile(ID_PATTERN)
+SLACK = timedelta(minutes=1)
+WIDE = timedelta(days=1)
+
+InvocationParam = Annotated[
+    str,
+    Path(
+        pattern=ID_PATTERN,
+        description="`<ts µs>-<partition>-<offset>-<item>-<topic>`: the `invocation` of a log "
+        "line in `/api/logs/recent`",
+    ),
+]
+
+REQUEST_ID = (
+    "coalesce(e.extra #>> '{headers,x-request-id}', e.extra #>> '{headers,cf-ray}',"
+    " e.extra ->> 'RayID')"
+)
+"""The request id a user quotes: the logger's `x-request-id`, a Worker's `cf-ray` header, or
+Logpush's `RayID`."""
+
+LINE_COLUMNS = (
+    "encode(trace_id, 'hex') AS trace_id, encode(span_id, 'hex') AS span_id, invocation_ts"
+)
+"""What `/api/logs/recent` reads besides the line itself to link it to its invocation."""
+
+_REQUEST_OF_LINE = f"""
+LEFT JOIN LATERAL (
+    SELECT e.method, e.url, e.status, {REQUEST_ID} AS request_id FROM tail_events e
+    WHERE e.kafka_offset = l.kafka_offset AND e.kafka_partition = l.kafka_partition
+      AND e.item = l.item AND e.topic = l.topic AND e.ts = l.invocation_ts
+) AS e ON true
+"""
+
+
+def with_requests(lines_sql: str, order: str) -> str:
+    """`lines_sql` (a page of `tail_logs` rows with `LINE_COLUMNS`) with each line's request
+    joined, in `order` again."""
+    return (
+        f"SELECT l.*, e.method, e.url, e.status, e.request_id FROM ({lines_sql}) AS l"
+        f" {_REQUEST_OF_LINE} {order}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationId:
+    ts: datetime
+    partition: int
+    offset: int
+    item: int
+    topic: str
+
+    def __str__(self) -> str:
+        micros = (self.ts - _EPOCH) // _US
+        return f"{micros}-{self.partition}-{self.offset}-{self.item}-{self.topic}"
+
+    @classmethod
+    def parse(cls, text: str) -> InvocationId | None:
+        found = _ID.match(text)
+        if found is None:
+            return None
+        micros, partition, offset, item, topic = found.groups()
+        try:
+            ts = _EPOCH + int(micros) * _US
+        except OverflowError:
+            return None
+        if int(partition) >= 2**31 or int(offset) >= 2**63 or int(item) >= 2**31:
+            return None
+        return cls(ts, int(partition), int(offset), int(item), topic)
+
+
+def path_of(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:  # not a URL after all (a bracket where a host goes): show none
+        return None
+
+
+def line_links(r: Any) -> dict[str, Any]:
+    """A `/api/logs/recent` row's link to its invocation and what it shows of the request."""
+    invocation = None
+    if r["invocation_ts"] is not None:
+        at = InvocationId(r["invocation_ts"], r["kafka_partition"], r["kafka_offset"], r["item"],
+                          r["topic"])  # fmt: skip
+        invocation = str(at)
+    request = None
+    if r["method"] is not None or r["status"] is not None or r["url"] is not None:
+        request = {"method": r["method"], "path": path_of(r["url"]), "status": r["status"],
+                   "request_id": r["request_id"]}  # fmt: skip
+    return {
+        "invocation": invocation,
+        "trace_id": r["trace_id"],
+        "span_id": r["span_id"],
+        "request": request,
+    }
+
+
+_EVENT = f"""
+SELECT ts, script, event_type, outcome, method, url, status, cpu_ms, wall_ms, log_count,
+       exception_count, truncated, script_version, entrypoint, dispatch_namespace, script_tags,
+       source, extra::text AS extra, {REQUEST_ID} AS request_id,
+       encode(trace_id, 'hex') AS trace_id, encode(span_id, 'hex') AS span_id
+FROM tail_events e
+WHERE kafka_offset = $1 AND kafka_partition = $2 AND item = $3 AND topic = $4 AND ts = $5
+"""
+_LINES = """
+SELECT ts, level, message, data::text AS data, kind, exception_name, stack, fingerprint, seq
+FROM tail_logs
+WHERE script = $1 AND ts >= $2 AND ts <= $3
+  AND kafka_offset = $4 AND kafka_partition = $5 AND item = $6 AND topic = $7
+ORDER BY seq
+"""
+
+
+@router.get(
+    "/api/invocations/{invocation}",
+    response_model=models.InvocationDetail,
+    responses={404: {"description": "no such invocation", "model": models.Problem}},
+)
+async def invocation(request: Request, invocation: InvocationParam) -> dict[str, Any]:
+    """One invocation (a request, a job run, a cron trigger...) with every log line and
+    exception it stored, in the order it emitted them."""
+    at = InvocationId.parse(invocation)
+    if at is None:
+        raise HTTPException(422, "invocation: not an invocation id")
+    key = (at.offset, at.partition, at.item, at.topic)
+    async with request.app.state.pool.acquire() as conn:
+        event = await conn.fetchrow(_EVENT, *key, at.ts)
+        if event is None:
+            raise HTTPException(404, "no such invocation (or its day was dropped by retention)")
+        expected = event["log_count"] + event["exception_count"]
+        end = at.ts + timedelta(milliseconds=event["wall_ms"] or 0)
+        lines = await conn.fetch(_LINES, event["script"], at.ts - SLACK, end + SLACK, *key)
+        if len(lines) < expected:  # a line whose clock was off: look further
+            lines = await conn.fetch(_LINES, event["script"], at.ts - WIDE, end + WIDE, *key)
+    return {
+        "id": str(at),
+        **{k: event[k] for k in ("ts", "script", "event_type", "outcome", "method", "url",
+                                 "status", "cpu_ms", "wall_ms", "truncated", "script_version",
+                                 "entrypoint", "dispatch_namespace", "source", "request_id",
+                                 "trace_id", "span_id", "log_count", "exception_count")},
+        "path": path_of(event["url"]),
+        "script_tags": event["script_tags"] or [],
+        "extra": orjson.loads(event["extra"]) if event["extra"] is not None else None,
+        "origin": {"topic": at.topic, "partition": at.partition, "offset": at.offset,
+                   "item": at.item},
+        "logs": [_line(r) for r in lines if r["level"] != "exception"],
+        "exceptions": [_line(r) for r in lines if r["level"] == "exception"],
+        "complete": len(lines) >= expected,
+    }  # fmt: skip
+
+
+def _line(r: Any) -> dict[str, Any]:
+    return {
+        **{k: r[k] for k in ("ts", "seq", "level", "message", "kind", "exception_name", "stack",
+                             "fingerprint")},
+        "data": orjson.loads(r["data"]) if r["data"] is not None else None,
+    }  # fmt: skip
