@@ -383,6 +383,9 @@ def test_usage_scans_and_alerts_views(browser: Browser, dashboard: Dashboard) ->
     assert figure(page, "calls") == usage["total"]["calls"] > 0
     assert figure(page, "cost") == pytest.approx(usage["total"]["cost_usd"])
     assert page.locator("[data-table=usage] tbody tr").count() == len(usage["by_model"])
+    # Rate-limit readings apart from the calls: the newest per provider.
+    shown_limits = page.locator("[data-table=rate-limits] tbody tr")
+    assert shown_limits.count() == len({r["provider"] for r in usage["rate_limits"]}) > 0
     assert page.is_disabled("#script"), "API usage is not recorded per script"
     shot(page, "usage")
 
