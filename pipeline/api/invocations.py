@@ -64,7 +64,9 @@ LINE_COLUMNS = (
 
 _REQUEST_OF_LINE = f"""
 LEFT JOIN LATERAL (
-    SELECT e.method, e.url, e.status, {REQUEST_ID} AS request_id FROM tail_events e
+    SELECT e.method, e.url, e.status, {REQUEST_ID} AS request_id, e.script_version,
+           e.script_tags
+    FROM tail_events e
     WHERE e.kafka_offset = l.kafka_offset AND e.kafka_partition = l.kafka_partition
       AND e.item = l.item AND e.topic = l.topic AND e.ts = l.invocation_ts
 ) AS e ON true
@@ -75,7 +77,8 @@ def with_requests(lines_sql: str, order: str) -> str:
     """`lines_sql` (a page of `tail_logs` rows with `LINE_COLUMNS`) with each line's request
     joined, in `order` again."""
     return (
-        f"SELECT l.*, e.method, e.url, e.status, e.request_id FROM ({lines_sql}) AS l"
+        "SELECT l.*, e.method, e.url, e.status, e.request_id, e.script_version, e.script_tags"
+        f" FROM ({lines_sql}) AS l"
         f" {_REQUEST_OF_LINE} {order}"
     )
 
@@ -132,7 +135,21 @@ def line_links(r: Any) -> dict[str, Any]:
         "trace_id": r["trace_id"],
         "span_id": r["span_id"],
         "request": request,
+        "release": r["script_version"],
+        "environment": environment_of(r["script_tags"]),
     }
+
+
+ENVIRONMENT_TAG = "environment:"
+"""How an environment is stored: the script tag `environment:<name>` (the logger's `init`)."""
+
+
+def environment_of(tags: list[str] | None) -> str | None:
+    """The environment a script's tags name, if one does."""
+    for tag in tags or ():
+        if tag.startswith(ENVIRONMENT_TAG):
+            return tag[len(ENVIRONMENT_TAG) :]
+    return None
 
 
 _EVENT = f"""

@@ -15,7 +15,16 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from pipeline.api import cursor, invocations, models
-from pipeline.api.params import Hours, Levels, Limit, Script, Window, stored_levels
+from pipeline.api.params import (
+    Environment,
+    Hours,
+    Levels,
+    Limit,
+    Release,
+    Script,
+    Window,
+    stored_levels,
+)
 
 router = APIRouter()
 
@@ -33,6 +42,13 @@ _FILTERS = {
     "q": "message ILIKE ${} ESCAPE '\\'",
     "fingerprint": "fingerprint = ${}",
 }
+# The release and environment are the invocation's: one primary-key probe per candidate line.
+_OF_INVOCATION = (
+    "EXISTS (SELECT 1 FROM tail_events e WHERE e.kafka_offset = tail_logs.kafka_offset"
+    " AND e.kafka_partition = tail_logs.kafka_partition AND e.item = tail_logs.item"
+    " AND e.topic = tail_logs.topic AND e.ts = tail_logs.invocation_ts AND {})"
+)
+_OF = {"release": "e.script_version = ${}", "environment": "e.script_tags @> ARRAY[${}::text]"}
 _AFTER = "(ts, kafka_offset, kafka_partition, item, seq, topic) < (${}, ${}, ${}, ${}, ${}, ${})"
 _ORDER = (
     "ORDER BY ts DESC, kafka_offset DESC, kafka_partition DESC, item DESC, seq DESC, topic DESC"
@@ -55,6 +71,8 @@ async def recent(
     q: Annotated[
         str | None, Query(min_length=1, max_length=200, description="text in the message")
     ] = None,
+    release: Release = None,
+    environment: Environment = None,
     fingerprint: Annotated[
         str | None,
         Query(
@@ -87,6 +105,13 @@ async def recent(
         if value is not None:
             args.append(_like(value) if name == "q" else value)
             where.append(_FILTERS[name].format(len(args)))
+    of_invocation = []
+    for name, value in (("release", release), ("environment", environment)):
+        if value is not None:
+            args.append(invocations.ENVIRONMENT_TAG + value if name == "environment" else value)
+            of_invocation.append(_OF[name].format(len(args)))
+    if of_invocation:
+        where.append(_OF_INVOCATION.format(" AND ".join(of_invocation)))
     if at is not None:
         n = len(args)
         args.extend(at.after)

@@ -53,6 +53,13 @@ class LogLine(BaseModel):
     request: RequestSummary | None = Field(
         None, description="the HTTP request it was logged in; null for other invocations"
     )
+    release: str | None = Field(
+        None,
+        description="its invocation's release (the logger's `release`, a Worker's script version)",
+    )
+    environment: str | None = Field(
+        None, description="its invocation's environment (the script tag `environment:<name>`)"
+    )
 
 
 class RecentLogs(BaseModel):

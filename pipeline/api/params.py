@@ -19,6 +19,24 @@ Hours = Annotated[
     int, Query(ge=1, le=MAX_HOURS, description="the window: this many hours back from now")
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="at most this many items")]
+Release = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=200,
+        description="only lines of invocations of this release: the logger's `release`, a"
+        " Worker's script version",
+    ),
+]
+Environment = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=200,
+        description="only lines of invocations in this environment (the logger's"
+        " `environment`, stored as the script tag `environment:<name>`)",
+    ),
+]
 Script = Annotated[
     str | None, Query(min_length=1, max_length=256, description="only this script (Worker)")
 ]

@@ -375,6 +375,26 @@ def test_logs_view_filters_pages_and_live_tail(browser: Browser, dashboard: Dash
     assert console.unexpected() == []
 
 
+def test_logs_view_filters_by_release(browser: Browser, dashboard: Dashboard) -> None:
+    page, console = open_page(browser, dashboard)
+    sign_in(page, READ)
+    show(page, "logs")
+    newest = dashboard.api("/api/logs/recent", hours=24, limit=50)["logs"]
+    release = next(line["release"] for line in newest if line["release"])
+    expected = dashboard.api("/api/logs/recent", hours=24, limit=50, release=release)["logs"]
+    page.fill("input[name=release]", release)
+    page.click(".filters button[type=submit]")
+    rows = page.locator("[data-table=logs] tbody tr")
+    expect(rows).to_have_count(len(expected))
+    expect(
+        page.locator(f"[data-table=logs] [data-role=release]:has-text('{release}')")
+    ).to_have_count(len(expected))
+    page.fill("input[name=release]", "")
+    page.click(".filters button[type=submit]")
+    expect(rows).to_have_count(len(newest))
+    assert console.unexpected() == []
+
+
 def test_usage_scans_and_alerts_views(browser: Browser, dashboard: Dashboard) -> None:
     page, console = open_page(browser, dashboard)
     sign_in(page, READ)

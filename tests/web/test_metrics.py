@@ -68,7 +68,8 @@ def test_every_declared_route_is_exported_at_0_and_metrics_needs_no_token(
         ("/api/logs/recent", "GET"), ("/api/logs/errors", "GET"), ("/api/logs/performance", "GET"),
         ("/api/logs/scripts", "GET"), ("/api/logs/api-usage", "GET"),
         ("/api/logs/scan-activity", "GET"), ("/api/logs/critical-alerts", "GET"),
-        ("/api/errors/{fingerprint}", "PATCH"), ("/", "GET"), ("/docs", "GET"),
+        ("/api/errors/{fingerprint}", "PATCH"), ("/api/invocations/{invocation}", "GET"),
+        ("/", "GET"), ("/docs", "GET"),
         ("/openapi.json", "GET"), ("/static", "GET"), ("/healthz", "GET"), ("/readyz", "GET"),
         ("/metrics", "GET"),
     }  # fmt: skip

@@ -9,7 +9,7 @@ import { invocationPanel, requestLabel } from "./invocation.js";
 const LEVELS = ["", "debug", "info", "log", "warn", "error", "exception", "error,exception"];
 const LABELS = { "": "any level", "error,exception": "error or exception" };
 const LIVE_MS = 5000;
-const filters = { level: "", q: "", live: false };
+const filters = { level: "", q: "", release: "", environment: "", live: false };
 
 export async function logs(ctx) {
   const out = h("div", { "data-view-part": "logs" });
@@ -18,15 +18,22 @@ export async function logs(ctx) {
     LEVELS.map((l) => h("option", { value: l, selected: l === filters.level }, LABELS[l] ?? l)));
   const q = h("input", { name: "q", type: "search", placeholder: "text in the message",
     value: filters.q, "aria-label": "search" });
+  const release = h("input", { name: "release", type: "search", placeholder: "release",
+    value: filters.release, "aria-label": "release", size: 12 });
+  const environment = h("input", { name: "environment", type: "search",
+    placeholder: "environment", value: filters.environment, "aria-label": "environment",
+    size: 10 });
   const live = h("input", { name: "live", type: "checkbox", checked: filters.live });
   const updated = h("span", { class: "hint", "data-role": "updated" });
   const form = h("form", { class: "filters", onsubmit: (event) => {
     event.preventDefault();
     filters.level = level.value;
     filters.q = q.value.trim();
+    filters.release = release.value.trim();
+    filters.environment = environment.value.trim();
     pages.length = 1;
     load().catch(ctx.fail);
-  } }, level, q, h("button", { type: "submit" }, "Search"),
+  } }, level, q, release, environment, h("button", { type: "submit" }, "Search"),
   h("label", { class: "live" }, live, "Live"), updated);
   live.addEventListener("change", () => { filters.live = live.checked; });
   const body = h("div");
@@ -39,7 +46,8 @@ export async function logs(ctx) {
 
   async function load() {
     const page = await get("/api/logs/recent", {
-      hours: ctx.hours, script: ctx.script, level: filters.level, q: filters.q, limit: 50,
+      hours: ctx.hours, script: ctx.script, level: filters.level, q: filters.q,
+      release: filters.release, environment: filters.environment, limit: 50,
       cursor: pages[pages.length - 1],
     }, ctx.signal);
     body.replaceChildren(...render(page));
@@ -50,7 +58,10 @@ export async function logs(ctx) {
     const rows = page.logs.map((line) => h("tr", { "data-level": line.level, "data-ts": line.ts },
       h("td", { class: "nowrap" }, when(line.ts)),
       h("td", {}, h("span", { class: `level ${line.level}` }, line.level)),
-      h("td", {}, line.script),
+      h("td", {}, line.script, line.release || line.environment
+        ? h("span", { class: "hint", "data-role": "release" },
+          ` ${[line.release, line.environment].filter(Boolean).join(" · ")}`)
+        : null),
       h("td", { class: "message" },
         line.exception_name ? h("strong", {}, `${line.exception_name}: `) : null,
         line.message),

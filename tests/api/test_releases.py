@@ -1,0 +1,98 @@
+"""Releases and environments: the logger's `release` and `environment` on every line, and
+`/api/logs/recent?release=&environment=`, for the logger's envelopes and a Worker's script
+version alike, stored by a real replica into the real PostgreSQL, read through the real API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline.api.app import create_app
+from pipeline.formats.identity import item_key, value_key
+from pipeline.kafka import clients
+from pipeline.kafka.publisher import BulkPublisher
+from pipeline.logger import tailpipe_logger
+from pipeline.settings import Settings
+from tests.api.test_invocations import now_item
+from tests.logger.test_envelope import Captured
+from tests.support.replica import Replica, wait_stored
+
+READ = "read-token-0123456789"
+DEPLOYS = [("2026.12.1", "production"), ("2026.12.2", "production"), ("2026.12.2", "staging")]
+
+
+@pytest.fixture
+async def client(
+    migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> AsyncIterator[TestClient]:
+    settings = replace(migrated, api_read_tokens=(READ,))
+    await clients.ensure_topics(settings, {settings.topic: 2})
+    messages: list[tuple[bytes, bytes]] = []
+    for release, environment in DEPLOYS:
+        captured = Captured()
+        log = tailpipe_logger(
+            "billing", publisher=captured, release=release, environment=environment
+        )
+        log.info(f"started {release} in {environment}")
+        with log.job("nightly"):
+            log.warn(f"slow in {release}")
+        messages.extend((value_key(value), value) for value in captured.values)
+    worker = now_item("trace/fetch.json", int(time.time() * 1000) - 600_000)
+    messages.append((item_key(worker), orjson.dumps(worker)))
+    async with BulkPublisher(settings, settings.topic) as publisher:
+        for key, value in messages:
+            await publisher.add(key, value)
+    replicas.append(Replica(settings))
+    await wait_stored(db, settings.topic, len(messages), 90)
+    with TestClient(create_app(settings)) as c:
+        c.headers["Authorization"] = f"Bearer {READ}"
+        yield c
+
+
+def lines(client: TestClient, **params: Any) -> list[dict[str, Any]]:
+    response = client.get("/api/logs/recent", params={"hours": 24, "limit": 1000, **params})
+    assert response.status_code == 200, response.text
+    logs: list[dict[str, Any]] = response.json()["logs"]
+    return logs
+
+
+def test_every_line_carries_its_release_and_environment(client: TestClient) -> None:
+    billing = [line for line in lines(client) if line["script"] == "billing"]
+    assert len(billing) == 6
+    for line in billing:
+        release, environment = line["release"], line["environment"]
+        assert (release, environment) in DEPLOYS
+        assert release in line["message"]
+    (worker,) = {line["release"] for line in lines(client, script="api-gateway")}
+    assert worker is not None  # a Worker's script version is its release
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"release": "2026.12.2"}, {("2026.12.2", "production"), ("2026.12.2", "staging")}),
+        ({"environment": "production"}, {("2026.12.1", "production"), ("2026.12.2", "production")}),
+        ({"release": "2026.12.2", "environment": "staging"}, {("2026.12.2", "staging")}),
+        ({"release": "2026.11.9"}, set()),
+    ],
+)
+def test_lines_filter_by_release_and_environment(
+    client: TestClient, params: dict[str, str], expected: set[tuple[str, str]]
+) -> None:
+    found = lines(client, **params)
+    assert {(line["release"], line["environment"]) for line in found} == expected
+    assert len(found) == 2 * len(expected)  # each deploy logged two lines
+
+
+def test_a_worker_s_script_version_filters_as_a_release(client: TestClient) -> None:
+    (version,) = {line["release"] for line in lines(client, script="api-gateway")}
+    found = lines(client, release=version)
+    assert found
+    assert {line["script"] for line in found} == {"api-gateway"}
