@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -29,12 +26,12 @@ from tests.conftest import (
     ROOT,
     drop_schema,
     env_of,
-    free_port,
     isolated,
     tailpipe,
     tool,
     unique,
 )
+from tests.support.api import serving
 from tests.support.replica import Replica, wait_stored
 
 # Its module fixtures start services against the local stack.
@@ -108,7 +105,6 @@ def dashboard(base_settings: Settings) -> Iterator[Dashboard]:
     schema = unique("t")
     settings = isolated(base_settings, schema)
     env = env_of(settings)
-    api: subprocess.Popen[bytes] | None = None
     try:
         for argv in (["migrate"], ["topics", "create", "--partitions", "3"]):
             done = tailpipe(*argv, env=env)
@@ -120,34 +116,10 @@ def dashboard(base_settings: Settings) -> Iterator[Dashboard]:
             _wait_stored(settings, N + UNNAMED, 120)
         finally:
             assert replica.terminate() == 0
-        port = free_port()
-        log = tempfile.NamedTemporaryFile(prefix="api-", suffix=".log", delete=False)  # noqa: SIM115
-        api = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "api", "--host", "127.0.0.1"],
-            env={**env, "PATH": "/usr/bin:/bin", "TAILPIPE_API_PORT": str(port),
-                 "TAILPIPE_API_READ_TOKENS": READ, "TAILPIPE_API_WRITE_TOKENS": WRITE},
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-        _wait_ready(f"http://127.0.0.1:{port}/readyz", 60)
-        yield Dashboard(f"http://127.0.0.1:{port}", settings)
+        with serving(env, READ, WRITE) as url:
+            yield Dashboard(url, settings)
     finally:
-        if api is not None:
-            api.terminate()
-            api.wait(30)
         run(drop_schema(base_settings, schema))
-
-
-def _wait_ready(url: str, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        assert time.monotonic() < deadline, f"{url} not ready"
-        time.sleep(0.1)  # another process is starting; nothing to wait on but its port
 
 
 @pytest.fixture(scope="module")

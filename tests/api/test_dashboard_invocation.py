@@ -3,9 +3,6 @@ against `tailpipe api` over rows a real replica stored (the pattern of test_dash
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +14,6 @@ from playwright.sync_api import Browser
 from pipeline.settings import Settings
 from tests.api.test_dashboard import (
     Dashboard,
-    _wait_ready,
     _wait_stored,
     browser,
     open_page,
@@ -25,7 +21,8 @@ from tests.api.test_dashboard import (
     show,
     sign_in,
 )
-from tests.conftest import ROOT, drop_schema, env_of, free_port, isolated, tailpipe, unique
+from tests.conftest import drop_schema, env_of, isolated, tailpipe, unique
+from tests.support.api import serving
 from tests.support.replica import Replica
 
 pytestmark = pytest.mark.stack
@@ -59,7 +56,6 @@ def dashboard(base_settings: Settings) -> Iterator[Dashboard]:
     schema = unique("t")
     settings = isolated(base_settings, schema)
     env = env_of(settings)
-    api: subprocess.Popen[bytes] | None = None
     try:
         for argv in (["migrate"], ["topics", "create", "--partitions", "2"]):
             done = tailpipe(*argv, env=env)
@@ -73,20 +69,9 @@ def dashboard(base_settings: Settings) -> Iterator[Dashboard]:
             _wait_stored(settings, len(items), 90)
         finally:
             assert replica.terminate() == 0
-        port = free_port()
-        log = tempfile.NamedTemporaryFile(prefix="api-", suffix=".log", delete=False)  # noqa: SIM115
-        api = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "api", "--host", "127.0.0.1"],
-            env={**env, "PATH": "/usr/bin:/bin", "TAILPIPE_API_PORT": str(port),
-                 "TAILPIPE_API_READ_TOKENS": READ},
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-        _wait_ready(f"http://127.0.0.1:{port}/readyz", 60)
-        yield Dashboard(f"http://127.0.0.1:{port}", settings)
+        with serving(env, READ) as url:
+            yield Dashboard(url, settings)
     finally:
-        if api is not None:
-            api.terminate()
-            api.wait(30)
         run(drop_schema(base_settings, schema))
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -16,7 +15,6 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.api.app import create_app
 from pipeline.logger.trace import Trace
 from pipeline.postgres import flush
 from pipeline.postgres.day_partitions import PartitionManager
@@ -25,6 +23,7 @@ from pipeline.settings import Settings
 from pipeline.transform.batch import Batch
 from pipeline.transform.extract import Extractor
 from pipeline.transform.transformer import Transformer
+from tests.support.api import get, signed_in
 
 READ = "read-token-0123456789"
 NOW_MS = int(time.time() * 1000)
@@ -59,15 +58,8 @@ async def store(db: asyncpg.Connection, values: list[bytes]) -> None:
 
 @pytest.fixture
 def client(migrated: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(replace(migrated, api_read_tokens=(READ,)))) as c:
-        c.headers["Authorization"] = f"Bearer {READ}"
+    with signed_in(migrated, READ) as c:
         yield c
-
-
-def get(client: TestClient, path: str, **params: Any) -> Any:
-    response = client.get(path, params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 # -- 1. CPU time only where it was measured ------------------------------------------------

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pipeline.api.app import create_app
 from pipeline.api.invocations import InvocationId
 from pipeline.formats.identity import item_key, value_key
 from pipeline.kafka import clients
@@ -28,6 +27,7 @@ from pipeline.logger import TailpipeMiddleware
 from pipeline.settings import Settings
 from tests.conftest import ROOT
 from tests.logger.test_envelope import captured_logger
+from tests.support.api import get, signed_in
 from tests.support.replica import Replica, wait_stored
 
 READ = "read-token-0123456789"
@@ -96,15 +96,8 @@ async def stored(
 
 @pytest.fixture
 def client(stored: dict[str, Any]) -> Iterator[TestClient]:
-    with TestClient(create_app(stored["settings"])) as c:
-        c.headers["Authorization"] = f"Bearer {READ}"
+    with signed_in(stored["settings"], READ) as c:
         yield c
-
-
-def get(client: TestClient, path: str, **params: Any) -> Any:
-    response = client.get(path, params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 async def test_every_log_line_shows_its_request_and_opens_its_invocation(

@@ -14,7 +14,6 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.api.app import create_app
 from pipeline.formats.identity import item_key, value_key
 from pipeline.kafka import clients
 from pipeline.kafka.publisher import BulkPublisher
@@ -22,6 +21,7 @@ from pipeline.logger import tailpipe_logger
 from pipeline.settings import Settings
 from tests.api.test_invocations import now_item
 from tests.logger.test_envelope import Captured
+from tests.support.api import signed_in
 from tests.support.replica import Replica, wait_stored
 
 READ = "read-token-0123456789"
@@ -51,8 +51,7 @@ async def client(
             await publisher.add(key, value)
     replicas.append(Replica(settings))
     await wait_stored(db, settings.topic, len(messages), 90)
-    with TestClient(create_app(settings)) as c:
-        c.headers["Authorization"] = f"Bearer {READ}"
+    with signed_in(settings, READ) as c:
         yield c
 
 

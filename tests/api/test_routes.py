@@ -27,6 +27,7 @@ from pipeline.errors import SettingsError
 from pipeline.kafka import clients
 from pipeline.settings import Settings
 from tests.conftest import ROOT, env_of, free_port
+from tests.support.api import get, signed_in
 from tests.support.faults import wait_for
 from tests.support.replica import Replica, produce, wait_stored
 
@@ -55,15 +56,8 @@ async def stored(migrated: Settings, db: asyncpg.Connection, replicas: list[Repl
 
 @pytest.fixture
 def client(stored: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(stored)) as c:
-        c.headers["Authorization"] = f"Bearer {READ}"
+    with signed_in(stored, READ) as c:
         yield c
-
-
-def get(client: TestClient, path: str, **params: Any) -> Any:
-    response = client.get(path, params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def nearest_rank(values: list[int], q: float) -> int:
