@@ -15,8 +15,9 @@ API to learn.
     ])
 
 It is a processor, not a renderer: it returns the event dict unchanged, so the console or JSON
-output a service already has keeps working beside it (pass `drop=True` to stop the chain there
-instead). From an event dict it takes:
+output a service already has keeps working beside it. To ship to tailpipe alone, end the chain
+with it and give structlog `logger_factory=structlog.ReturnLoggerFactory()`. From an event
+dict it takes:
 
 - the level: `level` (from `add_log_level`), else the method called; `exception` and
   `critical` are `error`, `warning` is `warn`;
@@ -28,8 +29,8 @@ instead). From an event dict it takes:
 - everything else, as the record's fields (keys starting with `_` are structlog's own and left
   out).
 
-This module does not import structlog (it is no dependency of tailpipe) until `drop=True` needs
-its `DropEvent`.
+This module never imports structlog: a processor is a plain callable, and structlog is the
+service's dependency, not tailpipe's.
 """
 
 from __future__ import annotations
@@ -48,9 +49,8 @@ class TailpipeProcessor:
     """A structlog processor publishing each event through `logger` (default: the one
     `init` made, looked up per event)."""
 
-    def __init__(self, logger: Logger | None = None, *, drop: bool = False) -> None:
+    def __init__(self, logger: Logger | None = None) -> None:
         self.logger = logger
-        self.drop = drop
 
     def __call__(
         self, _logger: object, method_name: str, event_dict: MutableMapping[str, Any]
@@ -82,8 +82,4 @@ class TailpipeProcessor:
             exc_info=exc_info if isinstance(exc_info, bool | BaseException) else None,
             timestamp_ms=timestamp_ms,
         )
-        if self.drop:
-            from structlog import DropEvent
-
-            raise DropEvent
         return event_dict

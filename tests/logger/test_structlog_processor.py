@@ -77,15 +77,14 @@ def test_debug_is_below_the_default_level(captured: Captured) -> None:
     assert [item["logs"][0]["message"] for item in captured.items] == [["kept"]]
 
 
-def test_drop_stops_the_chain_and_the_default_logger_is_the_one_init_made() -> None:
+def test_the_default_logger_is_the_one_init_made() -> None:
     captured = Captured()
-    tailpipe.init(service="dropped", publisher=captured)
+    tailpipe.init(service="structured-default", publisher=captured)
     try:
-        processor = TailpipeProcessor(drop=True)
-        with pytest.raises(structlog.DropEvent):
-            processor(None, "info", {"event": "hello", "n": 1})
+        event = {"event": "hello", "n": 1}
+        assert TailpipeProcessor()(None, "info", event) is event  # the chain goes on
         (item,) = captured.items
-        assert item["scriptName"] == "dropped"
+        assert item["scriptName"] == "structured-default"
         assert item["logs"][0]["context"] == {"n": 1}
     finally:
         tailpipe.shutdown()
