@@ -58,7 +58,7 @@ def test_a_cause_is_shown_before_the_exception_as_python_shows_it() -> None:
     assert first.startswith(f'  File "{HERE}", line ')
     assert "in lookup" in first
     assert 'return {"a": "1"}[key]' in first
-    assert first.endswith("KeyError: '[REDACTED:kv]'")  # see the report: the kv rule, not us
+    assert first.endswith("KeyError: 'missing_user'")  # the missing key, not a secret
     assert "in wrapped_cause" in second
     assert 'raise RuntimeError("user lookup failed") from error' in second
     # The exception's own line is the entry's name and message, not repeated in the stack.
