@@ -198,10 +198,11 @@ async def run(
           f" {done_count / elapsed:,.0f} messages/s, load generation included")  # fmt: skip
     for line in tail(loadgen_log, 1):  # its own count and rate
         print(f"loadgen: {line}")
-    print(f"{'table':<22} {'rows added':>12} {'rows now':>12}")
+    width = max(len(table) for table in TABLES)
+    print(f"{'table':<{width}} {'rows added':>12} {'rows now':>12}")
     for table in TABLES:
         added = after_rows[table] - before_rows[table]
-        print(f"{table:<22} {added:>12,} {after_rows[table]:>12,}")
+        print(f"{table:<{width}} {added:>12,} {after_rows[table]:>12,}")
     print(f"replica exit codes: {codes}")
     if any(codes):
         bad = [path for path, code in zip(replica_logs, codes, strict=True) if code]
