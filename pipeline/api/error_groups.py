@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
 from pipeline.api import auth, models
-from pipeline.api.params import Hours, Limit, Script, Window
+from pipeline.api.invocations import ENVIRONMENT_TAG
+from pipeline.api.params import Environment, Hours, Limit, Release, Script, Window
 
 router = APIRouter()
 
@@ -23,6 +24,29 @@ WITH top AS (
 )
 SELECT e.*, top.n FROM top JOIN error_summary e USING (fingerprint) ORDER BY top.n DESC, fingerprint
 """
+# With a release or an environment: counted from the stored exception lines, whose
+# invocation's row says both (one primary-key probe each; the rollups have no release).
+_OF_DEPLOY = """
+    FROM tail_logs l
+    WHERE l.level = 'exception' AND l.fingerprint IS NOT NULL AND l.ts >= $1
+      AND ($2::text IS NULL OR l.script = $2)
+      AND EXISTS (SELECT 1 FROM tail_events e WHERE e.kafka_offset = l.kafka_offset
+          AND e.kafka_partition = l.kafka_partition AND e.item = l.item AND e.topic = l.topic
+          AND e.ts = l.invocation_ts AND ($3::text IS NULL OR e.script_version = $3)
+          AND ($4::text IS NULL OR e.script_tags @> ARRAY[$4]))
+"""
+_TOP_OF_DEPLOY = f"""
+WITH top AS (
+    SELECT l.fingerprint, count(*)::bigint AS n {_OF_DEPLOY}
+    GROUP BY l.fingerprint ORDER BY n DESC, l.fingerprint LIMIT $5
+)
+SELECT e.*, top.n FROM top JOIN error_summary e USING (fingerprint) ORDER BY top.n DESC, fingerprint
+"""
+_TREND_OF_DEPLOY = f"""
+SELECT l.fingerprint, date_trunc('hour', l.ts) AS hour, count(*)::bigint AS occurrences
+{_OF_DEPLOY} AND l.fingerprint = ANY($5::text[])
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
 _TREND = """
 SELECT fingerprint, hour, occurrences FROM error_hourly
 WHERE fingerprint = ANY($1::text[]) AND hour >= $2 ORDER BY fingerprint, hour
@@ -31,14 +55,29 @@ WHERE fingerprint = ANY($1::text[]) AND hour >= $2 ORDER BY fingerprint, hour
 
 @router.get("/api/logs/errors", response_model=models.Errors)
 async def errors(
-    request: Request, hours: Hours = 24, limit: Limit = 20, script: Script = None
+    request: Request,
+    hours: Hours = 24,
+    limit: Limit = 20,
+    script: Script = None,
+    release: Release = None,
+    environment: Environment = None,
 ) -> dict[str, Any]:
     """The most frequent error fingerprints of the window. With `script`, the fingerprints that
-    script has raised; their counts are still over every script that raised them."""
+    script has raised; their counts are still over every script that raised them. With
+    `release` or `environment`, the occurrences in that release or environment only (of
+    `script`, if given), counted from the stored lines: within the raw rows' retention."""
     window = Window.last(hours)
     async with request.app.state.pool.acquire() as conn:
-        top = await conn.fetch(_TOP, window.first_hour, limit, script)
-        trend_rows = await conn.fetch(_TREND, [r["fingerprint"] for r in top], window.first_hour)
+        if release is None and environment is None:
+            top = await conn.fetch(_TOP, window.first_hour, limit, script)
+            fingerprints = [r["fingerprint"] for r in top]
+            trend_rows = await conn.fetch(_TREND, fingerprints, window.first_hour)
+        else:
+            tag = None if environment is None else ENVIRONMENT_TAG + environment
+            deploy = (window.first_hour, script, release, tag)
+            top = await conn.fetch(_TOP_OF_DEPLOY, *deploy, limit)
+            fingerprints = [r["fingerprint"] for r in top]
+            trend_rows = await conn.fetch(_TREND_OF_DEPLOY, *deploy, fingerprints)
     trend: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in trend_rows:
         trend[r["fingerprint"]].append({"hour": r["hour"], "occurrences": r["occurrences"]})

@@ -367,6 +367,23 @@ def test_logs_view_filters_by_release(browser: Browser, dashboard: Dashboard) ->
     assert console.unexpected() == []
 
 
+def test_errors_view_filters_by_release(browser: Browser, dashboard: Dashboard) -> None:
+    page, console = open_page(browser, dashboard)
+    sign_in(page, READ)
+    show(page, "errors")
+    exceptions = dashboard.api("/api/logs/recent", hours=24, limit=200, level="exception")
+    release = next(line["release"] for line in exceptions["logs"] if line["release"])
+    groups = dashboard.api("/api/logs/errors", hours=24, limit=50, release=release)["errors"]
+    assert groups
+    page.fill("input[name=release]", release)
+    page.click(".filters button[type=submit]")
+    cards = page.locator("article.error-group")
+    expect(cards).to_have_count(len(groups))
+    for card, group in zip(cards.all(), groups, strict=True):
+        assert card.get_attribute("data-fingerprint") == group["fingerprint"]
+    assert console.unexpected() == []
+
+
 def test_usage_scans_and_alerts_views(browser: Browser, dashboard: Dashboard) -> None:
     page, console = open_page(browser, dashboard)
     sign_in(page, READ)

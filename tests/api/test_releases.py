@@ -4,8 +4,9 @@ version alike, stored by a real replica into the real PostgreSQL, read through t
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -21,10 +22,12 @@ from pipeline.logger import tailpipe_logger
 from pipeline.settings import Settings
 from tests.api.test_invocations import now_item
 from tests.logger.test_envelope import Captured
-from tests.support.api import signed_in
+from tests.support.api import get, signed_in
 from tests.support.replica import Replica, wait_stored
 
 READ = "read-token-0123456789"
+BROKEN = "2026.12.2"
+"""The release whose nightly job raises: one exception line per deploy of it."""
 DEPLOYS = [("2026.12.1", "production"), ("2026.12.2", "production"), ("2026.12.2", "staging")]
 
 
@@ -41,8 +44,10 @@ async def client(
             "billing", publisher=captured, release=release, environment=environment
         )
         log.info(f"started {release} in {environment}")
-        with log.job("nightly"):
+        with contextlib.suppress(LookupError), log.job("nightly"):
             log.warn(f"slow in {release}")
+            if release == BROKEN:
+                raise LookupError(f"no stock for sku in {release}")
         messages.extend((value_key(value), value) for value in captured.values)
     worker = now_item("trace/fetch.json", int(time.time() * 1000) - 600_000)
     messages.append((item_key(worker), orjson.dumps(worker)))
@@ -56,15 +61,20 @@ async def client(
 
 
 def lines(client: TestClient, **params: Any) -> list[dict[str, Any]]:
-    response = client.get("/api/logs/recent", params={"hours": 24, "limit": 1000, **params})
-    assert response.status_code == 200, response.text
-    logs: list[dict[str, Any]] = response.json()["logs"]
+    logs: list[dict[str, Any]] = get(client, "/api/logs/recent", hours=24, limit=1000, **params)[
+        "logs"
+    ]
     return logs
+
+
+def lines_of(deploys: Iterable[tuple[str, str]]) -> int:
+    """Two lines per deploy, and the exception of the broken release's job."""
+    return sum(3 if release == BROKEN else 2 for release, _ in deploys)
 
 
 def test_every_line_carries_its_release_and_environment(client: TestClient) -> None:
     billing = [line for line in lines(client) if line["script"] == "billing"]
-    assert len(billing) == 6
+    assert len(billing) == lines_of(DEPLOYS)
     for line in billing:
         release, environment = line["release"], line["environment"]
         assert (release, environment) in DEPLOYS
@@ -87,7 +97,7 @@ def test_lines_filter_by_release_and_environment(
 ) -> None:
     found = lines(client, **params)
     assert {(line["release"], line["environment"]) for line in found} == expected
-    assert len(found) == 2 * len(expected)  # each deploy logged two lines
+    assert len(found) == lines_of(expected)
 
 
 def test_a_worker_s_script_version_filters_as_a_release(client: TestClient) -> None:
@@ -95,3 +105,26 @@ def test_a_worker_s_script_version_filters_as_a_release(client: TestClient) -> N
     found = lines(client, release=version)
     assert found
     assert {line["script"] for line in found} == {"api-gateway"}
+
+
+@pytest.mark.parametrize(
+    ("params", "occurrences"),
+    [
+        ({}, 2),
+        ({"release": BROKEN}, 2),
+        ({"release": BROKEN, "environment": "staging"}, 1),
+        ({"environment": "staging", "script": "billing"}, 1),
+        ({"release": "2026.12.1"}, None),
+    ],
+)
+def test_error_groups_by_release_and_environment(
+    client: TestClient, params: dict[str, str], occurrences: int | None
+) -> None:
+    found = get(client, "/api/logs/errors", hours=24, **params)["errors"]
+    groups = [group for group in found if group["name"] == "LookupError"]
+    if occurrences is None:
+        assert groups == []
+        return
+    (group,) = groups
+    assert group["occurrences"] == occurrences
+    assert sum(point["occurrences"] for point in group["trend"]) == occurrences

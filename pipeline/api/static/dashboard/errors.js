@@ -7,10 +7,31 @@ import { count, empty, h, when } from "./dom.js";
 
 const ACTIONS = [["resolved", "Resolve"], ["ignored", "Ignore"], ["open", "Reopen"]];
 
-export async function errors({ hours, script, signal }) {
-  const body = await get("/api/logs/errors", { hours, script, limit: 50 }, signal);
-  if (!body.errors.length) return [empty("No errors in this range.")];
-  return [h("div", { class: "errors" }, body.errors.map((e) => card(e, hours)))];
+const deploy = { release: "", environment: "" };
+
+export async function errors(ctx) {
+  const { hours, script, signal } = ctx;
+  const release = h("input", { name: "release", type: "search", placeholder: "release",
+    value: deploy.release, "aria-label": "release", size: 12 });
+  const environment = h("input", { name: "environment", type: "search",
+    placeholder: "environment", value: deploy.environment, "aria-label": "environment",
+    size: 10 });
+  const body = h("div");
+  async function load() {
+    const page = await get("/api/logs/errors", { hours, script, limit: 50,
+      release: deploy.release, environment: deploy.environment }, signal);
+    body.replaceChildren(page.errors.length
+      ? h("div", { class: "errors" }, page.errors.map((e) => card(e, hours)))
+      : empty("No errors in this range."));
+  }
+  const form = h("form", { class: "filters", onsubmit: (event) => {
+    event.preventDefault();
+    deploy.release = release.value.trim();
+    deploy.environment = environment.value.trim();
+    load().catch(ctx.fail);
+  } }, release, environment, h("button", { type: "submit" }, "Filter"));
+  await load();
+  return [form, body];
 }
 
 function card(e, hours) {
