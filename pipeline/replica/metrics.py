@@ -76,8 +76,8 @@ class Metrics:
             ),
             sanitized=Counter(
                 "tailpipe_sanitized_total",
-                "values stored with U+FFFD for a character PostgreSQL cannot hold (U+0000, a lone"
-                " surrogate), by column",
+                "values repaired to be stored, by column: U+FFFD for a character PostgreSQL cannot"
+                " hold (U+0000, a lone surrogate), or an invalid trace or span id dropped",
                 ["field"], registry=r,
             ),
             rows=Counter(
