@@ -1,7 +1,10 @@
 """`tailpipe collect`: the HTTP front door for producers that cannot speak Kafka.
 
 Tail Workers post their `events` to `/v1/tail`; Logpush jobs post gzip'd NDJSON batches of
-`workers_trace_events` to `/v1/logpush`. A request is authenticated, read under the size cap,
+`workers_trace_events` to `/v1/logpush`; Workers Observability destinations and OTel SDKs post
+OTLP/HTTP logs exports to `/v1/logs` (pipeline/collector/otlp_receiver.py, which answers as
+the OTLP spec says: 200 with an `ExportLogsServiceResponse`, errors as `google.rpc.Status`). A
+request is authenticated, read under the size cap,
 parsed and validated whole, and each item is published to the topic as its own message, keyed
 by script name. The answer is 202 only once Kafka acknowledged every item; when Kafka cannot
 take them the answer is 503 with `Retry-After`, so the sender keeps the data and tries again.
@@ -31,21 +34,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipeline import logconfig
-from pipeline.collector import body, items
+from pipeline.collector import body, items, otlp_receiver
 from pipeline.collector.auth import Tokens
 from pipeline.collector.metrics import Metrics
 from pipeline.collector.rejection import Rejection
-from pipeline.collector.sink import KafkaSink, Unavailable
+from pipeline.collector.sink import RETRY_AFTER_S, KafkaSink, Unavailable
 from pipeline.settings import Settings
 from pipeline.web import metrics as http_metrics
 from pipeline.web import server
 
 log = logging.getLogger("tailpipe.collect")
 
-RETRY_AFTER_S = 5
-INLINE_BYTES = 64 * 1024
-"""Bodies up to this size are inflated and parsed on the event loop; larger ones in a thread,
-so one big Logpush batch does not stall every other request for tens of milliseconds."""
 
 Parser = Callable[[bytes], items.Batch]
 ROUTES: dict[str, Parser] = {"/v1/tail": items.tail, "/v1/logpush": items.logpush}
@@ -67,11 +66,17 @@ class Collector:
         self.sink = KafkaSink(settings)
         self.routes = [self.route(path, parse) for path, parse in ROUTES.items()]
         self.routes += [
+            Route(otlp_receiver.LOGS_ROUTE, self.otlp_logs, methods=["POST"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics_page, methods=["GET"]),
         ]
-        self.metrics = Metrics.create(http_metrics.RouteTable(self.routes), ingest=ROUTES)
+        self.metrics = Metrics.create(
+            http_metrics.RouteTable(self.routes),
+            ingest=[*ROUTES, *otlp_receiver.ROUTES],
+            otlp=otlp_receiver.ROUTES,
+        )
+        self.otlp = otlp_receiver.OtlpReceiver(self.tokens, self.limit, self.sink, self.metrics)
 
     def route(self, path: str, parse: Parser) -> Route:
         async def endpoint(request: Request) -> Response:
@@ -94,8 +99,7 @@ class Collector:
                 raise Rejection(400, "disconnected", "body: the client went away") from None
             self.metrics.received_bytes.labels(route).inc(len(raw))
             gzip = body.is_gzip(request.headers, raw)
-            # gzip'd NDJSON inflates about tenfold, so it leaves the loop at a smaller size.
-            if len(raw) <= (INLINE_BYTES // 16 if gzip else INLINE_BYTES):
+            if body.inline(len(raw), gzip):
                 parsed = self._prepare(raw, gzip, parse)
             else:
                 parsed = await asyncio.to_thread(self._prepare, raw, gzip, parse)
@@ -118,6 +122,9 @@ class Collector:
             )
         self.metrics.items.labels(route).inc(len(parsed.items))
         return JSONResponse({"published": len(parsed.items)}, status_code=202)
+
+    async def otlp_logs(self, request: Request) -> Response:
+        return await self.otlp.logs(request)
 
     def _prepare(self, raw: bytes, gzip: bool, parse: Parser) -> items.Batch:
         return parse(body.gunzip(raw, self.limit) if gzip else raw)

@@ -15,6 +15,9 @@ from collections.abc import AsyncIterator, Mapping
 from pipeline.collector.rejection import Rejection
 
 GZIP_MAGIC = b"\x1f\x8b"
+INLINE_BYTES = 64 * 1024
+"""Bodies up to this size are inflated and parsed on the event loop; larger ones in a thread,
+so one big batch does not stall every other request for tens of milliseconds."""
 
 
 def too_large(what: str, limit: int) -> Rejection:
@@ -41,6 +44,12 @@ async def read(headers: Mapping[str, str], chunks: AsyncIterator[bytes], limit: 
         if len(received) > limit:
             raise too_large("the request body", limit)
     return bytes(received)
+
+
+def inline(size: int, gzip: bool) -> bool:
+    """Whether a body of `size` bytes is cheap enough to inflate and parse on the event loop.
+    gzip'd JSON inflates about tenfold, so it leaves the loop at a smaller size."""
+    return size <= (INLINE_BYTES // 16 if gzip else INLINE_BYTES)
 
 
 def is_gzip(headers: Mapping[str, str], raw: bytes) -> bool:

@@ -21,6 +21,11 @@ REJECT_REASONS = (
     "unauthorized", "too_large", "malformed", "invalid", "disconnected", "unavailable",
 )  # fmt: skip
 """Label values of `tailpipe_collect_rejects_total` (pipeline/collector/rejection.py)."""
+OTLP_OUTCOMES = ("accepted", "partial", "preflight", "refused", "unavailable")
+"""Label values of `tailpipe_collect_otlp_requests_total`: every record published, some
+rejected (`partialSuccess`), Cloudflare's preflight (answered 200, nothing published), refused
+with a 4xx, Kafka unavailable (503)."""
+OTLP_RECORDS = ("accepted", "rejected")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +37,19 @@ class Metrics:
     received_bytes: Counter
     rejects: Counter
     publish_seconds: Histogram
+    otlp_requests: Counter
+    otlp_records: Counter
     routes: http_metrics.RouteTable
 
     @classmethod
     def create(
-        cls, routes: http_metrics.RouteTable | None = None, ingest: Iterable[str] = ()
+        cls,
+        routes: http_metrics.RouteTable | None = None,
+        ingest: Iterable[str] = (),
+        otlp: Iterable[str] = (),
     ) -> Metrics:
-        """`routes`: every route of the app; `ingest`: the templates of those that publish."""
+        """`routes`: every route of the app; `ingest`: the templates of those that publish;
+        `otlp`: those of them that are OTLP receivers."""
         routes = routes or http_metrics.RouteTable(())
         registry = CollectorRegistry()
         metrics = cls(
@@ -70,6 +81,20 @@ class Metrics:
                 buckets=PUBLISH_BUCKETS,
                 registry=registry,
             ),
+            otlp_requests=Counter(
+                "tailpipe_collect_otlp_requests_total",
+                "OTLP exports by route and outcome: accepted, partial (some records rejected), "
+                "preflight (Cloudflare's destination check), refused (4xx), unavailable (Kafka)",
+                ["route", "outcome"],
+                registry=registry,
+            ),
+            otlp_records=Counter(
+                "tailpipe_collect_otlp_records_total",
+                "OTLP records by route: accepted (published, Kafka acknowledged) or rejected "
+                "(in the answer's partialSuccess)",
+                ["route", "result"],
+                registry=registry,
+            ),
             routes=routes,
         )
         http_metrics.at_zero(metrics.requests, metrics.request_seconds, routes)
@@ -78,6 +103,11 @@ class Metrics:
             metrics.received_bytes.labels(route)
         for reason in REJECT_REASONS:
             metrics.rejects.labels(reason)
+        for route in otlp:
+            for outcome in OTLP_OUTCOMES:
+                metrics.otlp_requests.labels(route, outcome)
+            for result in OTLP_RECORDS:
+                metrics.otlp_records.labels(route, result)
         return metrics
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:

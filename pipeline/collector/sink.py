@@ -41,6 +41,8 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("tailpipe.collect")
 
+RETRY_AFTER_S = 5
+"""The `Retry-After` of a 503 for Kafka's being unavailable."""
 PUBLISH_TIMEOUT_S = 10.0
 """Longest a request waits for Kafka's acknowledgements before it is answered 503."""
 PROBE_INTERVAL_S = 5.0
