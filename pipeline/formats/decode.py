@@ -5,6 +5,8 @@ Accepted (docs/events.md has examples and the field mapping):
 - a Workers trace item (`pipeline.formats.trace_items`), or tailpipe's envelope (a trace item with
   `"envelope": "tailpipe/1"`);
 - a Logpush `workers_trace_events` record (`pipeline.formats.logpush`);
+- OTLP logs, an OTLP/JSON `ExportLogsServiceRequest` of one invocation group
+  (`pipeline.formats.otlp_logs`; Cloudflare's preflight gives no invocation);
 - a JSON array of any of these (a Tail Worker forwarding its whole batch);
 - several of these concatenated: NDJSON lines, or `wrangler tail --format json`'s pretty-printed
   stream (`pipeline.formats.jsonstream`).
@@ -24,7 +26,7 @@ from __future__ import annotations
 import orjson
 
 from pipeline.errors import DecodeError
-from pipeline.formats import logpush, trace_items
+from pipeline.formats import logpush, otlp_logs, trace_items
 from pipeline.formats.fields import MAX_DEPTH, at, deep_field, describe, too_deep
 from pipeline.formats.invocation import JSON, Invocation
 from pipeline.formats.jsonstream import split
@@ -98,7 +100,8 @@ def _check_depth(raw: bytes, document: JSON, prefix: str) -> None:
 
 def _decode_document(document: JSON, prefix: str) -> list[Invocation]:
     if type(document) is dict:
-        return [_decode_object(document, prefix)]
+        one = _decode_object(document, prefix)
+        return [] if one is None else [one]
     if type(document) is list:
         found = []
         for i, element in enumerate(document):
@@ -108,7 +111,9 @@ def _decode_document(document: JSON, prefix: str) -> list[Invocation]:
                     at(where, ""),
                     f"expected a trace item, Logpush record or envelope, got {describe(element)}",
                 )
-            found.append(_decode_object(element, where))
+            one = _decode_object(element, where)
+            if one is not None:
+                found.append(one)
         return found
     raise DecodeError(
         at(prefix, ""),
@@ -117,7 +122,7 @@ def _decode_document(document: JSON, prefix: str) -> list[Invocation]:
     )
 
 
-def _decode_object(obj: dict[str, JSON], prefix: str) -> Invocation:
+def _decode_object(obj: dict[str, JSON], prefix: str) -> Invocation | None:
     # Most messages are trace items: `outcome` settles it in one lookup. An envelope also has
     # `outcome`, so `envelope` goes first.
     if "envelope" in obj or "outcome" in obj:
@@ -126,6 +131,8 @@ def _decode_object(obj: dict[str, JSON], prefix: str) -> Invocation:
         return logpush.invocation(obj, prefix)
     if not _TRACE_KEYS.isdisjoint(obj):
         return trace_items.invocation(obj, prefix)  # reports the missing outcome
+    if otlp_logs.KEY in obj:
+        return otlp_logs.invocation(obj, prefix)  # None: Cloudflare's preflight
     raise DecodeError(
         at(prefix, ""), "not a trace item, Logpush record or tailpipe envelope: no known key"
     )

@@ -34,11 +34,13 @@ EVENT_TYPES = (
     "overload",
     "job",
     "log",
+    "otel",
     "unknown",
 )
 """`connect` covers connect and custom events (an empty event object); `unknown` a null event;
 `overload` wrangler's sampling notices; `job` a Python service's job or cron task; `log` a
-structured-logger record emitted outside any request or job."""
+structured-logger record emitted outside any request or job; `otel` the log records of an
+OpenTelemetry SDK (OTLP logs from anything but Cloudflare), which say nothing of their trigger."""
 
 LOG_LEVELS = ("debug", "info", "log", "warn", "error")
 
@@ -105,7 +107,7 @@ class Invocation:
     extra: dict[str, JSON] = field(default_factory=dict)
     """Every other field, kept: the event's own details, tailAttributes, unknown keys."""
     source: str = field(default="trace", compare=False)
-    """Which format it came from: `trace`, `logpush` or `envelope`."""
+    """Which format it came from: `trace`, `logpush`, `envelope` or `otlp`."""
     sanitized: tuple[str, ...] = field(default=(), compare=False)
     """The columns where a character PostgreSQL cannot hold was replaced by U+FFFD, once per
     value (see `pipeline.formats.sanitize`); empty for nearly every invocation."""
