@@ -5,10 +5,13 @@ message is an OTLP/JSON `ExportLogsServiceRequest` holding one `resourceLogs` en
 `resource`, its `schemaUrl`, and the `scopeLogs` with their `scope`) and only the records of
 one invocation group. A record belongs to the group of
 
-1. its `faas.invocation_id` attribute (Cloudflare puts it on every record of an invocation;
-   the resource's, when the record has none), else
+1. its `faas.invocation_id` attribute (the resource's, when the record has none), or, for a
+   record without one, the invocation of a record with the same `traceId` in its
+   `resourceLogs` entry, or, when it has no `traceId`, that entry's invocation if it holds
+   only one (Cloudflare sends one entry per invocation, and its `console.*` records carry no
+   invocation id), else
 2. its (`traceId`, `spanId`): the records an OTel SDK writes inside one span, else
-3. its `resourceLogs` entry: Cloudflare sends one entry per invocation.
+3. its `resourceLogs` entry.
 
 The key of a message is the group's invocation id, else its trace id, else the digest of the
 message (`pipeline.formats.identity.item_key`): a sender's retry, and the records of one
@@ -101,7 +104,7 @@ def split(document: dict[str, Any], lenient: bool = False) -> Export:
         resource_invocation = _string_attribute(attributes, INVOCATION_ID)
         probing = _string_attribute(attributes, "service.name") == PREFLIGHT_SERVICE
         scopes = _array(entry.get("scopeLogs"), f"{where}.scopeLogs")
-        groups: dict[tuple[str, ...], _Group] = {}
+        taken: list[tuple[int, dict[str, Any], str | None]] = []
         for j, scope in enumerate(scopes):
             scope = scopes[j] = _object(scope, f"{where}.scopeLogs[{j}]")
             path = f"{where}.scopeLogs[{j}].logRecords"
@@ -116,10 +119,9 @@ def split(document: dict[str, Any], lenient: bool = False) -> Export:
                 if probing and _says_hello(record):
                     preflight += 1
                     continue
-                identity, key = _group_of(record, resource_invocation)
-                group = groups.setdefault(identity, _Group(key))
-                group.by_scope.setdefault(j, []).append(record)
-        for group in groups.values():
+                invocation = _string_attribute(record.get("attributes"), INVOCATION_ID)
+                taken.append((j, record, invocation or resource_invocation))
+        for group in _groups(taken).values():
             messages, oversized = _messages(entry, scopes, group, lenient)
             for item, count in messages:
                 items.append(item)
@@ -129,17 +131,41 @@ def split(document: dict[str, Any], lenient: bool = False) -> Export:
     return Export(items, records, rejected, problems, preflight)
 
 
-def _group_of(
-    record: dict[str, Any], resource_invocation: str | None
-) -> tuple[tuple[str, ...], bytes | None]:
-    """The record's group and its message key (None: the digest of the message)."""
-    invocation = _string_attribute(record.get("attributes"), INVOCATION_ID) or resource_invocation
-    if invocation:
-        return ("invocation", invocation), invocation.encode()
-    trace = record.get("traceId") or ""
-    if trace and trace != _ZERO_TRACE:  # all zeros is W3C's invalid id: no identity
-        return ("span", trace, record.get("spanId") or ""), trace.encode()
-    return ("resource",), None
+def _groups(taken: list[tuple[int, dict[str, Any], str | None]]) -> dict[tuple[str, ...], _Group]:
+    """The invocation groups of one `resourceLogs` entry's records (scope index, record, its
+    invocation id), in the order they first appear.
+
+    A record without an invocation id joins the invocation of a record with the same trace id;
+    one without a trace id either joins the entry's invocation when it has only one:
+    Cloudflare's `console.*` records carry only `name` and a sequence number, and the
+    invocation log beside them carries the id. The others group by trace and span, and those
+    with neither form the entry's own group."""
+    by_trace: dict[str, str] = {}
+    for _, record, invocation in taken:
+        trace = _trace(record)
+        if invocation and trace:
+            by_trace.setdefault(trace, invocation)
+    invocations = {invocation for _, _, invocation in taken if invocation}
+    only = next(iter(invocations)) if len(invocations) == 1 else None
+    groups: dict[tuple[str, ...], _Group] = {}
+    for j, record, invocation in taken:
+        trace = _trace(record)
+        invocation = invocation or (by_trace.get(trace) if trace else only)
+        identity: tuple[str, ...]
+        if invocation:
+            identity, key = ("invocation", invocation), invocation.encode()
+        elif trace:
+            identity, key = ("span", trace, record.get("spanId") or ""), trace.encode()
+        else:
+            identity, key = ("resource",), None  # the digest of the message
+        groups.setdefault(identity, _Group(key)).by_scope.setdefault(j, []).append(record)
+    return groups
+
+
+def _trace(record: dict[str, Any]) -> str:
+    """The record's trace id, "" when absent or all zeros (W3C's invalid id: no identity)."""
+    trace = record.get("traceId")
+    return trace if isinstance(trace, str) and trace != _ZERO_TRACE else ""
 
 
 def _messages(
