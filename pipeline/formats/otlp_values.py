@@ -37,6 +37,7 @@ _KINDS = (
 )
 _KIND_LIST = ", ".join(_KINDS)
 _NON_FINITE = frozenset(("NaN", "Infinity", "-Infinity"))
+_FLOAT_MAX = 2**1023
 
 
 def attributes(value: JSON, prefix: str, name: str) -> dict[str, JSON]:
@@ -130,8 +131,13 @@ def _decimal(text: str) -> bool:
 
 
 def _double(value: JSON, prefix: str, name: str) -> JSON:
-    if type(value) is float or type(value) is int:
-        return float(value)
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        if -_FLOAT_MAX <= value <= _FLOAT_MAX:
+            return float(value)
+        # Only the standard library's parser (the lenient path, sanitize.loads) yields one.
+        raise DecodeError(at(prefix, name), f"{value} is too large for a double")
     if type(value) is str:
         if value in _NON_FINITE:
             return value

@@ -27,7 +27,10 @@ from pipeline.formats.fields import MAX_DURATION_MS, MAX_MS, MIN_MS
 from pipeline.formats.invocation import EVENT_TYPES, LOG_LEVELS
 
 FIXTURES = sorted(
-    p for p in (Path(__file__).parent.parent / "fixtures" / "events").rglob("*") if p.is_file()
+    p
+    for directory in ("events", "otlp")
+    for p in (Path(__file__).parent.parent / "fixtures" / directory).rglob("*")
+    if p.is_file() and p.suffix != ".md"
 )
 FIXTURE_BYTES = [p.read_bytes() for p in FIXTURES]
 FIXTURE_VALUES = [orjson.loads(p.read_bytes()) for p in FIXTURES if p.suffix == ".json"]
@@ -53,7 +56,7 @@ def check(raw: bytes) -> None:
         assert refused.problem
     for inv in invocations:
         assert inv.event_type in EVENT_TYPES
-        assert inv.source in ("trace", "logpush", "envelope")
+        assert inv.source in ("trace", "logpush", "envelope", "otlp")
         assert type(inv.outcome) is str
         assert inv.outcome
         for name in ("script", "method", "url", "script_version", "entrypoint"):
