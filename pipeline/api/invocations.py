@@ -52,10 +52,10 @@ InvocationParam = Annotated[
 
 REQUEST_ID = (
     "coalesce(e.extra #>> '{headers,x-request-id}', e.extra #>> '{headers,cf-ray}',"
-    " e.extra ->> 'RayID')"
+    " e.extra ->> 'RayID', e.extra ->> 'cloudflare.ray_id')"
 )
-"""The request id a user quotes: the logger's `x-request-id`, a Worker's `cf-ray` header, or
-Logpush's `RayID`."""
+"""The request id a user quotes: the logger's `x-request-id`, a Worker's `cf-ray` header,
+Logpush's `RayID`, or the OTLP export's `cloudflare.ray_id` attribute."""
 
 LINE_COLUMNS = (
     "encode(trace_id, 'hex') AS trace_id, encode(span_id, 'hex') AS span_id, invocation_ts"
