@@ -54,6 +54,12 @@ from pipeline.formats.trace_context import span_ids
 KEY = "resourceLogs"
 """The top-level key that marks a message as OTLP logs."""
 SOURCE = "otlp"
+UNREPORTED = "unreported"
+"""The outcome of a Cloudflare invocation whose logs export says none (the outcome is on the
+root span of the traces export): not an error in the error rate, which counts known failures
+(`transform.rollup.count_invocation`). An invocation whose records hold an exception is
+`exception`."""
+EXCEPTION = "exception"
 EVENT_TYPE = "otel"
 """The event type of non-Cloudflare OTel data (see `pipeline.formats.invocation.EVENT_TYPES`)."""
 ENVIRONMENT_TAG = "environment:"
@@ -294,7 +300,7 @@ def _cloudflare(resource: _Attributes, records: list[_Record]) -> Invocation:
         code = _take_status(resource, own)
         cpu = _take_duration(resource, own, _CPU_KEYS)
         wall = _take_duration(resource, own, _WALL_KEYS)
-    outcome = _take_key(resource, own, "cloudflare.outcome") or "unknown"
+    reported = _take_key(resource, own, "cloudflare.outcome")
     entrypoint = _take_str(resource, own, "cloudflare.entrypoint")
     tags = _take_tags(resource, own)
 
@@ -312,6 +318,7 @@ def _cloudflare(resource: _Attributes, records: list[_Record]) -> Invocation:
             _add_line(record, logs, exceptions, context)
     first = main if main is not None else _first_with_ids(records)
     trace_id, span_id, dropped = _ids(first)
+    outcome = reported or (EXCEPTION if exceptions else UNREPORTED)
     return Invocation(
         script=script,
         event_type=event_type,

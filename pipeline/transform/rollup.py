@@ -238,7 +238,8 @@ def count_invocation(rollups: Rollups, inv: Invocation, ts_ms: int, script: str)
         hour = rollups.hourly[key] = HourlyMetrics()
     hour.requests += 1
     hour.outcomes[inv.outcome] += 1
-    if inv.outcome != "ok":
+    outcome = inv.outcome
+    if outcome != "ok" and outcome != "unreported":  # unreported: not known to have failed
         hour.errors += 1
     if inv.wall_ms is not None:
         hour.wall_sum += inv.wall_ms

@@ -91,7 +91,7 @@ def test_cloudflare_invocation_record_and_console_records() -> None:
         "api-gateway",
         "fetch",
         T0,
-        "unknown",  # the logs export carries none: a span attribute
+        "unreported",  # the logs export carries none: a span attribute
     )
     assert (inv.method, inv.status, inv.source) == ("POST", 200, "otlp")
     assert inv.url == "https://api.example.com/v1/chat?stream=false&token=sk-live-1234567890abcdef"
@@ -180,7 +180,7 @@ def test_the_docs_value_set_a_cron_invocation_in_otlps_own_number_form() -> None
     assert (inv.script, inv.event_type, inv.outcome, inv.timestamp_ms) == (
         "nightly-sync",
         "scheduled",
-        "unknown",
+        "unreported",
         T0,
     )
     assert (inv.method, inv.url, inv.status) == (None, None, None)
@@ -200,7 +200,7 @@ def test_console_records_without_their_invocation_record() -> None:
     assert (inv.script, inv.event_type, inv.outcome, inv.timestamp_ms) == (
         "api-gateway",
         "unknown",
-        "unknown",
+        "unreported",
         T0 + 200,
     )
     [line] = inv.logs
@@ -884,3 +884,28 @@ def test_every_event_type_it_gives_is_known() -> None:
             continue
         for inv in found:
             assert inv.event_type in EVENT_TYPES
+
+
+def test_a_cloudflare_invocation_whose_records_hold_an_exception_is_an_exception() -> None:
+    """Without `cloudflare.outcome` the outcome is `unreported` (not a failure the error rate
+    counts), unless the invocation's records hold an exception: then it failed."""
+    doc = document("cloudflare_fetch.json")
+    records = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    assert one(doc).outcome == "unreported"
+    records.append(
+        {
+            "timeUnixNano": str((T0 + 5) * 1_000_000),
+            "severityNumber": 17,
+            "body": {"stringValue": "TypeError: x is undefined"},
+            "attributes": [
+                attr("exception.type", "TypeError"),
+                attr("exception.message", "x is undefined"),
+            ],
+        }
+    )
+    failed = one(doc)
+    assert failed.outcome == "exception"
+    assert [x.name for x in failed.exceptions] == ["TypeError"]
+    said = document("cloudflare_fetch.json")
+    said["resourceLogs"][0]["resource"]["attributes"].append(attr("cloudflare.outcome", "ok"))
+    assert one(said).outcome == "ok"

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from pipeline.errors import DecodeError
 from pipeline.formats.decode import decode
+from pipeline.formats.invocation import Invocation
 from pipeline.kafka import synth
 from pipeline.transform.redact.engine import redact_json
+from pipeline.transform.rollup import Rollups, count_invocation
 from pipeline.transform.transformer import _json, _redacted_json
 
 SECRETS = st.sampled_from(
@@ -92,3 +94,14 @@ def test_an_error_groups_alike_with_or_without_its_stack_header() -> None:
     assert with_header["message"] == "CustomError: quota exceeded for 42"
     assert with_header["stack"] == without["stack"] == frames
     assert with_header["fingerprint"] == without["fingerprint"]
+
+
+def test_only_outcomes_known_to_have_failed_count_as_errors() -> None:
+    """`unreported` (an OTLP logs export says no outcome) is counted, not as an error; the
+    runtime's own `unknown` still is."""
+    rollups = Rollups()
+    for outcome in ("ok", "unreported", "exception", "unknown", "exceededCpu"):
+        invocation = Invocation(script="w", event_type="fetch", timestamp_ms=0, outcome=outcome)
+        count_invocation(rollups, invocation, 0, "w")
+    (hour,) = rollups.hourly.values()
+    assert (hour.requests, hour.errors) == (5, 3)
