@@ -102,7 +102,7 @@ async def test_the_opentelemetry_sdk_s_records_are_stored_once_each(
             severity=SeverityNumber.INFO if n < 2 else SeverityNumber.ERROR,
             attributes={"step": n},
             span=span,
-            timestamp=now_ns + 1_000 * (3 * s + n),
+            timestamp=now_ns + 1_000_000 * (3 * s + n),  # a millisecond apart: rows keep ms
         )
         for s, span in enumerate(spans)
         for n in range(3)
