@@ -87,12 +87,7 @@ class Collector:
     async def ingest(self, request: Request, route: str, parse: Parser) -> Response:
         try:
             if not self.tokens.allows(request.headers):
-                raise Rejection(
-                    401,
-                    "unauthorized",
-                    "missing or unknown token: send `Authorization: Bearer <token>` or "
-                    f"`{self.tokens.header}: <token>`",
-                )
+                raise Rejection.unauthorized(self.tokens.header)
             try:
                 raw = await body.read(request.headers, request.stream(), self.limit)
             except ClientDisconnect:

@@ -52,12 +52,7 @@ class OtlpReceiver:
         answer = otlp_encoding.answer_encoding(request.headers)
         try:
             if not self.tokens.allows(request.headers):
-                raise Rejection(
-                    401,
-                    "unauthorized",
-                    "missing or unknown token: send `Authorization: Bearer <token>` or "
-                    f"`{self.tokens.header}: <token>`",
-                )
+                raise Rejection.unauthorized(self.tokens.header)
             encoding = otlp_encoding.encoding_of(request.headers)
             if encoding is None:
                 raise Rejection(

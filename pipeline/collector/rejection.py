@@ -21,5 +21,15 @@ class Rejection(InputError):
         self.message = message
         self.detail = detail
 
+    @classmethod
+    def unauthorized(cls, header: str) -> Rejection:
+        """No known token: every route says the same, naming both ways to send one."""
+        return cls(
+            401,
+            "unauthorized",
+            "missing or unknown token: send `Authorization: Bearer <token>` or "
+            f"`{header}: <token>`",
+        )
+
     def body(self) -> dict[str, Any]:
         return {"error": self.message, **self.detail}
