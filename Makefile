@@ -21,9 +21,11 @@ help:
 # is made again when pyproject.toml or one of them changes, so no stale build is ever run.
 COMPILED := $(shell $(PYTHON) -c 'import tomllib; h = tomllib.load(open("pyproject.toml", "rb"))["tool"]["hatch"]["build"]["targets"]["wheel"]["hooks"]["mypyc"]; print(" ".join(h["include"]))')
 COMPILED_SOURCES := $(wildcard $(COMPILED))
+# The native core (Rust, pipeline/native) is built by the same install (deploy/packaging/native_hook.py).
+NATIVE_SOURCES := $(wildcard pipeline/native/src/*.rs) pipeline/native/Cargo.toml pipeline/native/Cargo.lock deploy/packaging/native_hook.py
 
-# The virtualenv is rebuilt when pyproject.toml or a compiled module changes.
-$(VENV)/.installed: pyproject.toml $(COMPILED_SOURCES)
+# The virtualenv is rebuilt when pyproject.toml, a compiled module or the native core changes.
+$(VENV)/.installed: pyproject.toml $(COMPILED_SOURCES) $(NATIVE_SOURCES)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

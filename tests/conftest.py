@@ -46,6 +46,15 @@ def stale_builds(root: Path = ROOT) -> list[str]:
         source = built.with_name(built.name.split(".", 1)[0] + ".py")
         if source.exists() and source.stat().st_mtime > built.stat().st_mtime:
             found.append(str(source.relative_to(root)))
+    # The native core, built by cargo from its crate (pipeline/native).
+    crate = root / "pipeline" / "native"
+    for built in sorted(crate.glob("_core*.so")):
+        sources = [crate / "Cargo.toml", crate / "Cargo.lock", *sorted(crate.glob("src/*.rs"))]
+        found += [
+            str(source.relative_to(root))
+            for source in sources
+            if source.exists() and source.stat().st_mtime > built.stat().st_mtime
+        ]
     return found
 
 

@@ -120,3 +120,17 @@ def test_compiled_and_plain_source_store_the_same_rows(plain_source: Path) -> No
     assert (compiled[0], plain[0]) == ("True", "False")
     assert min(int(compiled[1]), int(compiled[2])) > 3000
     assert compiled[1:] == plain[1:]
+
+
+def test_a_crate_source_newer_than_the_native_core_is_stale(tmp_path: Path) -> None:
+    crate = tmp_path / "pipeline" / "native"
+    (crate / "src").mkdir(parents=True)
+    built = crate / "_core.cpython-311-x86_64-linux-gnu.so"
+    source = crate / "src" / "lib.rs"
+    source.write_text("")
+    built.write_bytes(b"")
+    os.utime(source, (1_000, 1_000))
+    os.utime(built, (2_000, 2_000))
+    assert stale_builds(tmp_path) == []
+    os.utime(source, (3_000, 3_000))
+    assert stale_builds(tmp_path) == ["pipeline/native/src/lib.rs"]

@@ -28,7 +28,7 @@ import orjson
 from pipeline import __version__
 from pipeline.errors import DecodeError
 from pipeline.transform.batch import DeadLetter
-from pipeline.transform.redact.engine import has_trigger, redact_json, redact_text
+from pipeline.transform.redact.engine import needs_redaction, redact_json, redact_text
 
 
 def object_key(prefix: str, topic: str, partition: int, first: int, last: int) -> str:
@@ -59,7 +59,7 @@ def _bytes_field(data: bytes, counts: Counter[str]) -> tuple[str, str]:
     except UnicodeDecodeError:
         cleaned = redact_text(data.decode("latin-1"), counts).encode("latin-1")
         return base64.b64encode(cleaned).decode(), "base64"
-    if not has_trigger(text.lower()) and "%" not in text:
+    if not needs_redaction(text) and "%" not in text:
         return text, "utf-8"
     try:
         parsed = orjson.loads(data)

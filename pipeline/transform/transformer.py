@@ -22,7 +22,7 @@ from pipeline.formats.invocation import UNNAMED, Invocation
 from pipeline.transform.batch import Batch, DeadLetter, Headers, Part, Raw, TopicPartition
 from pipeline.transform.extract import Extractor
 from pipeline.transform.fingerprint import fingerprint, template
-from pipeline.transform.redact.engine import has_trigger, redact_json, redact_text
+from pipeline.transform.redact.engine import needs_redaction_utf8, redact_json, redact_text
 from pipeline.transform.rollup import HOUR_MS, ErrorGroup, count_extracted, count_invocation
 
 EVENT_COLUMNS = (
@@ -54,7 +54,7 @@ def _redacted_json(value: Any, counts: Counter[str]) -> str | None:
     to redact: serialize once and look for the rules' triggers in the whole text.
 
     Sound because every rule (and every secret name, see `redact.names.NAME_TRIGGERS`) needs
-    one of the triggers (`redact.engine.has_trigger`) in the lower-cased string it acts on, and
+    one of the triggers (`redact.triggers.rules_for`) in the lower-cased string it acts on, and
     a trigger in any key or string of the value is also in the lower-cased JSON text: orjson
     writes strings as UTF-8 and escapes only `"`, `\\` and control characters, none of which a
     trigger contains. Percent-encoded names (`is_secret_name` unquotes) and anything orjson
@@ -62,12 +62,12 @@ def _redacted_json(value: Any, counts: Counter[str]) -> str | None:
     if not value:
         return None
     try:
-        text = orjson.dumps(value).decode()
+        data = orjson.dumps(value)
     except TypeError:
         return _json(redact_json(value, counts))
-    if "%" in text or has_trigger(text.lower()):
+    if b"%" in data or needs_redaction_utf8(data):
         return _json(redact_json(value, counts))
-    return text
+    return data.decode()
 
 
 class Transformer:

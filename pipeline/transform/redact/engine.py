@@ -27,7 +27,7 @@ from typing import Any
 
 from pipeline.transform.redact.names import is_secret_name
 from pipeline.transform.redact.rules import FIELD, HEADER, MARKER, Counts, is_marker
-from pipeline.transform.redact.triggers import first_trigger, plan, selected
+from pipeline.transform.redact.triggers import first_trigger, plan, rules_for, rules_for_utf8
 
 
 def has_trigger(lowered: str) -> bool:
@@ -36,14 +36,23 @@ def has_trigger(lowered: str) -> bool:
     return first_trigger(lowered) is not None
 
 
+def needs_redaction(text: str) -> bool:
+    """`has_trigger(text.lower())`, without lower-casing where the native core is installed."""
+    return rules_for(text) != 0
+
+
+def needs_redaction_utf8(data: bytes) -> bool:
+    """The same for UTF-8 bytes, such as a whole JSON document from orjson."""
+    return rules_for_utf8(data) != 0
+
+
 def redact_text(text: str, counts: Counts | None = None) -> str:
     """`text` with every secret replaced by its rule's marker."""
-    lowered = text.lower()
-    first = first_trigger(lowered)
-    if first is None:
+    mask = rules_for(text)
+    if not mask:
         return text  # the fast path: most log lines
     if len(text) > _CACHED_LENGTH:
-        return _apply_rules(text, lowered, first.start(), counts)
+        return _apply_rules(text, mask, counts)
     redacted, found = _redact_cached(text)
     if found and counts is not None:
         counts.update(found)
@@ -58,13 +67,13 @@ URLs and templated lines (`llm usage ... input_tokens=...`) come back over and o
 @lru_cache(maxsize=16384)
 def _redact_cached(text: str) -> tuple[str, Counts]:
     found: Counts = Counter()
-    return _apply_rules(text, text.lower(), 0, found), found
+    return _apply_rules(text, rules_for(text), found), found
 
 
-def _apply_rules(text: str, lowered: str, start: int, counts: Counts | None) -> str:
-    """The rules whose triggers occur in `lowered` (from `start` on), applied in order. Which
-    rules run is decided on the original text: a marker never adds one."""
-    for rule in plan(selected(lowered, start)):
+def _apply_rules(text: str, mask: int, counts: Counts | None) -> str:
+    """The rules `mask` selects, applied in order. Which rules run is decided on the original
+    text: a marker never adds one."""
+    for rule in plan(mask):
         text = rule(text, counts)
     return text
 

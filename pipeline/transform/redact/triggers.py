@@ -9,9 +9,15 @@ in logs (`token` at its `k`, `npm_` at its `_`; `_anchors`). A text with a trigg
 once more to learn which triggers it holds (`selected`), and only their rules run, in file order
 (`plan`).
 
+`rules_for(text)` answers the whole question, which rules a text needs, in one call: where the
+native core is installed (`pipeline.native`, which every wheel and `make` install builds) one
+walk of an Aho-Corasick automaton over the text's bytes, with no lower-cased copy; else, and for
+the rare text the automaton leaves undecided, the two regexes above. Both give the same mask:
+`tests/transform/test_native_triggers.py` holds them to it.
+
 Built from `RULES` when this module is imported. A room of its own: it is about speed only, a
-compiler from trigger words to two regexes and a table. It only skips the rules that could not
-change a text, so what the rules mean never depends on it.
+compiler from trigger words to two regexes, a table and an automaton. It only skips the rules
+that could not change a text, so what the rules mean never depends on it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from pipeline.native import load_triggers
 from pipeline.transform.redact.rules import RULES, Rule
 
 _FREQUENCY = {
@@ -101,14 +108,20 @@ def _overlap(a: str, at: int, b: str, bt: int) -> tuple[bool, bool]:
     return agree, agree and shift >= 0 and shift + len(b) <= len(a)
 
 
-def _build_scan() -> tuple[re.Pattern[str], re.Pattern[str], tuple[_Found, ...]]:
-    """The search for any trigger, the scan reporting them, and per reporting group: the rules
-    it selects and the other triggers to look for at its position."""
-    triggers = tuple(sorted({t for rule in RULES for t in rule.triggers}))
+def _masks() -> dict[str, int]:
+    """Per trigger, the rules it selects: one bit per rule, by index in `RULES`."""
     masks: dict[str, int] = {}
     for index, rule in enumerate(RULES):
         for trigger in rule.triggers:
             masks[trigger] = masks.get(trigger, 0) | 1 << index
+    return masks
+
+
+def _build_scan() -> tuple[re.Pattern[str], re.Pattern[str], tuple[_Found, ...]]:
+    """The search for any trigger, the scan reporting them, and per reporting group: the rules
+    it selects and the other triggers to look for at its position."""
+    masks = _masks()
+    triggers = tuple(sorted(masks))
     anchor = _anchors(triggers)
     search, _ = _scan_source(anchor, report=False)
     scan, order = _scan_source(anchor, report=True)
@@ -151,6 +164,36 @@ def selected(lowered: str, start: int) -> int:
                 if selects & ~mask and at >= behind and lowered.startswith(trigger, at - behind):
                     mask |= selects
     return mask
+
+
+def scanned_rules_for(text: str) -> int:
+    """The rules `text` needs (a bit mask, by index; 0: none can change it), by the regexes."""
+    lowered = text.lower()
+    first = first_trigger(lowered)
+    return 0 if first is None else selected(lowered, first.start())
+
+
+_NATIVE = load_triggers(sorted(_masks().items()))
+"""The native automaton's `mask` and `mask_bytes`, or None without the native core."""
+
+
+def rules_for(text: str) -> int:
+    """The rules `text` needs (a bit mask, by index in `RULES`; 0: none can change it)."""
+    if _NATIVE is not None:
+        mask = _NATIVE[0](text)
+        if mask >= 0:
+            return mask
+    return scanned_rules_for(text)
+
+
+def rules_for_utf8(data: bytes) -> int:
+    """The same for UTF-8 bytes (orjson's output): scanned as they are where the native core
+    is installed, so a JSON document is never decoded and lower-cased only to be searched."""
+    if _NATIVE is not None:
+        mask = _NATIVE[1](data)
+        if mask >= 0:
+            return mask
+    return scanned_rules_for(data.decode())
 
 
 @lru_cache(maxsize=4096)

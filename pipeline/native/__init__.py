@@ -1,0 +1,35 @@
+"""The native core: the parts of the hot path written in Rust (`src/`, built by the wheel's
+build hook, `deploy/packaging/native_hook.py`, into `_core`).
+
+Each part has a Python twin that stays the reference and gives the same answers; the native
+one is only faster. The core is optional at import: the light logger distribution and a plain
+checkout never installed run the Python twins. `loaded()` tells which runs; a full install
+always builds the core, and its build fails without a Rust toolchain rather than ship it slow.
+
+The loaders return plain callables (bound methods of the Rust types), so the compiled callers
+pay one C call each and never see a Rust type in their annotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from importlib.util import find_spec
+
+TriggerScan = tuple[Callable[[str], int], Callable[[bytes], int]]
+"""`(mask(text), mask_bytes(utf8))`: the rules a text needs, or -1 for the reference to decide."""
+
+
+def loaded() -> bool:
+    """Whether the native core is built and importable here."""
+    return find_spec("pipeline.native._core") is not None
+
+
+def load_triggers(triggers: Sequence[tuple[str, int]]) -> TriggerScan | None:
+    """The redaction trigger scan over `(trigger, rules mask)` pairs, or None without the core
+    (or with more rules than its 127-bit masks hold)."""
+    if not loaded() or any(mask >> 127 for _, mask in triggers):
+        return None
+    from pipeline.native._core import Triggers
+
+    scan = Triggers(list(triggers))
+    return scan.mask, scan.mask_bytes

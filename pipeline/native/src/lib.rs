@@ -1,0 +1,16 @@
+//! `pipeline.native._core`: the native half of tailpipe's hot path.
+//!
+//! Each type here is a pure function of its input, with a Python twin that stays the
+//! reference: the tests run both on the same corpus and require the same answer. The module
+//! is optional at run time (the light logger distribution ships without it), never for
+//! correctness.
+
+use pyo3::prelude::*;
+
+mod triggers;
+
+#[pymodule]
+fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<triggers::Triggers>()?;
+    Ok(())
+}
