@@ -13,6 +13,7 @@ pay one C call each and never see a Rust type in their annotations.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from importlib.util import find_spec
 
 TriggerScan = tuple[Callable[[str], int], Callable[[bytes], int]]
@@ -33,3 +34,13 @@ def load_triggers(triggers: Sequence[tuple[str, int]]) -> TriggerScan | None:
 
     scan = Triggers(list(triggers))
     return scan.mask, scan.mask_bytes
+
+
+def load_utc_datetime() -> Callable[[int], datetime | None] | None:
+    """`utc_datetime(ms)`: `datetime.fromtimestamp(ms / 1000, UTC)` built from integers, or
+    None where only the reference is exact (beyond 2**32 s); None without the core."""
+    if not loaded():
+        return None
+    from pipeline.native._core import utc_datetime
+
+    return utc_datetime

@@ -19,6 +19,7 @@ from pipeline.alerts.rules import Rule, Rules
 from pipeline.errors import DecodeError
 from pipeline.formats.decode import decode
 from pipeline.formats.invocation import UNNAMED, Invocation
+from pipeline.native import load_utc_datetime
 from pipeline.transform.batch import Batch, DeadLetter, Headers, Part, Raw, TopicPartition
 from pipeline.transform.extract import Extractor
 from pipeline.transform.fingerprint import fingerprint, template
@@ -41,7 +42,16 @@ so a line finds its request with one index probe in one day partition (`api/invo
 _NO_HEADERS: Headers = ()
 
 
+_UTC_DATETIME = load_utc_datetime()
+
+
 def _ts(ms: int) -> datetime:
+    """`datetime.fromtimestamp(ms / 1000, UTC)`, built by the native core where it is
+    installed (a quarter of the cost: one per row); the same object either way."""
+    if _UTC_DATETIME is not None:
+        found = _UTC_DATETIME(ms)
+        if found is not None:
+            return found
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 

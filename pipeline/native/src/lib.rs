@@ -7,10 +7,12 @@
 
 use pyo3::prelude::*;
 
+mod timestamps;
 mod triggers;
 
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<triggers::Triggers>()?;
+    module.add_function(wrap_pyfunction!(timestamps::utc_datetime, module)?)?;
     Ok(())
 }
