@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pipeline import __version__, compiled
+from pipeline import __version__, compiled, native
 from pipeline.errors import DECODE_REASONS
 from pipeline.formats.sanitize import FIELDS as SANITIZED_FIELDS
 from pipeline.transform.batch import Batch
@@ -163,11 +163,13 @@ class Metrics:
             ),
             build_info=Gauge(
                 "tailpipe_build_info",
-                "always 1; the version, and whether the hot path runs compiled (true/false)",
-                ["version", "compiled"], registry=r,
+                "always 1; the version, whether the hot path runs compiled, and whether the "
+                "native core is loaded (true/false)",
+                ["version", "compiled", "native"], registry=r,
             ),
         )  # fmt: skip
-        metrics.build_info.labels(__version__, str(compiled()).lower()).set(1)
+        flags = (str(compiled()).lower(), str(native.loaded()).lower())
+        metrics.build_info.labels(__version__, *flags).set(1)
         for dependency in ("postgres", "s3"):
             metrics.dependency_up.labels(dependency).set(1)
         for kind in FAILURE_KINDS:

@@ -12,7 +12,7 @@ import logging
 import signal
 import socket
 
-from pipeline import __version__, compiled, logconfig
+from pipeline import __version__, compiled, logconfig, native
 from pipeline.alerts.rules import Rules
 from pipeline.errors import DependencyError
 from pipeline.replica.consumer import Consumer, Policy
@@ -74,6 +74,12 @@ def serve(settings: Settings) -> int:
         log.warning(
             "the hot path runs as plain Python, not compiled: each event costs about a third "
             "more CPU; install tailpipe from its wheel, or run `make` in a checkout"
+        )
+    if not native.loaded():
+        log.warning(
+            "the native core (pipeline.native) is not built: redaction scans and timestamps "
+            "run their Python versions, about a fifth more CPU per event; install tailpipe "
+            "from its wheel, or run `make` in a checkout"
         )
     collect_less_often()
     asyncio.run(main())

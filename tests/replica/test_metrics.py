@@ -8,7 +8,7 @@ import urllib.error
 import asyncpg
 import orjson
 
-from pipeline import __version__, compiled
+from pipeline import __version__, compiled, native
 from pipeline.errors import DECODE_REASONS
 from pipeline.kafka import clients
 from pipeline.kafka.publisher import BulkPublisher
@@ -97,7 +97,10 @@ async def test_scrape_after_a_run_counts_exactly_what_was_processed(
     assert m["tailpipe_in_flight_bytes"] == 0
     assert m["tailpipe_partition_assignments_total"] == 1
     built = str(compiled()).lower()
-    assert m[f'tailpipe_build_info{{compiled="{built}",version="{__version__}"}}'] == 1
+    loaded = str(native.loaded()).lower()
+    assert loaded == "true"
+    info = f'tailpipe_build_info{{compiled="{built}",native="{loaded}",version="{__version__}"}}'
+    assert m[info] == 1
 
 
 async def test_lag_series_follow_partition_ownership(
