@@ -44,3 +44,17 @@ def load_utc_datetime() -> Callable[[int], datetime | None] | None:
     from pipeline.native._core import utc_datetime
 
     return utc_datetime
+
+
+CopyEncode = Callable[[Sequence[tuple[object, ...]], bool, bool], bytes]
+"""`encode(rows, first, last)`: a piece of a binary COPY stream (the header with `first`, the
+trailer with `last`), or ValueError for a value it leaves to asyncpg."""
+
+
+def load_copy_encoder(types: Sequence[str]) -> CopyEncode | None:
+    """The binary COPY encoder for columns of `types`; None without the core."""
+    if not loaded():
+        return None
+    from pipeline.native._core import CopyEncoder
+
+    return CopyEncoder(list(types)).encode

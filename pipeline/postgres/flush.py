@@ -4,7 +4,8 @@ batch and advances its offsets. Inside it, in this order:
    consumer last stored to the batch's end. A consumer that lost a partition in a rebalance
    (a zombie) finds a different value, and its whole transaction rolls back: `PartitionsLost`.
    Doing this first also takes the offset rows' locks before any other work.
-2. binary COPY of the raw rows (`tail_events`, `tail_logs`); when PostgreSQL refuses some,
+2. binary COPY of the raw rows (`tail_events`, `tail_logs`; encoded by `copy_stream`, natively
+   where the core is installed); when PostgreSQL refuses some,
    `find_rejected` isolates the messages they came from (the writer turns those into dead
    letters and builds the batch again);
 3. the index rows of the dead-letter objects the writer stored for this batch;
@@ -25,6 +26,7 @@ import asyncpg
 import orjson
 
 from pipeline.errors import FlushAborted
+from pipeline.postgres import copy_stream
 from pipeline.postgres.connect import rejects_data
 from pipeline.transform.batch import Batch, Row, TopicPartition
 from pipeline.transform.transformer import EVENT_COLUMNS, LOG_COLUMNS
@@ -122,13 +124,10 @@ async def copy_rows(conn: asyncpg.Connection, batch: Batch) -> None:
     """Binary COPY of the batch's raw rows. Run it in a savepoint: when PostgreSQL refuses a
     row (`connect.rejects_data`), `find_rejected` says which messages to take out."""
     parts = list(batch.parts.values())
-    for table, attr, columns in RAW_TABLES:
+    for table, attr, _ in RAW_TABLES:
         if any(getattr(p, attr) for p in parts):
-            await conn.copy_records_to_table(
-                table,
-                records=itertools.chain.from_iterable(getattr(p, attr) for p in parts),
-                columns=columns,
-            )
+            rows = list(itertools.chain.from_iterable(getattr(p, attr) for p in parts))
+            await copy_stream.copy_rows(conn, table, rows)
 
 
 class _Undo(Exception):

@@ -7,11 +7,13 @@
 
 use pyo3::prelude::*;
 
+mod copy;
 mod timestamps;
 mod triggers;
 
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<copy::CopyEncoder>()?;
     module.add_class::<triggers::Triggers>()?;
     module.add_function(wrap_pyfunction!(timestamps::utc_datetime, module)?)?;
     Ok(())
