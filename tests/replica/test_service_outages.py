@@ -30,6 +30,7 @@ from tests.support.faults import (
     TcpProxy,
     kafka_down,
     kafka_up,
+    leaders_elected,
     peak_rss_mib,
     postgres_down,
     postgres_up,
@@ -179,6 +180,7 @@ async def test_kafka_broker_restarted_mid_stream_nothing_lost_nothing_twice(
         assert await stored_total(db, settings.topic) == first.count
     finally:
         kafka_up()
+    await leaders_elected(settings, settings.topic, 3)
     second = await produce(settings, 5000, seed=37, poison_ratio=0.01)
     await wait_stored(db, settings.topic, first.count + second.count, 180)
     assert replica.terminate() == 0

@@ -25,6 +25,11 @@ from types import TracebackType
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from pipeline.kafka import clients
+from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "deploy" / "local" / "stack.py"
@@ -302,6 +307,30 @@ def kafka_up() -> None:
     """Start the local Kafka broker; returns once it answers metadata requests."""
     done = _stack("up", "kafka")
     assert done.returncode == 0, f"stack.py up kafka: {done.stdout}{done.stderr}"
+
+
+async def leaders_elected(
+    settings: Settings, topic: str, partitions: int, deadline_s: float = 120
+) -> None:
+    """Wait until the leader of each of the `partitions` of `topic` serves it again. A
+    restarted broker answers metadata, and names itself leader, before it has loaded its
+    partitions (the more it holds, the longer that takes), and a producer's sends in that gap
+    time out. Asking each leader for its end offsets is answered once the partition is served."""
+    consumer = AIOKafkaConsumer(**clients.client_options(settings), group_id=None)
+    await consumer.start()
+    wanted = [TopicPartition(topic, n) for n in range(partitions)]
+    try:
+
+        async def served() -> bool:
+            try:
+                await asyncio.wait_for(consumer.end_offsets(wanted), 5)
+            except (KafkaError, TimeoutError):
+                return False
+            return True
+
+        await wait_for(served, deadline_s, f"the leaders of {topic} serving it", interval_s=0.5)
+    finally:
+        await consumer.stop()
 
 
 def peak_rss_mib(pid: int) -> float:
