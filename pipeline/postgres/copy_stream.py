@@ -20,7 +20,6 @@ import asyncpg
 
 from pipeline.native import CopyEncode, load_copy_encoder
 from pipeline.transform.batch import Row
-from pipeline.transform.transformer import EVENT_COLUMNS, LOG_COLUMNS
 
 _TS = "timestamp with time zone"
 COLUMN_TYPES: dict[str, tuple[str, ...]] = {
@@ -34,8 +33,8 @@ COLUMN_TYPES: dict[str, tuple[str, ...]] = {
         "text", "integer", "bigint", "integer", "integer", "bytea", "bytea", _TS,
     ),
 }  # fmt: skip
-"""Per raw table, its columns' types (`format_type`), in `EVENT_COLUMNS` / `LOG_COLUMNS` order."""
-COLUMNS = {"tail_events": EVENT_COLUMNS, "tail_logs": LOG_COLUMNS}
+"""Per raw table, its columns' types (`format_type`), in the order of its columns in
+`flush.RAW_TABLES` (`EVENT_COLUMNS`, `LOG_COLUMNS`)."""
 SLICE_ROWS = 2_000
 """Rows per COPY data message (about 0.5 MiB of log rows): asyncpg drains the socket between
 them, so memory holds one slice's bytes."""
@@ -47,10 +46,11 @@ class _NotEncoded(Exception):
     """A value the native encoder leaves to asyncpg."""
 
 
-async def copy_rows(conn: asyncpg.Connection, table: str, rows: list[Row]) -> str:
-    """COPY `rows` into `table` (one of `COLUMN_TYPES`); returns which encoder wrote them,
-    `native` or `asyncpg`."""
-    columns = COLUMNS[table]
+async def copy_rows(
+    conn: asyncpg.Connection, table: str, columns: tuple[str, ...], rows: list[Row]
+) -> str:
+    """COPY `rows` into `columns` of `table` (one of `COLUMN_TYPES`, in its order); returns
+    which encoder wrote them, `native` or `asyncpg`."""
     encode = _ENCODERS[table]
     if encode is not None:
         try:

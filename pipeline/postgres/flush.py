@@ -124,10 +124,10 @@ async def copy_rows(conn: asyncpg.Connection, batch: Batch) -> None:
     """Binary COPY of the batch's raw rows. Run it in a savepoint: when PostgreSQL refuses a
     row (`connect.rejects_data`), `find_rejected` says which messages to take out."""
     parts = list(batch.parts.values())
-    for table, attr, _ in RAW_TABLES:
+    for table, attr, columns in RAW_TABLES:
         if any(getattr(p, attr) for p in parts):
             rows = list(itertools.chain.from_iterable(getattr(p, attr) for p in parts))
-            await copy_stream.copy_rows(conn, table, rows)
+            await copy_stream.copy_rows(conn, table, columns, rows)
 
 
 class _Undo(Exception):

@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.native import load_copy_encoder
-from pipeline.postgres import copy_stream
+from pipeline.postgres import copy_stream, flush
 from pipeline.postgres.day_partitions import PartitionManager
 from pipeline.settings import Settings
 
+_COLUMNS = {table: columns for table, _, columns in flush.RAW_TABLES}
 _SELECT_TYPES = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod)
 FROM pg_attribute a
@@ -28,7 +29,7 @@ WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
 async def test_the_column_types_are_the_migrated_schemas(
     migrated: Settings, db: asyncpg.Connection
 ) -> None:
-    for table, columns in copy_stream.COLUMNS.items():
+    for table, _, columns in flush.RAW_TABLES:
         found = {r[0]: r[1] for r in await db.fetch(_SELECT_TYPES, table)}
         assert tuple(found[c] for c in columns) == copy_stream.COLUMN_TYPES[table], table
 
@@ -72,7 +73,7 @@ log_rows = st.tuples(
 async def _stored(db: asyncpg.Connection, table: str, rows: list[tuple[Any, ...]]) -> list[Any]:
     """`rows` written into two plain copies of `table`, natively and by asyncpg; what each
     holds, in order."""
-    columns = copy_stream.COLUMNS[table]
+    columns = _COLUMNS[table]
     encode = load_copy_encoder(copy_stream.COLUMN_TYPES[table])
     assert encode is not None
     held = []
@@ -152,11 +153,15 @@ async def test_a_row_the_encoder_leaves_is_copied_by_asyncpg(
     await PartitionManager().ensure(db, {day})
     naive = _a_log_row(datetime(2026, 12, 5, 10))
     aware = _a_log_row(datetime(2026, 12, 5, 10, tzinfo=UTC))
+
+    async def copy(rows: list[tuple[Any, ...]]) -> str:
+        return await copy_stream.copy_rows(db, "tail_logs", _COLUMNS["tail_logs"], rows)
+
     async with db.transaction():
-        assert await copy_stream.copy_rows(db, "tail_logs", [aware] * 5) == "native"
-        assert await copy_stream.copy_rows(db, "tail_logs", [aware] * 4 + [naive]) == "asyncpg"
+        assert await copy([aware] * 5) == "native"
+        assert await copy([aware] * 4 + [naive]) == "asyncpg"
     assert await db.fetchval("SELECT count(*) FROM tail_logs") == 10
     wrong = list(aware)
     wrong[1] = 42
     with pytest.raises(TypeError, match="expected str, got int"):  # asyncpg's, as before
-        await copy_stream.copy_rows(db, "tail_logs", [tuple(wrong)])
+        await copy([tuple(wrong)])
