@@ -11,7 +11,9 @@ Accepted (docs/events.md has examples and the field mapping):
 - several of these concatenated: NDJSON lines, or `wrangler tail --format json`'s pretty-printed
   stream (`pipeline.formats.jsonstream`).
 
-Pure and fast by construction: one `orjson.loads` per message (the split and per-value parse
+Pure and fast by construction: the native core decodes the usual trace items straight from the
+bytes (`pipeline.native.load_trace_items`; this module stays its reference), else one
+`orjson.loads` per message (the split and per-value parse
 of concatenated values runs only when that fails), field checks are type tests and dict
 lookups, and the parsed objects move into the records without copies. Text PostgreSQL cannot
 hold (U+0000, lone surrogates) is replaced here (`pipeline.formats.sanitize`), so every invocation
@@ -27,10 +29,21 @@ import orjson
 
 from pipeline.errors import DecodeError
 from pipeline.formats import logpush, otlp_logs, trace_items
-from pipeline.formats.fields import MAX_DEPTH, at, deep_field, describe, too_deep
-from pipeline.formats.invocation import JSON, Invocation
+from pipeline.formats.fields import (
+    MAX_DEPTH,
+    MAX_DURATION_MS,
+    MAX_MS,
+    MAX_NAME_BYTES,
+    MIN_MS,
+    at,
+    deep_field,
+    describe,
+    too_deep,
+)
+from pipeline.formats.invocation import JSON, Invocation, LogLine
 from pipeline.formats.jsonstream import split
 from pipeline.formats.sanitize import loads, storable, suspect
+from pipeline.native import load_trace_items
 
 # Keys that only trace items have; with none of these, nor Logpush's, nor `envelope`, an
 # object is none of the formats.
@@ -38,10 +51,24 @@ _TRACE_KEYS = frozenset(
     ("outcome", "scriptName", "event", "eventTimestamp", "logs", "exceptions", "truncated")
 )
 _loads = orjson.loads
+_NATIVE = load_trace_items(
+    Invocation, LogLine, (MIN_MS, MAX_MS, MAX_DURATION_MS, MAX_NAME_BYTES // 4, MAX_DEPTH)
+)
 
 
 def decode(value: bytes) -> list[Invocation]:
     """The invocations in one message value, in order, each storable as it is."""
+    if _NATIVE is not None:
+        # The common trace items, decoded straight from the bytes by the native core; it
+        # answers None for anything else, which the reference below decodes.
+        found: list[Invocation] | None = _NATIVE(value)
+        if found is not None:
+            return found
+    return reference(value)
+
+
+def reference(value: bytes) -> list[Invocation]:
+    """`decode` in Python alone: what the native core's answer must equal."""
     try:
         document = _loads(value)
     except orjson.JSONDecodeError as error:

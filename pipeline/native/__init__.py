@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from importlib.util import find_spec
+from typing import Any
 
 TriggerScan = tuple[Callable[[str], int], Callable[[bytes], int]]
 """`(mask(text), mask_bytes(utf8))`: the rules a text needs, or -1 for the reference to decide."""
@@ -44,6 +45,19 @@ def load_utc_datetime() -> Callable[[int], datetime | None] | None:
     from pipeline.native._core import utc_datetime
 
     return utc_datetime
+
+
+def load_trace_items(
+    invocation: type, log_line: type, limits: tuple[int, int, int, int, int]
+) -> Callable[[bytes], list[Any] | None] | None:
+    """`decode(value)`: a message's trace items as `invocation`s with `log_line`s, or None where
+    the reference decodes it (see `src/trace_items.rs`); None without the core. `limits`:
+    `(min_ms, max_ms, max_duration_ms, short_name, max_depth)` of `pipeline.formats.fields`."""
+    if not loaded():
+        return None
+    from pipeline.native._core import TraceItems
+
+    return TraceItems(invocation, log_line, *limits).decode
 
 
 CopyEncode = Callable[[Sequence[tuple[object, ...]], bool, bool], bytes]

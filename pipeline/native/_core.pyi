@@ -1,5 +1,6 @@
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 class Triggers:
     def __init__(self, triggers: list[tuple[str, int]]) -> None: ...
@@ -11,3 +12,16 @@ def utc_datetime(ms: int) -> datetime | None: ...
 class CopyEncoder:
     def __init__(self, types: list[str]) -> None: ...
     def encode(self, rows: Iterable[tuple[object, ...]], first: bool, last: bool) -> bytes: ...
+
+class TraceItems:
+    def __init__(
+        self,
+        invocation: type,
+        log_line: type,
+        min_ms: int,
+        max_ms: int,
+        max_duration: int,
+        short_name: int,
+        max_depth: int,
+    ) -> None: ...
+    def decode(self, value: bytes) -> list[Any] | None: ...

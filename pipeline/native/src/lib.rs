@@ -7,13 +7,18 @@
 
 use pyo3::prelude::*;
 
+mod console;
 mod copy;
+mod json;
+mod pyjson;
 mod timestamps;
+mod trace_items;
 mod triggers;
 
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<copy::CopyEncoder>()?;
+    module.add_class::<trace_items::TraceItems>()?;
     module.add_class::<triggers::Triggers>()?;
     module.add_function(wrap_pyfunction!(timestamps::utc_datetime, module)?)?;
     Ok(())

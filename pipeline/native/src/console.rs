@@ -1,0 +1,171 @@
+//! A console call's arguments as one line of text and its data (`pipeline.formats.console`).
+//!
+//! The reference renders with orjson: strings as they are, other values as compact JSON,
+//! joined by a space; the data is the object arguments and the JSON objects string arguments
+//! hold, merged left to right. Where this could differ from orjson's output (a float, whose
+//! shortest form is orjson's to choose; padded JSON; text shaped like an object that does not
+//! read as one) the line is declined, and with it the message.
+
+use std::borrow::Cow;
+
+use pyo3::prelude::*;
+
+use crate::json::{parse, Json};
+use crate::pyjson::{object_to_python, Keys};
+use crate::trace_items::{Decline, Found, Member};
+
+/// `console.render`: a line's text and data. Err declines.
+pub fn render<'py>(
+    py: Python<'py>,
+    message: Option<&Json>,
+    max_depth: usize,
+    keys: &mut Keys,
+) -> PyResult<Found<(String, Bound<'py, PyAny>)>> {
+    let none = || py.None().into_bound(py);
+    let args: &[Json] = match message {
+        None | Some(Json::Null) => return Ok(Ok((String::new(), none()))),
+        Some(Json::Array(args)) => args,
+        Some(_) => return Ok(Err(Decline)),
+    };
+    if let [Json::Str(only)] = args {
+        // The common case, one string: no joining, and data only for embedded JSON.
+        let data = match embedded(only, max_depth) {
+            Ok(None) => none(),
+            Ok(Some(object)) => {
+                object_to_python(py, object.iter().map(|(k, v)| (k.as_ref(), v)), keys)?
+            }
+            Err(Decline) => return Ok(Err(Decline)),
+        };
+        return Ok(Ok((only.to_string(), data)));
+    }
+    // Parsed first, so that the merged data can borrow from them.
+    let mut parsed = Vec::with_capacity(args.len());
+    for arg in args {
+        parsed.push(match arg {
+            Json::Str(s) => match embedded(s, max_depth) {
+                Ok(found) => found,
+                Err(Decline) => return Ok(Err(Decline)),
+            },
+            _ => None,
+        });
+    }
+    let mut text = String::new();
+    let mut data: Vec<(&str, &Json)> = Vec::new();
+    for (i, (arg, embedded)) in args.iter().zip(&parsed).enumerate() {
+        if i > 0 {
+            text.push(' ');
+        }
+        let found: &[(Cow<str>, Json)] = match arg {
+            Json::Str(s) => {
+                text.push_str(s);
+                embedded.as_ref().map_or(&[], |o| o.as_slice())
+            }
+            other => {
+                if write_json(&mut text, other).is_err() {
+                    return Ok(Err(Decline));
+                }
+                match other {
+                    Json::Object(object) => object,
+                    _ => &[],
+                }
+            }
+        };
+        // `{**data, **found}`: a later argument's value, in the first one's place.
+        for (key, value) in found {
+            match data.iter_mut().find(|(k, _)| *k == key.as_ref()) {
+                Some(slot) => slot.1 = value,
+                None => data.push((key.as_ref(), value)),
+            }
+        }
+    }
+    let data = if data.is_empty() {
+        none()
+    } else {
+        object_to_python(py, data.into_iter(), keys)?
+    };
+    Ok(Ok((text, data)))
+}
+
+/// `console._embedded`: the non-empty object a string argument encodes. Padded JSON and text
+/// that looks like an object but does not read as one are left to the reference.
+fn embedded(arg: &str, max_depth: usize) -> Found<Option<Vec<Member<'_>>>> {
+    let (Some(first), Some(last)) = (arg.chars().next(), arg.chars().next_back()) else {
+        return Ok(None);
+    };
+    if first != '{' || last != '}' {
+        if is_space(first) || is_space(last) {
+            return Err(Decline);
+        }
+        return Ok(None);
+    }
+    match parse(arg, max_depth) {
+        Ok(Json::Object(object)) => Ok((!object.is_empty()).then_some(object)),
+        _ => Err(Decline),
+    }
+}
+
+/// Python's `str.isspace`, or more: Rust's whitespace and the separators `\x1c`..`\x1f`.
+fn is_space(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{1c}'..='\u{1f}')
+}
+
+/// A value as `orjson.dumps` writes it. A float declines: its shortest form is orjson's.
+fn write_json(out: &mut String, value: &Json) -> Found<()> {
+    match value {
+        Json::Null => out.push_str("null"),
+        Json::Bool(true) => out.push_str("true"),
+        Json::Bool(false) => out.push_str("false"),
+        Json::Int(n) => out.push_str(&n.to_string()),
+        Json::UInt(n) => out.push_str(&n.to_string()),
+        Json::Float(_) => return Err(Decline),
+        Json::Str(s) => write_str(out, s),
+        Json::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(out, item)?;
+            }
+            out.push(']');
+        }
+        Json::Object(members) => {
+            out.push('{');
+            for (i, (key, item)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(out, key);
+                out.push(':');
+                write_json(out, item)?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+/// orjson's string escaping: `"`, `\` and the C0 controls, nothing else.
+fn write_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 => {
+                let b = c as usize;
+                out.push_str("\\u00");
+                out.push(char::from(HEX[b >> 4]));
+                out.push(char::from(HEX[b & 15]));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
