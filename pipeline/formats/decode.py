@@ -51,9 +51,9 @@ _TRACE_KEYS = frozenset(
     ("outcome", "scriptName", "event", "eventTimestamp", "logs", "exceptions", "truncated")
 )
 _loads = orjson.loads
-_NATIVE = load_trace_items(
-    Invocation, LogLine, (MIN_MS, MAX_MS, MAX_DURATION_MS, MAX_NAME_BYTES // 4, MAX_DEPTH)
-)
+NATIVE_LIMITS = (MIN_MS, MAX_MS, MAX_DURATION_MS, MAX_NAME_BYTES // 4, MAX_DEPTH)
+"""The bounds the native decoder checks, from `fields`: `pipeline.native.load_trace_items`."""
+_NATIVE = load_trace_items(Invocation, LogLine, NATIVE_LIMITS)
 
 
 def decode(value: bytes) -> list[Invocation]:

@@ -60,6 +60,30 @@ def load_trace_items(
     return TraceItems(invocation, log_line, *limits).decode
 
 
+TraceRows = Callable[
+    [bytes, int, tuple[str, int, int]],
+    list[tuple[Any, tuple[object, ...], list[tuple[object, ...]], tuple[int, ...] | None]] | None,
+]
+"""`rows(value, timestamp_ms, (topic, partition, offset))`: per invocation of a message the
+invocation (without `extra`), its event row, its log rows and the rows redaction may change
+(log row indexes, -1 for the event row's URL), or None for the transformer to build them."""
+
+
+def load_trace_rows(
+    invocation: type,
+    log_line: type,
+    limits: tuple[int, int, int, int, int],
+    triggers: Sequence[tuple[str, int]],
+) -> TraceRows | None:
+    """`rows` (see `src/trace_items.rs`) over the redaction `triggers` (as `load_triggers`
+    takes them); None without the core or with more rules than its masks hold."""
+    if not loaded() or any(mask >> 127 for _, mask in triggers):
+        return None
+    from pipeline.native._core import TraceItems
+
+    return TraceItems(invocation, log_line, *limits, list(triggers)).rows
+
+
 CopyEncode = Callable[[Sequence[tuple[object, ...]], bool, bool], bytes]
 """`encode(rows, first, last)`: a piece of a binary COPY stream (the header with `first`, the
 trailer with `last`), or ValueError for a value it leaves to asyncpg."""

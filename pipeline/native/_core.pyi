@@ -23,5 +23,12 @@ class TraceItems:
         max_duration: int,
         short_name: int,
         max_depth: int,
+        triggers: list[tuple[str, int]] | None = None,
     ) -> None: ...
     def decode(self, value: bytes) -> list[Any] | None: ...
+    def rows(
+        self, value: bytes, timestamp_ms: int, origin: tuple[str, int, int]
+    ) -> (
+        list[tuple[Any, tuple[object, ...], list[tuple[object, ...]], tuple[int, ...] | None]]
+        | None
+    ): ...

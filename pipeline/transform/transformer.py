@@ -17,13 +17,14 @@ import orjson
 from pipeline.alerts.detect import note
 from pipeline.alerts.rules import Rule, Rules
 from pipeline.errors import DecodeError
-from pipeline.formats.decode import decode
-from pipeline.formats.invocation import UNNAMED, Invocation
-from pipeline.native import load_utc_datetime
+from pipeline.formats.decode import NATIVE_LIMITS, decode
+from pipeline.formats.invocation import UNNAMED, Invocation, LogLine
+from pipeline.native import load_trace_rows, load_utc_datetime
 from pipeline.transform.batch import Batch, DeadLetter, Headers, Part, Raw, TopicPartition
 from pipeline.transform.extract import Extractor
 from pipeline.transform.fingerprint import fingerprint, template
 from pipeline.transform.redact.engine import needs_redaction_utf8, redact_json, redact_text
+from pipeline.transform.redact.triggers import TRIGGER_MASKS
 from pipeline.transform.rollup import HOUR_MS, ErrorGroup, count_extracted, count_invocation
 
 EVENT_COLUMNS = (
@@ -43,6 +44,7 @@ _NO_HEADERS: Headers = ()
 
 
 _UTC_DATETIME = load_utc_datetime()
+_NATIVE_ROWS = load_trace_rows(Invocation, LogLine, NATIVE_LIMITS, TRIGGER_MASKS)
 
 
 def _ts(ms: int) -> datetime:
@@ -116,6 +118,24 @@ class Transformer:
             part.dead.append(DeadLetter(offset, timestamp_ms, key, value, headers, *rejected))
             batch.rows += 1
             return
+        counts = part.redactions
+        if _NATIVE_ROWS is not None:
+            # The usual trace items, with nothing to redact: decoded and their rows built by
+            # the native core, the same rows `_rows` builds (`src/trace_items.rs`).
+            built = _NATIVE_ROWS(value, timestamp_ms, (topic, partition, offset))
+            if built is not None:
+                for invocation, event_row, log_rows, dirty in built:
+                    ts_ms = invocation.timestamp_ms or timestamp_ms
+                    texts = None
+                    if dirty is not None:
+                        event_row, texts = _redo(invocation, event_row, log_rows, dirty, counts)
+                    part.events.append(event_row)
+                    part.logs += log_rows
+                    self._counted(part, invocation, ts_ms, invocation.script or UNNAMED, texts)
+                    batch.rows += 1 + len(log_rows)
+                    if batch.oldest_event_ms is None or ts_ms < batch.oldest_event_ms:
+                        batch.oldest_event_ms = ts_ms
+                return
         try:
             invocations = decode(value)
         except DecodeError as exc:
@@ -124,7 +144,6 @@ class Transformer:
             part.decode_failures[exc.reason] += 1
             batch.rows += 1
             return
-        counts = part.redactions
         for item, invocation in enumerate(invocations):
             if invocation.sanitized:
                 part.sanitized.update(invocation.sanitized)
@@ -171,8 +190,6 @@ class Transformer:
         trace_id = bytes.fromhex(inv.trace_id) if inv.trace_id is not None else None
         span_id = bytes.fromhex(inv.span_id) if inv.span_id is not None else None
         context = (ts, script, inv.event_type, inv.outcome)
-        hour = count_invocation(part.rollups, inv, ts_ms, script)
-        levels = hour.levels
         part.events.append(
             (
                 *context,
@@ -196,10 +213,10 @@ class Transformer:
             )
         )
         seq = 0
-        error_search = self._error_search
+        texts = []
         for line in inv.logs:
-            levels[line.level] += 1
             text = redact_text(line.text, counts)
+            texts.append(text)
             part.logs.append(
                 (
                     _ts(line.timestamp_ms) if line.timestamp_ms else ts,
@@ -219,13 +236,8 @@ class Transformer:
                 )
             )
             seq += 1
-            if error_search is not None and line.level == "error" and error_search(text):
-                # The rule reads what is stored: the text after redaction.
-                note(part.rollups.alerts, self._error_rule, f"error_log:{script}", script, ts_ms,
-                     f"{script}: {text}", {"script": script, "level": "error"})  # fmt: skip
         errors = part.rollups.errors
         for exc in inv.exceptions:
-            levels["exception"] += 1
             message = redact_text(exc.message, counts)
             stack = redact_text(exc.stack, counts) if exc.stack else None
             fp = fingerprint(exc.group_name, message)
@@ -256,10 +268,53 @@ class Transformer:
                 )
             group.add_occurrence(exc_ms, script, message, stack)
             part.rollups.error_hours[(exc_ms - exc_ms % HOUR_MS, fp)] += 1
+        self._counted(part, inv, ts_ms, script, texts)
+        return 1 + seq
+
+    def _counted(
+        self, part: Part, inv: Invocation, ts_ms: int, script: str, texts: list[str] | None = None
+    ) -> None:
+        """The invocation counted in the rollups and checked by the alert rules; `texts` are
+        its lines' texts as stored (redacted), None where redaction changed none of them."""
+        levels = count_invocation(part.rollups, inv, ts_ms, script).levels
+        error_search = self._error_search
+        for i, line in enumerate(inv.logs):
+            levels[line.level] += 1
+            if error_search is not None and line.level == "error":
+                # The rule reads what is stored: the text after redaction.
+                text = line.text if texts is None else texts[i]
+                if error_search(text):
+                    labels = {"script": script, "level": "error"}
+                    note(part.rollups.alerts, self._error_rule, f"error_log:{script}", script,
+                         ts_ms, f"{script}: {text}", labels)  # fmt: skip
+        if inv.exceptions:
+            levels["exception"] += len(inv.exceptions)
         count_extracted(part.rollups, self._extract(inv), ts_ms, script)
         if self._rules is not None:
             _outcome_alert(part, self._rules, inv, ts_ms, script)
-        return 1 + seq
+
+
+def _redo(
+    inv: Invocation,
+    event_row: tuple[object, ...],
+    log_rows: list[tuple[object, ...]],
+    dirty: tuple[int, ...],
+    counts: Counter[str],
+) -> tuple[tuple[object, ...], list[str]]:
+    """The native rows with what redaction may change redone as `_rows` does it: the `dirty`
+    log rows' text and data (by index; their cells at 5 and 6), and with -1 the event row's URL
+    (at 5). Also the lines' texts as stored, for the alert rules."""
+    texts = [line.text for line in inv.logs]
+    for i in dirty:
+        if i < 0:
+            url = redact_text(inv.url, counts) if inv.url else None
+            event_row = (*event_row[:5], url, *event_row[6:])
+            continue
+        line = inv.logs[i]
+        texts[i] = text = redact_text(line.text, counts)
+        row = log_rows[i]
+        log_rows[i] = (*row[:5], text, _redacted_json(line.data, counts), *row[7:])
+    return event_row, texts
 
 
 def _outcome_alert(part: Part, rules: Rules, inv: Invocation, ts_ms: int, script: str) -> None:

@@ -8,82 +8,58 @@
 
 use std::borrow::Cow;
 
-use pyo3::prelude::*;
-
 use crate::json::{parse, Json};
-use crate::pyjson::{object_to_python, Keys};
-use crate::trace_items::{Decline, Found, Member};
+use crate::item::{Decline, Found, Member};
 
-/// `console.render`: a line's text and data. Err declines.
-pub fn render<'py>(
-    py: Python<'py>,
-    message: Option<&Json>,
+/// `console.render`: a line's text and data (the merged members of its objects). Err declines.
+pub fn render<'t>(
+    message: Option<&'t Json>,
     max_depth: usize,
-    keys: &mut Keys,
-) -> PyResult<Found<(String, Bound<'py, PyAny>)>> {
-    let none = || py.None().into_bound(py);
+) -> Found<(Cow<'t, str>, Option<Vec<Member<'t>>>)> {
     let args: &[Json] = match message {
-        None | Some(Json::Null) => return Ok(Ok((String::new(), none()))),
+        None | Some(Json::Null) => return Ok((Cow::Borrowed(""), None)),
         Some(Json::Array(args)) => args,
-        Some(_) => return Ok(Err(Decline)),
+        Some(_) => return Err(Decline),
     };
     if let [Json::Str(only)] = args {
         // The common case, one string: no joining, and data only for embedded JSON.
-        let data = match embedded(only, max_depth) {
-            Ok(None) => none(),
-            Ok(Some(object)) => {
-                object_to_python(py, object.iter().map(|(k, v)| (k.as_ref(), v)), keys)?
-            }
-            Err(Decline) => return Ok(Err(Decline)),
-        };
-        return Ok(Ok((only.to_string(), data)));
-    }
-    // Parsed first, so that the merged data can borrow from them.
-    let mut parsed = Vec::with_capacity(args.len());
-    for arg in args {
-        parsed.push(match arg {
-            Json::Str(s) => match embedded(s, max_depth) {
-                Ok(found) => found,
-                Err(Decline) => return Ok(Err(Decline)),
-            },
-            _ => None,
-        });
+        return Ok((Cow::Borrowed(only.as_ref()), embedded(only, max_depth)?));
     }
     let mut text = String::new();
-    let mut data: Vec<(&str, &Json)> = Vec::new();
-    for (i, (arg, embedded)) in args.iter().zip(&parsed).enumerate() {
+    let mut data: Option<Vec<Member<'t>>> = None;
+    for (i, arg) in args.iter().enumerate() {
         if i > 0 {
             text.push(' ');
         }
-        let found: &[(Cow<str>, Json)] = match arg {
+        let found = match arg {
             Json::Str(s) => {
                 text.push_str(s);
-                embedded.as_ref().map_or(&[], |o| o.as_slice())
+                embedded(s, max_depth)?
+            }
+            Json::Object(object) => {
+                write_json(&mut text, arg)?;
+                (!object.is_empty()).then(|| object.clone())
             }
             other => {
-                if write_json(&mut text, other).is_err() {
-                    return Ok(Err(Decline));
-                }
-                match other {
-                    Json::Object(object) => object,
-                    _ => &[],
-                }
+                write_json(&mut text, other)?;
+                None
             }
         };
-        // `{**data, **found}`: a later argument's value, in the first one's place.
-        for (key, value) in found {
-            match data.iter_mut().find(|(k, _)| *k == key.as_ref()) {
-                Some(slot) => slot.1 = value,
-                None => data.push((key.as_ref(), value)),
+        match (&mut data, found) {
+            (_, None) => {}
+            (None, found) => data = found,
+            // `{**data, **found}`: a later argument's value, in the first one's place.
+            (Some(merged), Some(found)) => {
+                for (key, value) in found {
+                    match merged.iter_mut().find(|(k, _)| *k == key) {
+                        Some(slot) => slot.1 = value,
+                        None => merged.push((key, value)),
+                    }
+                }
             }
         }
     }
-    let data = if data.is_empty() {
-        none()
-    } else {
-        object_to_python(py, data.into_iter(), keys)?
-    };
-    Ok(Ok((text, data)))
+    Ok((Cow::Owned(text), data))
 }
 
 /// `console._embedded`: the non-empty object a string argument encodes. Padded JSON and text
@@ -110,7 +86,7 @@ fn is_space(c: char) -> bool {
 }
 
 /// A value as `orjson.dumps` writes it. A float declines: its shortest form is orjson's.
-fn write_json(out: &mut String, value: &Json) -> Found<()> {
+pub fn write_json(out: &mut String, value: &Json) -> Found<()> {
     match value {
         Json::Null => out.push_str("null"),
         Json::Bool(true) => out.push_str("true"),
@@ -146,7 +122,7 @@ fn write_json(out: &mut String, value: &Json) -> Found<()> {
 }
 
 /// orjson's string escaping: `"`, `\` and the C0 controls, nothing else.
-fn write_str(out: &mut String, s: &str) {
+pub fn write_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     for c in s.chars() {

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Json<'a> {
     Null,
     Bool(bool),

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 mod console;
 mod copy;
+mod item;
 mod json;
 mod pyjson;
 mod timestamps;

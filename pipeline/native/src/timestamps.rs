@@ -23,9 +23,14 @@ pub fn utc_datetime<'py>(
     py: Python<'py>,
     ms: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyDateTime>>> {
-    let Ok(ms) = ms.extract::<i64>() else {
-        return Ok(None);
-    };
+    match ms.extract::<i64>() {
+        Ok(ms) => datetime_of(py, ms),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `utc_datetime` for an integer already in hand.
+pub fn datetime_of(py: Python<'_>, ms: i64) -> PyResult<Option<Bound<'_, PyDateTime>>> {
     if ms <= -EXACT_MS || ms >= EXACT_MS {
         return Ok(None);
     }

@@ -1,75 +1,56 @@
-//! Trace items from a message's bytes to `Invocation`s, without the dict tree in between.
+//! Trace items from a message's bytes to records, without the dict tree in between.
 //!
 //! The reference is `pipeline.formats.decode.reference`: `orjson.loads`, then a walk over the
 //! dicts that builds the records. Most of what orjson builds is thrown away at once (the log
 //! entries, the message arrays, the event and request objects), and freeing it costs about as
-//! much as building it. Here the message is read into a borrowed tree (`json.rs`), and only the
-//! records, their strings and the JSON they keep (`extra`, a line's `data`) become Python
-//! objects.
+//! much as building it. Here the message is read into a borrowed tree (`json.rs`), its items
+//! into their fields (`item.rs`), and only the records, their strings and the JSON they keep
+//! become Python objects.
 //!
-//! Only the common case is decoded: one trace item or an array of them, every field of the
-//! type the runtime sends. Anything else returns None and the reference decodes the message,
-//! errors included: an envelope, Logpush, OTLP, exceptions, a field of a wrong or convertible
-//! type, text that needs sanitizing, a float the text of a line would print, JSON the reader
-//! is unsure of. So the answer is the reference's or none, which
-//! `tests/formats/test_native_trace_items.py` checks on fixtures, `synth` and generated items.
+//! `decode` gives the `Invocation`s. `rows` gives, per invocation, the rows the transformer
+//! would build from it too (`pipeline.transform.transformer`): the JSON columns written
+//! straight from the tree, where the transformer builds dicts and orjson serialises them again.
+//! Where a text, URL or JSON column holds a trigger of a redaction rule (or a JSON column a
+//! `%`, which could hide a secret key's name), redaction may change it: the row is given as
+//! read and named `dirty`, and the transformer redacts it as it would have. The invocations
+//! given with rows carry no `extra` (it is in the row already), so an `extra` that needs
+//! redaction declines the message.
+//!
+//! Anything but the common case returns None and the Python reference decodes the message,
+//! errors included (see `item.rs` for what is declined). So the answer is the reference's or
+//! none, which `tests/formats/test_native_trace_items.py` and
+//! `tests/transform/test_native_rows.py` check on fixtures, `synth` and generated items.
 
-use std::borrow::Cow;
 use std::sync::{Mutex, PoisonError};
 
 use memchr::memmem;
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use crate::console::render;
+use crate::console::{write_json, write_str};
+use crate::item::{read, Decline, Found, Item, Kept, Level, Limits, Members};
 use crate::json::{parse, Json};
-use crate::pyjson::{to_python, Keys};
-
-/// The trace item keys that fill typed columns (`trace_items._TYPED`); the rest go to `extra`.
-#[rustfmt::skip]
-const TYPED: [&str; 14] = [
-    "scriptName", "event", "eventTimestamp", "logs", "exceptions", "outcome", "truncated",
-    "cpuTime", "wallTime", "entrypoint", "dispatchNamespace", "scriptTags", "envelope",
-    "spanContext",
-];
-/// `trace_items.EVENT_VARIANTS`: the first key found names the event type.
-#[rustfmt::skip]
-const VARIANTS: [(&str, &str); 10] = [
-    ("request", "fetch"), ("cron", "scheduled"), ("scheduledTime", "alarm"), ("queue", "queue"),
-    ("batchSize", "queue"), ("mailFrom", "email"), ("rcptTo", "email"), ("rpcMethod", "rpc"),
-    ("consumedEvents", "tail"), ("getWebSocketEvent", "websocket"),
-];
-/// `entries.LIMIT_LOG_PREFIXES`.
-const LIMIT_LOG_PREFIXES: [&str; 2] = ["Log size limit exceeded", "Trace resource limit exceeded"];
-
-/// Declined: the reference decides.
-pub struct Decline;
-pub type Found<T> = Result<T, Decline>;
-pub type Member<'a> = (Cow<'a, str>, Json<'a>);
-type Members<'a> = [Member<'a>];
-
-/// The bounds of `pipeline.formats.fields`, given by Python so that they have one home.
-#[derive(Clone, Copy)]
-struct Limits {
-    min_ms: i64,
-    max_ms: i64,
-    max_duration: i64,
-    short_name: usize,
-    max_depth: usize,
-}
+use crate::pyjson::{object_to_python, to_python, Keys};
+use crate::timestamps::datetime_of;
+use crate::triggers::Triggers;
 
 #[pyclass(frozen, module = "pipeline.native._core")]
 pub struct TraceItems {
     invocation: Py<PyAny>,
     log_line: Py<PyAny>,
     limits: Limits,
+    triggers: Option<Triggers>,
     keys: Mutex<Keys>,
 }
 
 #[pymethods]
 impl TraceItems {
+    /// `triggers`: the redaction triggers (as `Triggers` takes them), for `rows`.
     #[new]
+    #[pyo3(signature = (invocation, log_line, min_ms, max_ms, max_duration, short_name, max_depth, triggers=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         invocation: Py<PyAny>,
         log_line: Py<PyAny>,
@@ -78,414 +59,342 @@ impl TraceItems {
         max_duration: i64,
         short_name: usize,
         max_depth: usize,
-    ) -> Self {
-        let limits = Limits {
-            min_ms,
-            max_ms,
-            max_duration,
-            short_name,
-            max_depth,
-        };
-        Self {
-            invocation,
-            log_line,
-            limits,
-            keys: Mutex::new(Keys::new()),
-        }
+        triggers: Option<Vec<(String, u128)>>,
+    ) -> PyResult<Self> {
+        let limits = Limits { min_ms, max_ms, max_duration, short_name, max_depth };
+        let triggers = triggers.map(Triggers::new).transpose()?;
+        let keys = Mutex::new(Keys::new());
+        Ok(Self { invocation, log_line, limits, triggers, keys })
     }
 
     /// The invocations of a message, or None for the reference to decode it.
     fn decode<'py>(&self, py: Python<'py>, value: &[u8]) -> PyResult<Option<Bound<'py, PyList>>> {
-        // A NUL needs sanitizing, and a message nested deeper than the limit is refused: both
-        // are the reference's to handle.
-        if memmem::find(value, b"\\u0000").is_some() {
-            return Ok(None);
-        }
-        let Ok(text) = std::str::from_utf8(value) else {
-            return Ok(None);
-        };
-        let Ok(document) = parse(text, self.limits.max_depth) else {
-            return Ok(None);
-        };
-        let items: Vec<&Members> = match &document {
-            Json::Object(item) => vec![item],
-            Json::Array(items) if !items.is_empty() => {
-                let mut found = Vec::with_capacity(items.len());
-                for item in items {
-                    let Json::Object(item) = item else {
-                        return Ok(None);
-                    };
-                    found.push(item.as_slice());
-                }
-                found
-            }
-            _ => return Ok(None),
-        };
-        let out = PyList::empty(py);
+        let Some(document) = self.document(value) else { return Ok(None) };
+        let Some(items) = self.items(&document) else { return Ok(None) };
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        for item in items {
-            if get(item, "envelope").is_some() || get(item, "outcome").is_none() {
-                return Ok(None);
+        let out = PyList::empty(py);
+        for item in &items {
+            let texts = texts(py, item);
+            let extra = PyDict::new(py);
+            for (key, value) in &item.extra.0 {
+                let converted = match value {
+                    Kept::Value(value) => to_python(py, value, &mut keys)?,
+                    Kept::ResponseRest(members) => {
+                        let rest = members.iter().filter(|(k, _)| k != "status");
+                        object_to_python(py, rest.map(|(k, v)| (k.as_ref(), v)), &mut keys)?
+                    }
+                };
+                extra.set_item(keys.get(py, key), converted)?;
             }
-            match self.invocation(py, item, &mut keys)? {
-                Ok(invocation) => out.append(invocation)?,
+            out.append(self.invocation(py, item, &texts, extra, &mut keys)?)?;
+        }
+        Ok(Some(out))
+    }
+
+    /// Per invocation of a message `(invocation, event row, log rows, dirty)`, or None for the
+    /// transformer to build them. `dirty` is None, or the indexes of the log rows whose text
+    /// and data redaction may change (-1: the event row's URL), for the transformer to redo. `timestamp_ms` is the Kafka timestamp (for an item without
+    /// one), `origin` the rows' `(topic, partition, offset)`.
+    fn rows<'py>(
+        &self,
+        py: Python<'py>,
+        value: &[u8],
+        timestamp_ms: &Bound<'py, PyAny>,
+        origin: (Bound<'py, PyString>, i64, i64),
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let Some(triggers) = &self.triggers else {
+            return Err(PyValueError::new_err("rows: built without triggers"));
+        };
+        let Ok(timestamp_ms) = timestamp_ms.extract::<i64>() else { return Ok(None) };
+        let Some(document) = self.document(value) else { return Ok(None) };
+        let Some(items) = self.items(&document) else { return Ok(None) };
+        // Everything checked before any object is built: a declined message costs no more.
+        let mut columns = Vec::with_capacity(items.len());
+        for item in &items {
+            match json_columns(item, triggers) {
+                Ok(found) => columns.push(found),
                 Err(Decline) => return Ok(None),
             }
+        }
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = PyList::empty(py);
+        let none = || py.None().into_bound(py);
+        let (topic, partition, offset) = origin;
+        for (index, (item, found)) in items.iter().zip(columns).enumerate() {
+            let Columns { extra, data, dirty } = found;
+            let Some(ts) = datetime_of(py, item.timestamp.unwrap_or(timestamp_ms))? else {
+                return Ok(None);
+            };
+            let texts = texts(py, item);
+            let invocation = self.invocation(py, item, &texts, PyDict::new(py), &mut keys)?;
+            let text = |s: Option<&str>| s.map_or_else(none, |s| PyString::new(py, s).into_any());
+            let int = |n: Option<i64>| -> PyResult<Bound<'py, PyAny>> {
+                Ok(n.map_or_else(none, |n| n.into_pyobject(py).unwrap().into_any()))
+            };
+            let tags = if item.tags.is_empty() {
+                none()
+            } else {
+                PyList::new(py, &item.tags)?.into_any()
+            };
+            let event = PyTuple::new(
+                py,
+                [
+                    ts.clone().into_any(),
+                    texts.script.clone().into_any(),
+                    texts.kind.clone().into_any(),
+                    texts.outcome.clone().into_any(),
+                    texts.method.clone(),
+                    texts.url.clone(),
+                    int(item.status)?,
+                    int(item.cpu)?,
+                    int(item.wall)?,
+                    item.lines.len().into_pyobject(py)?.into_any(),
+                    0i64.into_pyobject(py)?.into_any(),
+                    item.truncated.into_pyobject(py)?.to_owned().into_any(),
+                    text(item.version),
+                    text(item.entrypoint),
+                    text(item.namespace),
+                    tags,
+                    intern!(py, "trace").clone().into_any(),
+                    extra.as_deref().map_or_else(none, |s| PyString::new(py, s).into_any()),
+                    topic.clone().into_any(),
+                    partition.into_pyobject(py)?.into_any(),
+                    offset.into_pyobject(py)?.into_any(),
+                    index.into_pyobject(py)?.into_any(),
+                    none(),
+                    none(),
+                ],
+            )?;
+            let logs = PyList::empty(py);
+            for (seq, ((line, line_text), line_data)) in
+                item.lines.iter().zip(&texts.lines).zip(data).enumerate()
+            {
+                let line_ts = match line.timestamp {
+                    None => ts.clone(),
+                    Some(ms) => match datetime_of(py, ms)? {
+                        Some(found) => found,
+                        None => return Ok(None),
+                    },
+                };
+                logs.append(PyTuple::new(
+                    py,
+                    [
+                        line_ts.into_any(),
+                        texts.script.clone().into_any(),
+                        texts.kind.clone().into_any(),
+                        texts.outcome.clone().into_any(),
+                        level_name(py, line.level).clone().into_any(),
+                        line_text.clone().into_any(),
+                        line_data.as_deref().map_or_else(none, |s| PyString::new(py, s).into_any()),
+                        none(),
+                        none(),
+                        none(),
+                        none(),
+                        topic.clone().into_any(),
+                        partition.into_pyobject(py)?.into_any(),
+                        offset.into_pyobject(py)?.into_any(),
+                        index.into_pyobject(py)?.into_any(),
+                        seq.into_pyobject(py)?.into_any(),
+                        none(),
+                        none(),
+                        ts.clone().into_any(),
+                    ],
+                )?)?;
+            }
+            let dirty = if dirty.is_empty() { none() } else { PyTuple::new(py, dirty)?.into_any() };
+            out.append((invocation, event, logs, dirty))?;
         }
         Ok(Some(out))
     }
 }
 
-fn get<'t, 'a>(members: &'t Members<'a>, key: &str) -> Option<&'t Json<'a>> {
-    members.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+/// The Python strings an invocation and its rows share.
+struct Texts<'py> {
+    script: Bound<'py, PyString>,
+    kind: Bound<'py, PyString>,
+    outcome: Bound<'py, PyString>,
+    method: Bound<'py, PyAny>,
+    url: Bound<'py, PyAny>,
+    lines: Vec<Bound<'py, PyString>>,
 }
 
-/// `extra` while it is built: keys in insertion order, as the reference's dict keeps them.
-struct Extra<'t, 'a>(Vec<(Cow<'t, str>, Kept<'t, 'a>)>);
-
-/// A value of `extra`: a value of the message, or a fetch's response without its status.
-enum Kept<'t, 'a> {
-    Value(&'t Json<'a>),
-    ResponseRest(&'t Members<'a>),
-}
-
-impl<'t, 'a> Extra<'t, 'a> {
-    fn has(&self, key: &str) -> bool {
-        self.0.iter().any(|(k, _)| k == key)
-    }
-    fn get(&self, key: &str) -> Option<&'t Json<'a>> {
-        match self.0.iter().find(|(k, _)| k == key) {
-            Some((_, Kept::Value(value))) => Some(value),
-            _ => None,
-        }
-    }
-    /// `trace_items._copy`: a name a top-level key already took gets `event.` in front.
-    fn copy(&mut self, details: &'t Members<'a>, skip: &[&str]) {
-        for (key, value) in details {
-            if !skip.contains(&key.as_ref()) {
-                self.put(key, Kept::Value(value));
-            }
-        }
-    }
-    fn put(&mut self, key: &'t str, value: Kept<'t, 'a>) {
-        let name = if self.has(key) {
-            Cow::Owned(format!("event.{key}"))
-        } else {
-            Cow::Borrowed(key)
-        };
-        // `event.x` may itself be taken by a top-level key: the reference's dict then
-        // replaces its value in place.
-        match self.0.iter_mut().find(|(k, _)| *k == name) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((name, value)),
-        }
+fn texts<'py>(py: Python<'py>, item: &Item) -> Texts<'py> {
+    let text = |s: Option<&str>| {
+        s.map_or_else(|| py.None().into_bound(py), |s| PyString::new(py, s).into_any())
+    };
+    Texts {
+        script: PyString::new(py, item.script),
+        kind: PyString::intern(py, item.kind),
+        outcome: PyString::new(py, item.outcome),
+        method: text(item.method),
+        url: text(item.url),
+        lines: item.lines.iter().map(|line| PyString::new(py, &line.text)).collect(),
     }
 }
 
-/// The event's type and a fetch's method, URL and status.
-struct Event<'t> {
-    kind: &'static str,
-    method: Option<&'t str>,
-    url: Option<&'t str>,
-    status: Option<i64>,
+fn level_name(py: Python<'_>, level: Level) -> &Bound<'_, PyString> {
+    match level {
+        Level::Debug => intern!(py, "debug"),
+        Level::Info => intern!(py, "info"),
+        Level::Log => intern!(py, "log"),
+        Level::Warn => intern!(py, "warn"),
+        Level::Error => intern!(py, "error"),
+    }
 }
 
 impl TraceItems {
+    /// The message's tree; None where a NUL needs sanitizing or the JSON is not sure.
+    fn document<'a>(&self, value: &'a [u8]) -> Option<Json<'a>> {
+        if memmem::find(value, b"\\u0000").is_some() {
+            return None;
+        }
+        let text = std::str::from_utf8(value).ok()?;
+        parse(text, self.limits.max_depth).ok()
+    }
+
+    /// The message's trace items read; None unless it is one or a non-empty array of them.
+    fn items<'t, 'a>(&self, document: &'t Json<'a>) -> Option<Vec<Item<'t, 'a>>> {
+        let members: Vec<&Members> = match document {
+            Json::Object(item) => vec![item],
+            Json::Array(items) if !items.is_empty() => items
+                .iter()
+                .map(|item| match item {
+                    Json::Object(item) => Some(item.as_slice()),
+                    _ => None,
+                })
+                .collect::<Option<_>>()?,
+            _ => return None,
+        };
+        let limits = self.limits;
+        members
+            .into_iter()
+            .map(|item| {
+                let trace_item = crate::item::get(item, "envelope").is_none()
+                    && crate::item::get(item, "outcome").is_some();
+                if trace_item {
+                    read(item, limits).ok()
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
     fn invocation<'py>(
         &self,
         py: Python<'py>,
-        item: &Members,
+        item: &Item,
+        texts: &Texts<'py>,
+        extra: Bound<'py, PyDict>,
         keys: &mut Keys,
-    ) -> PyResult<Found<Bound<'py, PyAny>>> {
-        let limits = self.limits;
-        let mut extra = Extra(Vec::with_capacity(8));
-        for (key, value) in item {
-            if !TYPED.contains(&key.as_ref()) {
-                extra
-                    .0
-                    .push((Cow::Borrowed(key.as_ref()), Kept::Value(value)));
-            }
-        }
-        let Ok(event) = event(get(item, "event"), &mut extra) else {
-            return Ok(Err(Decline));
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let none = || py.None().into_bound(py);
+        let text = |s: Option<&str>| s.map_or_else(none, |s| PyString::new(py, s).into_any());
+        let int = |n: Option<i64>| -> PyResult<Bound<'py, PyAny>> {
+            Ok(n.map_or_else(none, |n| n.into_pyobject(py).unwrap().into_any()))
         };
-        let Some(outcome) = short_str(get(item, "outcome"), limits.short_name) else {
-            return Ok(Err(Decline));
-        };
-        let mut truncated = match get(item, "truncated") {
-            None | Some(Json::Null) => false,
-            Some(Json::Bool(flag)) => *flag,
-            Some(_) => return Ok(Err(Decline)),
-        };
-        let (logs, cut) = match self.logs(py, get(item, "logs"), keys)? {
-            Ok(found) => found,
-            Err(Decline) => return Ok(Err(Decline)),
-        };
-        match get(item, "exceptions") {
-            None | Some(Json::Null) => {}
-            Some(Json::Array(entries)) if entries.is_empty() => {}
-            Some(_) => return Ok(Err(Decline)),
-        }
-        if let Some(at) = extra
-            .0
-            .iter()
-            .position(|(k, _)| k == "diagnosticsChannelEvents")
-        {
-            match extra.0[at].1 {
-                Kept::Value(Json::Array(events)) if events.is_empty() => {
-                    extra.0.remove(at);
-                }
-                Kept::Value(Json::Array(events)) => {
-                    let limit = |e: &Json| {
-                        e.get("channel").and_then(Json::as_str) == Some("workerd.LimitExceeded")
-                    };
-                    truncated |= events.iter().any(limit);
-                }
-                _ => return Ok(Err(Decline)),
-            }
-        }
-        let version = match extra.get("scriptVersion") {
-            None | Some(Json::Null) => None,
-            Some(Json::Object(version)) => match opt_str(get(version, "id")) {
-                Ok(Some(id)) => Some(id),
-                Ok(None) => match opt_str(get(version, "tag")) {
-                    Ok(tag) => tag,
-                    Err(Decline) => return Ok(Err(Decline)),
-                },
-                Err(Decline) => return Ok(Err(Decline)),
-            },
-            Some(_) => return Ok(Err(Decline)),
-        };
-        let (Ok(timestamp), Ok(cpu), Ok(wall)) = (
-            ranged(
-                get(item, "eventTimestamp"),
-                limits.min_ms,
-                limits.max_ms - 1,
-            ),
-            ranged(get(item, "cpuTime"), 0, limits.max_duration),
-            ranged(get(item, "wallTime"), 0, limits.max_duration),
-        ) else {
-            return Ok(Err(Decline));
-        };
-        let Some(script) = short_str(get(item, "scriptName"), limits.short_name) else {
-            return Ok(Err(Decline));
-        };
-        let (Ok(entrypoint), Ok(namespace)) = (
-            opt_str(get(item, "entrypoint")),
-            opt_str(get(item, "dispatchNamespace")),
-        ) else {
-            return Ok(Err(Decline));
-        };
-        let tags: Vec<&str> = match get(item, "scriptTags") {
-            None | Some(Json::Null) => Vec::new(),
-            Some(Json::Array(tags)) => {
-                let found: Option<Vec<&str>> = tags.iter().map(Json::as_str).collect();
-                let Some(found) = found else {
-                    return Ok(Err(Decline));
-                };
-                found
-            }
-            Some(_) => return Ok(Err(Decline)),
-        };
-        if !matches!(get(item, "spanContext"), None | Some(Json::Null)) {
-            return Ok(Err(Decline));
-        }
-
-        let extra_dict = PyDict::new(py);
-        for (key, value) in &extra.0 {
-            let converted = match value {
-                Kept::Value(value) => to_python(py, value, keys)?,
-                Kept::ResponseRest(members) => {
-                    let rest = PyDict::new(py);
-                    for (k, v) in members.iter().filter(|(k, _)| k != "status") {
-                        rest.set_item(keys.get(py, k), to_python(py, v, keys)?)?;
-                    }
-                    rest.into_any()
+        let log_line = self.log_line.bind(py);
+        let mut lines = Vec::with_capacity(item.lines.len());
+        for (line, line_text) in item.lines.iter().zip(&texts.lines) {
+            let data = match &line.data {
+                None => none(),
+                Some(members) => {
+                    object_to_python(py, members.iter().map(|(k, v)| (k.as_ref(), v)), keys)?
                 }
             };
-            extra_dict.set_item(keys.get(py, key), converted)?;
+            let args = (int(line.timestamp)?, level_name(py, line.level), line_text, data, none());
+            lines.push(log_line.call1(args)?);
         }
-        let none = py.None().into_bound(py);
-        let text =
-            |s: Option<&str>| s.map_or_else(|| none.clone(), |s| PyString::new(py, s).into_any());
-        let int = |n: Option<i64>| -> PyResult<Bound<'py, PyAny>> {
-            Ok(match n {
-                Some(n) => n.into_pyobject(py)?.into_any(),
-                None => none.clone(),
-            })
-        };
         let args = PyTuple::new(
             py,
             [
-                PyString::new(py, script).into_any(),
-                PyString::intern(py, event.kind).into_any(),
-                int(timestamp)?,
-                PyString::new(py, outcome).into_any(),
-                text(event.method),
-                text(event.url),
-                int(event.status)?,
-                int(cpu)?,
-                int(wall)?,
-                logs.into_any(),
+                texts.script.clone().into_any(),
+                texts.kind.clone().into_any(),
+                int(item.timestamp)?,
+                texts.outcome.clone().into_any(),
+                texts.method.clone(),
+                texts.url.clone(),
+                int(item.status)?,
+                int(item.cpu)?,
+                int(item.wall)?,
+                PyTuple::new(py, lines)?.into_any(),
                 PyTuple::empty(py).into_any(),
-                (truncated || cut).into_pyobject(py)?.to_owned().into_any(),
-                text(version),
-                text(entrypoint),
-                text(namespace),
-                PyTuple::new(py, tags)?.into_any(),
-                extra_dict.into_any(),
+                item.truncated.into_pyobject(py)?.to_owned().into_any(),
+                text(item.version),
+                text(item.entrypoint),
+                text(item.namespace),
+                PyTuple::new(py, &item.tags)?.into_any(),
+                extra.into_any(),
                 intern!(py, "trace").clone().into_any(),
                 PyTuple::empty(py).into_any(),
-                none.clone(),
-                none.clone(),
+                none(),
+                none(),
             ],
         )?;
-        Ok(Ok(self.invocation.bind(py).call1(args)?))
-    }
-
-    /// `trace_items._logs`: the lines, and whether one is the runtime's size-limit marker.
-    fn logs<'py>(
-        &self,
-        py: Python<'py>,
-        logs: Option<&Json>,
-        keys: &mut Keys,
-    ) -> PyResult<Found<(Bound<'py, PyTuple>, bool)>> {
-        let entries = match logs {
-            None | Some(Json::Null) => return Ok(Ok((PyTuple::empty(py), false))),
-            Some(Json::Array(entries)) => entries,
-            Some(_) => return Ok(Err(Decline)),
-        };
-        let limits = self.limits;
-        let mut lines = Vec::with_capacity(entries.len());
-        let mut cut = false;
-        for entry in entries {
-            let Json::Object(entry) = entry else {
-                return Ok(Err(Decline));
-            };
-            if ["record", "context", "errorInfo"]
-                .iter()
-                .any(|k| get(entry, k).is_some())
-            {
-                return Ok(Err(Decline));
-            }
-            let (level, warn) = match get(entry, "level").and_then(Json::as_str) {
-                Some("debug") => (intern!(py, "debug"), false),
-                Some("info") => (intern!(py, "info"), false),
-                Some("log") => (intern!(py, "log"), false),
-                Some("warn" | "warning") => (intern!(py, "warn"), true),
-                Some("error") => (intern!(py, "error"), false),
-                _ => return Ok(Err(Decline)),
-            };
-            let Ok(timestamp) = ranged(get(entry, "timestamp"), limits.min_ms, limits.max_ms - 1)
-            else {
-                return Ok(Err(Decline));
-            };
-            let Ok((text, data)) = render(py, get(entry, "message"), limits.max_depth, keys)?
-            else {
-                return Ok(Err(Decline));
-            };
-            if warn && LIMIT_LOG_PREFIXES.iter().any(|p| text.starts_with(p)) {
-                cut = true;
-            }
-            let timestamp = match timestamp {
-                Some(ms) => ms.into_pyobject(py)?.into_any(),
-                None => py.None().into_bound(py),
-            };
-            let args = (timestamp, level, PyString::new(py, &text), data, py.None());
-            lines.push(self.log_line.bind(py).call1(args)?);
-        }
-        Ok(Ok((PyTuple::new(py, lines)?, cut)))
+        self.invocation.bind(py).call1(args)
     }
 }
 
-/// `trace_items._event` for the variants of a trace item (not an envelope's).
-fn event<'t, 'a>(event: Option<&'t Json<'a>>, extra: &mut Extra<'t, 'a>) -> Found<Event<'t>> {
-    let plain = |kind| Event {
-        kind,
-        method: None,
-        url: None,
-        status: None,
-    };
-    let details = match event {
-        None | Some(Json::Null) => return Ok(plain("unknown")),
-        Some(Json::Object(details)) => details,
-        Some(_) => return Err(Decline),
-    };
-    if details.is_empty() {
-        return Ok(plain("connect"));
+/// The JSON columns of an item as the transformer would store them when redaction changes
+/// nothing: `extra`, and per line its `data`.
+struct Columns {
+    extra: Option<String>,
+    data: Vec<Option<String>>,
+    /// What redaction may change, for the transformer to redo: the lines by index, and -1 for
+    /// the URL. Rare: a trigger word in a line (`input_tokens`), a secret.
+    dirty: Vec<i64>,
+}
+
+/// The JSON columns of `item`; Decline where its `extra` needs redaction (the invocation given
+/// with the rows has no `extra` to redact).
+fn json_columns(item: &Item, triggers: &Triggers) -> Found<Columns> {
+    let clean = |text: &str| triggers.scan(text.as_bytes()) == 0;
+    // A JSON text is clean without a trigger and without a `%` (a percent-encoded key name).
+    let clean_json = |text: &str| !text.contains('%') && clean(text);
+    let mut dirty = Vec::new();
+    if !item.url.is_none_or(clean) {
+        dirty.push(-1);
     }
-    let variant = VARIANTS.iter().find(|(key, _)| get(details, key).is_some());
-    let kind = match variant {
-        Some((_, kind)) => *kind,
-        None => match get(details, "type").and_then(Json::as_str) {
-            Some("overload" | "overload-stop") => "overload",
-            _ => "unknown",
-        },
-    };
-    if kind != "fetch" {
-        extra.copy(details, &[]);
-        return Ok(plain(kind));
-    }
-    let Some(Json::Object(request)) = get(details, "request") else {
-        return Err(Decline);
-    };
-    for name in ["headers", "cf"] {
-        if !matches!(
-            get(request, name),
-            None | Some(Json::Null | Json::Object(_))
-        ) {
+    let extra = if item.extra.0.is_empty() {
+        None
+    } else {
+        let mut out = String::with_capacity(256);
+        out.push('{');
+        for (i, (key, value)) in item.extra.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_str(&mut out, key);
+            out.push(':');
+            match value {
+                Kept::Value(value) => write_json(&mut out, value)?,
+                Kept::ResponseRest(members) => {
+                    let rest = members.iter().filter(|(k, _)| k != "status").cloned().collect();
+                    write_json(&mut out, &Json::Object(rest))?;
+                }
+            }
+        }
+        out.push('}');
+        if !clean_json(&out) {
             return Err(Decline);
         }
-    }
-    let method = opt_str(get(request, "method"))?;
-    let url = opt_str(get(request, "url"))?;
-    extra.copy(request, &["url", "method"]);
-    let mut found = Event {
-        kind,
-        method,
-        url,
-        status: None,
+        Some(out)
     };
-    let response = get(details, "response");
-    match response {
-        None | Some(Json::Null) => {}
-        Some(Json::Object(response)) => {
-            found.status = ranged(get(response, "status"), 0, 999)?;
-            if response.len() > usize::from(get(response, "status").is_some()) {
-                extra.put("response", Kept::ResponseRest(response));
+    let mut data = Vec::with_capacity(item.lines.len());
+    for (index, line) in item.lines.iter().enumerate() {
+        let mut line_clean = clean(&line.text);
+        data.push(match &line.data {
+            None => None,
+            Some(members) => {
+                let mut out = String::new();
+                write_json(&mut out, &Json::Object(members.clone()))?;
+                line_clean &= clean_json(&out);
+                Some(out)
             }
+        });
+        if !line_clean {
+            dirty.push(index as i64);
         }
-        Some(_) => return Err(Decline),
     }
-    if details.len() > 1 + usize::from(response.is_some()) {
-        extra.copy(details, &["request", "response"]);
-    }
-    Ok(found)
-}
-
-/// A string, None for null, absent or `""` (`fields.opt_str`); anything else declines.
-fn opt_str<'t>(value: Option<&'t Json>) -> Found<Option<&'t str>> {
-    match value {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::Str(s)) => Ok((!s.is_empty()).then_some(s.as_ref())),
-        Some(_) => Err(Decline),
-    }
-}
-
-/// A non-empty string short enough to need no byte count (`trace_items._SHORT`).
-fn short_str<'t>(value: Option<&'t Json>, short: usize) -> Option<&'t str> {
-    match value {
-        Some(Json::Str(s)) if !s.is_empty() && s.chars().count() <= short => Some(s),
-        _ => None,
-    }
-}
-
-/// An integer in `low..=high`, None for null or absent. Anything else declines: the reference
-/// converts strings of digits and fractions, and reports the rest.
-fn ranged(value: Option<&Json>, low: i64, high: i64) -> Found<Option<i64>> {
-    match value {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::Int(n)) if low <= *n && *n <= high => Ok(Some(*n)),
-        Some(_) => Err(Decline),
-    }
+    Ok(Columns { extra, data, dirty })
 }

@@ -37,7 +37,7 @@ impl Triggers {
     /// `triggers`: (trigger, rules mask) pairs; each trigger non-empty lower-case ASCII, each
     /// mask below 2**127 so that every answer fits a signed 128-bit integer.
     #[new]
-    fn new(triggers: Vec<(String, u128)>) -> PyResult<Self> {
+    pub fn new(triggers: Vec<(String, u128)>) -> PyResult<Self> {
         for (trigger, mask) in &triggers {
             let lower = trigger.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase());
             if trigger.is_empty() || !lower {
@@ -76,7 +76,8 @@ impl Triggers {
 }
 
 impl Triggers {
-    fn scan(&self, data: &[u8]) -> i128 {
+    /// The mask of the rules `data` needs, or `UNDECIDED`.
+    pub fn scan(&self, data: &[u8]) -> i128 {
         if !data.is_ascii() && (contains(data, KELVIN) || contains(data, DOTTED_I)) {
             return UNDECIDED;
         }

@@ -173,7 +173,9 @@ def scanned_rules_for(text: str) -> int:
     return 0 if first is None else selected(lowered, first.start())
 
 
-_NATIVE = load_triggers(sorted(_masks().items()))
+TRIGGER_MASKS = tuple(sorted(_masks().items()))
+"""`(trigger, rules mask)` pairs: what the native scans are built from."""
+_NATIVE = load_triggers(TRIGGER_MASKS)
 """The native automaton's `mask` and `mask_bytes`, or None without the native core."""
 
 
