@@ -40,7 +40,7 @@ from pipeline.formats.fields import (
     describe,
     too_deep,
 )
-from pipeline.formats.invocation import JSON, Invocation, LogLine
+from pipeline.formats.invocation import JSON, ExceptionInfo, Invocation, LogLine
 from pipeline.formats.jsonstream import split
 from pipeline.formats.sanitize import loads, storable, suspect
 from pipeline.native import load_trace_items
@@ -51,9 +51,10 @@ _TRACE_KEYS = frozenset(
     ("outcome", "scriptName", "event", "eventTimestamp", "logs", "exceptions", "truncated")
 )
 _loads = orjson.loads
+NATIVE_RECORDS = (Invocation, LogLine, ExceptionInfo)
 NATIVE_LIMITS = (MIN_MS, MAX_MS, MAX_DURATION_MS, MAX_NAME_BYTES // 4, MAX_DEPTH)
 """The bounds the native decoder checks, from `fields`: `pipeline.native.load_trace_items`."""
-_NATIVE = load_trace_items(Invocation, LogLine, NATIVE_LIMITS)
+_NATIVE = load_trace_items(NATIVE_RECORDS, NATIVE_LIMITS)
 
 
 def decode(value: bytes) -> list[Invocation]:

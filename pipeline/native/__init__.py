@@ -47,17 +47,21 @@ def load_utc_datetime() -> Callable[[int], datetime | None] | None:
     return utc_datetime
 
 
+Records = tuple[type, type, type]
+"""The classes of the decoded records: `(Invocation, LogLine, ExceptionInfo)`."""
+
+
 def load_trace_items(
-    invocation: type, log_line: type, limits: tuple[int, int, int, int, int]
+    records: Records, limits: tuple[int, int, int, int, int]
 ) -> Callable[[bytes], list[Any] | None] | None:
-    """`decode(value)`: a message's trace items as `invocation`s with `log_line`s, or None where
-    the reference decodes it (see `src/trace_items.rs`); None without the core. `limits`:
+    """`decode(value)`: a message's trace items as `records`, or None where the reference
+    decodes it (see `src/trace_items.rs`); None without the core. `limits`:
     `(min_ms, max_ms, max_duration_ms, short_name, max_depth)` of `pipeline.formats.fields`."""
     if not loaded():
         return None
     from pipeline.native._core import TraceItems
 
-    return TraceItems(invocation, log_line, *limits).decode
+    return TraceItems(*records, *limits).decode
 
 
 TraceRows = Callable[
@@ -70,10 +74,7 @@ invocation (without `extra`), its event row, its log rows and the rows redaction
 
 
 def load_trace_rows(
-    invocation: type,
-    log_line: type,
-    limits: tuple[int, int, int, int, int],
-    triggers: Sequence[tuple[str, int]],
+    records: Records, limits: tuple[int, int, int, int, int], triggers: Sequence[tuple[str, int]]
 ) -> TraceRows | None:
     """`rows` (see `src/trace_items.rs`) over the redaction `triggers` (as `load_triggers`
     takes them); None without the core or with more rules than its masks hold."""
@@ -81,7 +82,7 @@ def load_trace_rows(
         return None
     from pipeline.native._core import TraceItems
 
-    return TraceItems(invocation, log_line, *limits, list(triggers)).rows
+    return TraceItems(*records, *limits, list(triggers)).rows
 
 
 CopyEncode = Callable[[Sequence[tuple[object, ...]], bool, bool], bytes]

@@ -18,6 +18,7 @@ class TraceItems:
         self,
         invocation: type,
         log_line: type,
+        exception_info: type,
         min_ms: int,
         max_ms: int,
         max_duration: int,

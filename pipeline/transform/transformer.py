@@ -17,8 +17,8 @@ import orjson
 from pipeline.alerts.detect import note
 from pipeline.alerts.rules import Rule, Rules
 from pipeline.errors import DecodeError
-from pipeline.formats.decode import NATIVE_LIMITS, decode
-from pipeline.formats.invocation import UNNAMED, Invocation, LogLine
+from pipeline.formats.decode import NATIVE_LIMITS, NATIVE_RECORDS, decode
+from pipeline.formats.invocation import UNNAMED, Invocation
 from pipeline.native import load_trace_rows, load_utc_datetime
 from pipeline.transform.batch import Batch, DeadLetter, Headers, Part, Raw, TopicPartition
 from pipeline.transform.extract import Extractor
@@ -44,7 +44,7 @@ _NO_HEADERS: Headers = ()
 
 
 _UTC_DATETIME = load_utc_datetime()
-_NATIVE_ROWS = load_trace_rows(Invocation, LogLine, NATIVE_LIMITS, TRIGGER_MASKS)
+_NATIVE_ROWS = load_trace_rows(NATIVE_RECORDS, NATIVE_LIMITS, TRIGGER_MASKS)
 
 
 def _ts(ms: int) -> datetime:
@@ -124,15 +124,21 @@ class Transformer:
             # the native core, the same rows `_rows` builds (`src/trace_items.rs`).
             built = _NATIVE_ROWS(value, timestamp_ms, (topic, partition, offset))
             if built is not None:
-                for invocation, event_row, log_rows, dirty in built:
+                for item, (invocation, event_row, log_rows, dirty) in enumerate(built):
                     ts_ms = invocation.timestamp_ms or timestamp_ms
                     texts = None
                     if dirty is not None:
                         event_row, texts = _redo(invocation, event_row, log_rows, dirty, counts)
                     part.events.append(event_row)
                     part.logs += log_rows
-                    self._counted(part, invocation, ts_ms, invocation.script or UNNAMED, texts)
-                    batch.rows += 1 + len(log_rows)
+                    script = invocation.script or UNNAMED
+                    if invocation.exceptions:
+                        context = (event_row[0], script, invocation.event_type, invocation.outcome)
+                        origin = (topic, partition, offset, item)
+                        _exception_rows(part, invocation, context, ts_ms, origin, (None, None),
+                                        len(log_rows), counts)  # fmt: skip
+                    self._counted(part, invocation, ts_ms, script, texts)
+                    batch.rows += 1 + len(log_rows) + len(invocation.exceptions)
                     if batch.oldest_event_ms is None or ts_ms < batch.oldest_event_ms:
                         batch.oldest_event_ms = ts_ms
                 return
@@ -236,40 +242,10 @@ class Transformer:
                 )
             )
             seq += 1
-        errors = part.rollups.errors
-        for exc in inv.exceptions:
-            message = redact_text(exc.message, counts)
-            stack = redact_text(exc.stack, counts) if exc.stack else None
-            fp = fingerprint(exc.group_name, message)
-            exc_ms = exc.timestamp_ms or ts_ms
-            part.logs.append(
-                (
-                    _ts(exc_ms),
-                    *context[1:],
-                    "exception",
-                    f"{exc.name}: {message}",
-                    None,
-                    None,
-                    exc.name,
-                    stack,
-                    fp,
-                    *origin,
-                    seq,
-                    trace_id,
-                    span_id,
-                    ts,
-                )
-            )
-            seq += 1
-            group = errors.get(fp)
-            if group is None:
-                group = errors[fp] = ErrorGroup(
-                    exc.name, template(message), exc_ms, exc_ms, message, stack
-                )
-            group.add_occurrence(exc_ms, script, message, stack)
-            part.rollups.error_hours[(exc_ms - exc_ms % HOUR_MS, fp)] += 1
+        if inv.exceptions:
+            _exception_rows(part, inv, context, ts_ms, origin, (trace_id, span_id), seq, counts)
         self._counted(part, inv, ts_ms, script, texts)
-        return 1 + seq
+        return 1 + seq + len(inv.exceptions)
 
     def _counted(
         self, part: Part, inv: Invocation, ts_ms: int, script: str, texts: list[str] | None = None
@@ -292,6 +268,52 @@ class Transformer:
         count_extracted(part.rollups, self._extract(inv), ts_ms, script)
         if self._rules is not None:
             _outcome_alert(part, self._rules, inv, ts_ms, script)
+
+
+def _exception_rows(
+    part: Part,
+    inv: Invocation,
+    context: tuple[object, str, str, str],
+    ts_ms: int,
+    origin: tuple[str, int, int, int],
+    ids: tuple[bytes | None, bytes | None],
+    seq: int,
+    counts: Counter[str],
+) -> None:
+    """The invocation's exceptions as log rows after its `seq` lines, counted in the error
+    groups and their hours. `context`: the invocation's (ts, script, event type, outcome)."""
+    ts, script = context[0], context[1]
+    errors = part.rollups.errors
+    for exc in inv.exceptions:
+        message = redact_text(exc.message, counts)
+        stack = redact_text(exc.stack, counts) if exc.stack else None
+        fp = fingerprint(exc.group_name, message)
+        exc_ms = exc.timestamp_ms or ts_ms
+        part.logs.append(
+            (
+                _ts(exc_ms),
+                *context[1:],
+                "exception",
+                f"{exc.name}: {message}",
+                None,
+                None,
+                exc.name,
+                stack,
+                fp,
+                *origin,
+                seq,
+                *ids,
+                ts,
+            )
+        )
+        seq += 1
+        group = errors.get(fp)
+        if group is None:
+            group = errors[fp] = ErrorGroup(
+                exc.name, template(message), exc_ms, exc_ms, message, stack
+            )
+        group.add_occurrence(exc_ms, script, message, stack)
+        part.rollups.error_hours[(exc_ms - exc_ms % HOUR_MS, fp)] += 1
 
 
 def _redo(

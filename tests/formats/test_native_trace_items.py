@@ -150,6 +150,34 @@ well_typed_logs = st.lists(
     ),
     max_size=3,
 )
+MESSAGES = [
+    "boom",
+    "",
+    "x: y",
+    "Trace resource limit exceeded; subsequent exceptions not recorded.",
+]
+HEADERS = ["Error", "CustomError", "TypeError", "9bad", "Ünicode", "$x_1", "", " at", "\u2028E"]
+FRAMES = ["", "\n    at f (a.js:1:2)", "\n\tat g", "\nat h", "\n  at", "\n \t at i\n    at j"]
+stacks = st.one_of(
+    st.none(),
+    st.just(""),
+    st.builds(
+        lambda header, sep, message, frames: f"{header}{sep}{message}{frames}",
+        st.sampled_from(HEADERS),
+        st.sampled_from([": ", ":", ""]),
+        st.sampled_from(MESSAGES),
+        st.sampled_from(FRAMES),
+    ),
+)
+exception_entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "timestamp": st.one_of(st.none(), st.integers(MIN_MS, MAX_MS - 1)),
+        "name": st.one_of(st.none(), st.sampled_from(HEADERS), names),
+        "message": st.one_of(st.none(), st.sampled_from(MESSAGES), names),
+        "stack": stacks,
+    },
+)
 well_typed_items = st.fixed_dictionaries(
     {
         "outcome": st.sampled_from(["ok", "exception", "exceededCpu", "canceled"]),
@@ -159,7 +187,7 @@ well_typed_items = st.fixed_dictionaries(
         "eventTimestamp": st.one_of(st.none(), st.integers(MIN_MS, MAX_MS - 1)),
         "event": well_typed_events,
         "logs": st.one_of(st.none(), well_typed_logs),
-        "exceptions": st.just([]),
+        "exceptions": st.lists(exception_entries, max_size=2),
         "diagnosticsChannelEvents": st.lists(
             st.one_of(
                 st.fixed_dictionaries({"channel": st.sampled_from(["workerd.LimitExceeded", "x"])}),
@@ -295,3 +323,22 @@ def test_big_object_with_a_duplicate_key_declines() -> None:
     assert NATIVE is not None
     assert NATIVE(raw) is None
     assert decode_module.reference(raw)[0].extra["odd"]["k3"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "message", "stack"),
+    [
+        ("Error", "boom", "CustomError: boom\n    at f (a.js:1:2)"),  # a subclass: reported_name
+        ("Error", "boom", "Error: boom\n    at f (a.js:1:2)"),  # the header dropped
+        ("Error", "", "CustomError\n    at f"),  # no message: the name alone
+        ("Error", "boom", "CustomError: other\n    at f"),  # not the error's header: kept
+        ("Error", "boom", "    at f (a.js:1:2)"),  # frames alone
+        ("Error", "boom", "Ünicode: boom\n    at f"),  # declined: a Unicode class name
+        ("Error", "Trace resource limit exceeded; subsequent exceptions not recorded.", None),
+    ],
+)
+def test_exceptions_agree(name: str, message: str, stack: str | None) -> None:
+    entry = {"timestamp": 1_764_374_400_002, "name": name, "message": message, "stack": stack}
+    raw = orjson.dumps({**base_item, "exceptions": [entry], "outcome": "exception"})
+    decoded = agrees(raw)
+    assert decoded == (not stack or not stack.startswith("Ü"))

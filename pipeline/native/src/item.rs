@@ -25,6 +25,8 @@ const VARIANTS: [(&str, &str); 10] = [
     ("batchSize", "queue"), ("mailFrom", "email"), ("rcptTo", "email"), ("rpcMethod", "rpc"),
     ("consumedEvents", "tail"), ("getWebSocketEvent", "websocket"),
 ];
+/// `entries.LIMIT_EXCEPTION_PREFIX`.
+const LIMIT_EXCEPTION_PREFIX: &str = "Trace resource limit exceeded";
 /// `entries.LIMIT_LOG_PREFIXES`.
 const LIMIT_LOG_PREFIXES: [&str; 2] = ["Log size limit exceeded", "Trace resource limit exceeded"];
 
@@ -60,6 +62,16 @@ pub struct Line<'t> {
     pub data: Option<Vec<Member<'t>>>,
 }
 
+/// One `exceptions[]` entry, its stack's header read as `entries.exception` reads it.
+pub struct Exception<'t> {
+    pub timestamp: Option<i64>,
+    pub name: &'t str,
+    pub message: &'t str,
+    pub stack: Option<&'t str>,
+    /// The runtime's name, when the stack's header named a more specific class.
+    pub reported_name: Option<&'t str>,
+}
+
 pub struct Item<'t, 'a> {
     pub script: &'t str,
     pub kind: &'static str,
@@ -71,6 +83,7 @@ pub struct Item<'t, 'a> {
     pub cpu: Option<i64>,
     pub wall: Option<i64>,
     pub lines: Vec<Line<'t>>,
+    pub exceptions: Vec<Exception<'t>>,
     pub truncated: bool,
     pub version: Option<&'t str>,
     pub entrypoint: Option<&'t str>,
@@ -149,10 +162,15 @@ pub fn read<'t, 'a>(item: &'t Members<'a>, limits: Limits) -> Found<Item<'t, 'a>
         Some(_) => return Err(Decline),
     };
     let (lines, cut) = lines(get(item, "logs"), limits)?;
-    match get(item, "exceptions") {
-        None | Some(Json::Null) => {}
-        Some(Json::Array(entries)) if entries.is_empty() => {}
+    let exceptions = match get(item, "exceptions") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(entries)) => {
+            entries.iter().map(|e| exception(e, limits)).collect::<Found<Vec<_>>>()?
+        }
         Some(_) => return Err(Decline),
+    };
+    if exceptions.iter().any(|e| e.message.starts_with(LIMIT_EXCEPTION_PREFIX)) {
+        truncated = true;
     }
     if let Some(at) = extra.0.iter().position(|(k, _)| k == "diagnosticsChannelEvents") {
         match extra.0[at].1 {
@@ -199,6 +217,7 @@ pub fn read<'t, 'a>(item: &'t Members<'a>, limits: Limits) -> Found<Item<'t, 'a>
         cpu: ranged(get(item, "cpuTime"), 0, limits.max_duration)?,
         wall: ranged(get(item, "wallTime"), 0, limits.max_duration)?,
         lines,
+        exceptions,
         truncated: truncated || cut,
         version,
         entrypoint: opt_str(get(item, "entrypoint"))?,
@@ -238,6 +257,59 @@ fn lines<'t>(logs: Option<&'t Json>, limits: Limits) -> Found<(Vec<Line<'t>>, bo
         lines.push(Line { timestamp, level, text, data });
     }
     Ok((lines, cut))
+}
+
+/// `entries.exception_info` and `entries.exception`. A stack starting with a non-ASCII
+/// character, or whose header names a class in non-ASCII letters, declines: the reference's
+/// `isspace` and `\w` are Unicode's, which this does not repeat.
+fn exception<'t>(entry: &'t Json, limits: Limits) -> Found<Exception<'t>> {
+    let Json::Object(entry) = entry else { return Err(Decline) };
+    let text = |key| match get(entry, key) {
+        None | Some(Json::Null) => Ok(""),
+        Some(Json::Str(s)) => Ok(s.as_ref()),
+        Some(_) => Err(Decline),
+    };
+    let timestamp = ranged(get(entry, "timestamp"), limits.min_ms, limits.max_ms - 1)?;
+    let (name, message) = (text("name")?, text("message")?);
+    let stack = opt_str(get(entry, "stack"))?;
+    let plain = Exception { timestamp, name, message, stack, reported_name: None };
+    let Some(stack) = stack else { return Ok(plain) };
+    let first = stack.as_bytes()[0];
+    if !first.is_ascii() {
+        return Err(Decline);
+    }
+    if matches!(first, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1f) {
+        return Ok(plain);
+    }
+    // `_FRAME`: a newline, spaces or tabs, then `at `.
+    let frame = stack.match_indices('\n').map(|(at, _)| at).find(|&at| {
+        let rest = &stack.as_bytes()[at + 1..];
+        let blank = rest.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+        blank > 0 && rest[blank..].starts_with(b"at ")
+    });
+    let (header, frames) = match frame {
+        Some(at) => (&stack[..at], Some(&stack[at + 1..])),
+        None => (stack, None),
+    };
+    let (class_name, rest, colon) = match header.split_once(": ") {
+        Some((class_name, rest)) => (class_name, rest, true),
+        None => (header, "", false),
+    };
+    if !class_name.is_ascii() {
+        return Err(Decline);
+    }
+    let bytes = class_name.as_bytes();
+    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$';
+    let is_class = (1..=100).contains(&bytes.len())
+        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_' || bytes[0] == b'$')
+        && bytes.iter().all(word);
+    if !(is_class && rest == message && (colon || message.is_empty())) {
+        return Ok(plain);
+    }
+    if class_name == name {
+        return Ok(Exception { stack: frames, ..plain });
+    }
+    Ok(Exception { name: class_name, stack: frames, reported_name: Some(name), ..plain })
 }
 
 /// `trace_items._event` for the variants of a trace item (not an envelope's).

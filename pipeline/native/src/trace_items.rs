@@ -40,6 +40,7 @@ use crate::triggers::Triggers;
 pub struct TraceItems {
     invocation: Py<PyAny>,
     log_line: Py<PyAny>,
+    exception_info: Py<PyAny>,
     limits: Limits,
     triggers: Option<Triggers>,
     keys: Mutex<Keys>,
@@ -49,11 +50,12 @@ pub struct TraceItems {
 impl TraceItems {
     /// `triggers`: the redaction triggers (as `Triggers` takes them), for `rows`.
     #[new]
-    #[pyo3(signature = (invocation, log_line, min_ms, max_ms, max_duration, short_name, max_depth, triggers=None))]
+    #[pyo3(signature = (invocation, log_line, exception_info, min_ms, max_ms, max_duration, short_name, max_depth, triggers=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         invocation: Py<PyAny>,
         log_line: Py<PyAny>,
+        exception_info: Py<PyAny>,
         min_ms: i64,
         max_ms: i64,
         max_duration: i64,
@@ -64,7 +66,7 @@ impl TraceItems {
         let limits = Limits { min_ms, max_ms, max_duration, short_name, max_depth };
         let triggers = triggers.map(Triggers::new).transpose()?;
         let keys = Mutex::new(Keys::new());
-        Ok(Self { invocation, log_line, limits, triggers, keys })
+        Ok(Self { invocation, log_line, exception_info, limits, triggers, keys })
     }
 
     /// The invocations of a message, or None for the reference to decode it.
@@ -120,6 +122,9 @@ impl TraceItems {
         let out = PyList::empty(py);
         let none = || py.None().into_bound(py);
         let (topic, partition, offset) = origin;
+        // One object each, shared by every row of the message, as the transformer's rows share
+        // theirs.
+        let (partition, offset) = (partition.into_pyobject(py)?, offset.into_pyobject(py)?);
         for (index, (item, found)) in items.iter().zip(columns).enumerate() {
             let Columns { extra, data, dirty } = found;
             let Some(ts) = datetime_of(py, item.timestamp.unwrap_or(timestamp_ms))? else {
@@ -149,7 +154,7 @@ impl TraceItems {
                     int(item.cpu)?,
                     int(item.wall)?,
                     item.lines.len().into_pyobject(py)?.into_any(),
-                    0i64.into_pyobject(py)?.into_any(),
+                    item.exceptions.len().into_pyobject(py)?.into_any(),
                     item.truncated.into_pyobject(py)?.to_owned().into_any(),
                     text(item.version),
                     text(item.entrypoint),
@@ -158,8 +163,8 @@ impl TraceItems {
                     intern!(py, "trace").clone().into_any(),
                     extra.as_deref().map_or_else(none, |s| PyString::new(py, s).into_any()),
                     topic.clone().into_any(),
-                    partition.into_pyobject(py)?.into_any(),
-                    offset.into_pyobject(py)?.into_any(),
+                    partition.clone().into_any(),
+                    offset.clone().into_any(),
                     index.into_pyobject(py)?.into_any(),
                     none(),
                     none(),
@@ -191,8 +196,8 @@ impl TraceItems {
                         none(),
                         none(),
                         topic.clone().into_any(),
-                        partition.into_pyobject(py)?.into_any(),
-                        offset.into_pyobject(py)?.into_any(),
+                        partition.clone().into_any(),
+                        offset.clone().into_any(),
                         index.into_pyobject(py)?.into_any(),
                         seq.into_pyobject(py)?.into_any(),
                         none(),
@@ -243,6 +248,26 @@ fn level_name(py: Python<'_>, level: Level) -> &Bound<'_, PyString> {
 }
 
 impl TraceItems {
+    fn exceptions<'py>(&self, py: Python<'py>, item: &Item) -> PyResult<Bound<'py, PyTuple>> {
+        if item.exceptions.is_empty() {
+            return Ok(PyTuple::empty(py));
+        }
+        let class = self.exception_info.bind(py);
+        let text = |s: Option<&str>| {
+            s.map_or_else(|| py.None().into_bound(py), |s| PyString::new(py, s).into_any())
+        };
+        let mut found = Vec::with_capacity(item.exceptions.len());
+        for e in &item.exceptions {
+            let timestamp = match e.timestamp {
+                Some(ms) => ms.into_pyobject(py)?.into_any(),
+                None => py.None().into_bound(py),
+            };
+            let (name, message) = (PyString::new(py, e.name), PyString::new(py, e.message));
+            found.push(class.call1((timestamp, name, message, text(e.stack), text(e.reported_name)))?);
+        }
+        PyTuple::new(py, found)
+    }
+
     /// The message's tree; None where a NUL needs sanitizing or the JSON is not sure.
     fn document<'a>(&self, value: &'a [u8]) -> Option<Json<'a>> {
         if memmem::find(value, b"\\u0000").is_some() {
@@ -318,7 +343,7 @@ impl TraceItems {
                 int(item.cpu)?,
                 int(item.wall)?,
                 PyTuple::new(py, lines)?.into_any(),
-                PyTuple::empty(py).into_any(),
+                self.exceptions(py, item)?.into_any(),
                 item.truncated.into_pyobject(py)?.to_owned().into_any(),
                 text(item.version),
                 text(item.entrypoint),

@@ -81,6 +81,11 @@ impl Triggers {
         if !data.is_ascii() && (contains(data, KELVIN) || contains(data, DOTTED_I)) {
             return UNDECIDED;
         }
+        // Most texts hold no trigger: one search answers them, run with the automaton's
+        // prefilter (a memchr scan for rare bytes), which the overlapping walk cannot use.
+        if !self.automaton.is_match(data) {
+            return 0;
+        }
         let mut mask = 0u128;
         for found in self.automaton.find_overlapping_iter(data) {
             mask |= self.masks[found.pattern().as_usize()];
