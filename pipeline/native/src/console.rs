@@ -8,8 +8,8 @@
 
 use std::borrow::Cow;
 
-use crate::json::{parse, Json};
 use crate::item::{Decline, Found, Member};
+use crate::json::{parse, Json};
 
 /// `console.render`: a line's text and data (the merged members of its objects). Err declines.
 pub fn render<'t>(

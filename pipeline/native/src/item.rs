@@ -2,13 +2,15 @@
 //!
 //! Pure: no Python here. `read` mirrors `pipeline.formats.trace_items.invocation` for a trace
 //! item (not an envelope) whose every field has the type the runtime sends, and declines
-//! anything else, for the Python reference to decode: exceptions, a field of a wrong or
+//! anything else, for the Python reference to decode: a field of a wrong or
 //! convertible type (a string of digits, a fraction), a name too long to skip its byte count,
 //! a `spanContext`, a log entry with the structured logger's parts.
 
 use std::borrow::Cow;
 
 use crate::console::render;
+use crate::exception::{exception, Exception, LIMIT_EXCEPTION_PREFIX};
+use crate::extra::{Extra, Kept};
 use crate::json::Json;
 
 /// The trace item keys that fill typed columns (`trace_items._TYPED`); the rest go to `extra`.
@@ -25,8 +27,6 @@ const VARIANTS: [(&str, &str); 10] = [
     ("batchSize", "queue"), ("mailFrom", "email"), ("rcptTo", "email"), ("rpcMethod", "rpc"),
     ("consumedEvents", "tail"), ("getWebSocketEvent", "websocket"),
 ];
-/// `entries.LIMIT_EXCEPTION_PREFIX`.
-const LIMIT_EXCEPTION_PREFIX: &str = "Trace resource limit exceeded";
 /// `entries.LIMIT_LOG_PREFIXES`.
 const LIMIT_LOG_PREFIXES: [&str; 2] = ["Log size limit exceeded", "Trace resource limit exceeded"];
 
@@ -62,16 +62,6 @@ pub struct Line<'t> {
     pub data: Option<Vec<Member<'t>>>,
 }
 
-/// One `exceptions[]` entry, its stack's header read as `entries.exception` reads it.
-pub struct Exception<'t> {
-    pub timestamp: Option<i64>,
-    pub name: &'t str,
-    pub message: &'t str,
-    pub stack: Option<&'t str>,
-    /// The runtime's name, when the stack's header named a more specific class.
-    pub reported_name: Option<&'t str>,
-}
-
 pub struct Item<'t, 'a> {
     pub script: &'t str,
     pub kind: &'static str,
@@ -96,48 +86,6 @@ pub fn get<'t, 'a>(members: &'t Members<'a>, key: &str) -> Option<&'t Json<'a>> 
     members.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
-/// `extra` while it is built: keys in insertion order, as the reference's dict keeps them.
-pub struct Extra<'t, 'a>(pub Vec<(Cow<'t, str>, Kept<'t, 'a>)>);
-
-/// A value of `extra`: a value of the message, or a fetch's response without its status.
-pub enum Kept<'t, 'a> {
-    Value(&'t Json<'a>),
-    ResponseRest(&'t Members<'a>),
-}
-
-impl<'t, 'a> Extra<'t, 'a> {
-    fn has(&self, key: &str) -> bool {
-        self.0.iter().any(|(k, _)| k == key)
-    }
-    fn get(&self, key: &str) -> Option<&'t Json<'a>> {
-        match self.0.iter().find(|(k, _)| k == key) {
-            Some((_, Kept::Value(value))) => Some(value),
-            _ => None,
-        }
-    }
-    /// `trace_items._copy`: a name a top-level key already took gets `event.` in front.
-    fn copy(&mut self, details: &'t Members<'a>, skip: &[&str]) {
-        for (key, value) in details {
-            if !skip.contains(&key.as_ref()) {
-                self.put(key, Kept::Value(value));
-            }
-        }
-    }
-    fn put(&mut self, key: &'t str, value: Kept<'t, 'a>) {
-        let name = if self.has(key) {
-            Cow::Owned(format!("event.{key}"))
-        } else {
-            Cow::Borrowed(key)
-        };
-        // `event.x` may itself be taken by a top-level key: the reference's dict then
-        // replaces its value in place.
-        match self.0.iter_mut().find(|(k, _)| *k == name) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((name, value)),
-        }
-    }
-}
-
 /// The event's type and a fetch's method, URL and status.
 struct Event<'t> {
     kind: &'static str,
@@ -151,7 +99,9 @@ pub fn read<'t, 'a>(item: &'t Members<'a>, limits: Limits) -> Found<Item<'t, 'a>
     let mut extra = Extra(Vec::with_capacity(8));
     for (key, value) in item {
         if !TYPED.contains(&key.as_ref()) {
-            extra.0.push((Cow::Borrowed(key.as_ref()), Kept::Value(value)));
+            extra
+                .0
+                .push((Cow::Borrowed(key.as_ref()), Kept::Value(value)));
         }
     }
     let event = event(get(item, "event"), &mut extra)?;
@@ -164,15 +114,23 @@ pub fn read<'t, 'a>(item: &'t Members<'a>, limits: Limits) -> Found<Item<'t, 'a>
     let (lines, cut) = lines(get(item, "logs"), limits)?;
     let exceptions = match get(item, "exceptions") {
         None | Some(Json::Null) => Vec::new(),
-        Some(Json::Array(entries)) => {
-            entries.iter().map(|e| exception(e, limits)).collect::<Found<Vec<_>>>()?
-        }
+        Some(Json::Array(entries)) => entries
+            .iter()
+            .map(|e| exception(e, limits))
+            .collect::<Found<Vec<_>>>()?,
         Some(_) => return Err(Decline),
     };
-    if exceptions.iter().any(|e| e.message.starts_with(LIMIT_EXCEPTION_PREFIX)) {
+    if exceptions
+        .iter()
+        .any(|e| e.message.starts_with(LIMIT_EXCEPTION_PREFIX))
+    {
         truncated = true;
     }
-    if let Some(at) = extra.0.iter().position(|(k, _)| k == "diagnosticsChannelEvents") {
+    if let Some(at) = extra
+        .0
+        .iter()
+        .position(|(k, _)| k == "diagnosticsChannelEvents")
+    {
         match extra.0[at].1 {
             Kept::Value(Json::Array(events)) if events.is_empty() => {
                 extra.0.remove(at);
@@ -209,7 +167,11 @@ pub fn read<'t, 'a>(item: &'t Members<'a>, limits: Limits) -> Found<Item<'t, 'a>
     Ok(Item {
         script: short_str(get(item, "scriptName"), limits.short_name).ok_or(Decline)?,
         kind: event.kind,
-        timestamp: ranged(get(item, "eventTimestamp"), limits.min_ms, limits.max_ms - 1)?,
+        timestamp: ranged(
+            get(item, "eventTimestamp"),
+            limits.min_ms,
+            limits.max_ms - 1,
+        )?,
         outcome,
         method: event.method,
         url: event.url,
@@ -237,8 +199,13 @@ fn lines<'t>(logs: Option<&'t Json>, limits: Limits) -> Found<(Vec<Line<'t>>, bo
     let mut lines = Vec::with_capacity(entries.len());
     let mut cut = false;
     for entry in entries {
-        let Json::Object(entry) = entry else { return Err(Decline) };
-        if ["record", "context", "errorInfo"].iter().any(|k| get(entry, k).is_some()) {
+        let Json::Object(entry) = entry else {
+            return Err(Decline);
+        };
+        if ["record", "context", "errorInfo"]
+            .iter()
+            .any(|k| get(entry, k).is_some())
+        {
             return Err(Decline);
         }
         let level = match get(entry, "level").and_then(Json::as_str) {
@@ -254,67 +221,24 @@ fn lines<'t>(logs: Option<&'t Json>, limits: Limits) -> Found<(Vec<Line<'t>>, bo
         if level == Level::Warn && LIMIT_LOG_PREFIXES.iter().any(|p| text.starts_with(p)) {
             cut = true;
         }
-        lines.push(Line { timestamp, level, text, data });
+        lines.push(Line {
+            timestamp,
+            level,
+            text,
+            data,
+        });
     }
     Ok((lines, cut))
 }
 
-/// `entries.exception_info` and `entries.exception`. A stack starting with a non-ASCII
-/// character, or whose header names a class in non-ASCII letters, declines: the reference's
-/// `isspace` and `\w` are Unicode's, which this does not repeat.
-fn exception<'t>(entry: &'t Json, limits: Limits) -> Found<Exception<'t>> {
-    let Json::Object(entry) = entry else { return Err(Decline) };
-    let text = |key| match get(entry, key) {
-        None | Some(Json::Null) => Ok(""),
-        Some(Json::Str(s)) => Ok(s.as_ref()),
-        Some(_) => Err(Decline),
-    };
-    let timestamp = ranged(get(entry, "timestamp"), limits.min_ms, limits.max_ms - 1)?;
-    let (name, message) = (text("name")?, text("message")?);
-    let stack = opt_str(get(entry, "stack"))?;
-    let plain = Exception { timestamp, name, message, stack, reported_name: None };
-    let Some(stack) = stack else { return Ok(plain) };
-    let first = stack.as_bytes()[0];
-    if !first.is_ascii() {
-        return Err(Decline);
-    }
-    if matches!(first, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1f) {
-        return Ok(plain);
-    }
-    // `_FRAME`: a newline, spaces or tabs, then `at `.
-    let frame = stack.match_indices('\n').map(|(at, _)| at).find(|&at| {
-        let rest = &stack.as_bytes()[at + 1..];
-        let blank = rest.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
-        blank > 0 && rest[blank..].starts_with(b"at ")
-    });
-    let (header, frames) = match frame {
-        Some(at) => (&stack[..at], Some(&stack[at + 1..])),
-        None => (stack, None),
-    };
-    let (class_name, rest, colon) = match header.split_once(": ") {
-        Some((class_name, rest)) => (class_name, rest, true),
-        None => (header, "", false),
-    };
-    if !class_name.is_ascii() {
-        return Err(Decline);
-    }
-    let bytes = class_name.as_bytes();
-    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$';
-    let is_class = (1..=100).contains(&bytes.len())
-        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_' || bytes[0] == b'$')
-        && bytes.iter().all(word);
-    if !(is_class && rest == message && (colon || message.is_empty())) {
-        return Ok(plain);
-    }
-    if class_name == name {
-        return Ok(Exception { stack: frames, ..plain });
-    }
-    Ok(Exception { name: class_name, stack: frames, reported_name: Some(name), ..plain })
-}
-
 /// `trace_items._event` for the variants of a trace item (not an envelope's).
 fn event<'t, 'a>(event: Option<&'t Json<'a>>, extra: &mut Extra<'t, 'a>) -> Found<Event<'t>> {
-    let plain = |kind| Event { kind, method: None, url: None, status: None };
+    let plain = |kind| Event {
+        kind,
+        method: None,
+        url: None,
+        status: None,
+    };
     let details = match event {
         None | Some(Json::Null) => return Ok(plain("unknown")),
         Some(Json::Object(details)) => details,
@@ -339,14 +263,22 @@ fn event<'t, 'a>(event: Option<&'t Json<'a>>, extra: &mut Extra<'t, 'a>) -> Foun
         return Err(Decline);
     };
     for name in ["headers", "cf"] {
-        if !matches!(get(request, name), None | Some(Json::Null | Json::Object(_))) {
+        if !matches!(
+            get(request, name),
+            None | Some(Json::Null | Json::Object(_))
+        ) {
             return Err(Decline);
         }
     }
     let method = opt_str(get(request, "method"))?;
     let url = opt_str(get(request, "url"))?;
     extra.copy(request, &["url", "method"]);
-    let mut found = Event { kind, method, url, status: None };
+    let mut found = Event {
+        kind,
+        method,
+        url,
+        status: None,
+    };
     let response = get(details, "response");
     match response {
         None | Some(Json::Null) => {}
@@ -365,7 +297,7 @@ fn event<'t, 'a>(event: Option<&'t Json<'a>>, extra: &mut Extra<'t, 'a>) -> Foun
 }
 
 /// A string, None for null, absent or `""` (`fields.opt_str`); anything else declines.
-fn opt_str<'t>(value: Option<&'t Json>) -> Found<Option<&'t str>> {
+pub fn opt_str<'t>(value: Option<&'t Json>) -> Found<Option<&'t str>> {
     match value {
         None | Some(Json::Null) => Ok(None),
         Some(Json::Str(s)) => Ok((!s.is_empty()).then_some(s.as_ref())),
@@ -383,7 +315,7 @@ fn short_str<'t>(value: Option<&'t Json>, short: usize) -> Option<&'t str> {
 
 /// An integer in `low..=high`, None for null or absent. Anything else declines: the reference
 /// converts strings of digits and fractions, and reports the rest.
-fn ranged(value: Option<&Json>, low: i64, high: i64) -> Found<Option<i64>> {
+pub fn ranged(value: Option<&Json>, low: i64, high: i64) -> Found<Option<i64>> {
     match value {
         None | Some(Json::Null) => Ok(None),
         Some(Json::Int(n)) if low <= *n && *n <= high => Ok(Some(*n)),

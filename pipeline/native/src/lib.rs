@@ -7,8 +7,11 @@
 
 use pyo3::prelude::*;
 
+mod columns;
 mod console;
 mod copy;
+mod exception;
+mod extra;
 mod item;
 mod json;
 mod pyjson;

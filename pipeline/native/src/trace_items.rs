@@ -29,8 +29,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use crate::console::{write_json, write_str};
-use crate::item::{read, Decline, Found, Item, Kept, Level, Limits, Members};
+use crate::columns::{json_columns, Columns};
+use crate::extra::Kept;
+use crate::item::{read, Decline, Item, Level, Limits, Members};
 use crate::json::{parse, Json};
 use crate::pyjson::{object_to_python, to_python, Keys};
 use crate::timestamps::datetime_of;
@@ -63,16 +64,33 @@ impl TraceItems {
         max_depth: usize,
         triggers: Option<Vec<(String, u128)>>,
     ) -> PyResult<Self> {
-        let limits = Limits { min_ms, max_ms, max_duration, short_name, max_depth };
+        let limits = Limits {
+            min_ms,
+            max_ms,
+            max_duration,
+            short_name,
+            max_depth,
+        };
         let triggers = triggers.map(Triggers::new).transpose()?;
         let keys = Mutex::new(Keys::new());
-        Ok(Self { invocation, log_line, exception_info, limits, triggers, keys })
+        Ok(Self {
+            invocation,
+            log_line,
+            exception_info,
+            limits,
+            triggers,
+            keys,
+        })
     }
 
     /// The invocations of a message, or None for the reference to decode it.
     fn decode<'py>(&self, py: Python<'py>, value: &[u8]) -> PyResult<Option<Bound<'py, PyList>>> {
-        let Some(document) = self.document(value) else { return Ok(None) };
-        let Some(items) = self.items(&document) else { return Ok(None) };
+        let Some(document) = self.document(value) else {
+            return Ok(None);
+        };
+        let Some(items) = self.items(&document) else {
+            return Ok(None);
+        };
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         let out = PyList::empty(py);
         for item in &items {
@@ -107,9 +125,15 @@ impl TraceItems {
         let Some(triggers) = &self.triggers else {
             return Err(PyValueError::new_err("rows: built without triggers"));
         };
-        let Ok(timestamp_ms) = timestamp_ms.extract::<i64>() else { return Ok(None) };
-        let Some(document) = self.document(value) else { return Ok(None) };
-        let Some(items) = self.items(&document) else { return Ok(None) };
+        let Ok(timestamp_ms) = timestamp_ms.extract::<i64>() else {
+            return Ok(None);
+        };
+        let Some(document) = self.document(value) else {
+            return Ok(None);
+        };
+        let Some(items) = self.items(&document) else {
+            return Ok(None);
+        };
         // Everything checked before any object is built: a declined message costs no more.
         let mut columns = Vec::with_capacity(items.len());
         for item in &items {
@@ -132,10 +156,7 @@ impl TraceItems {
             };
             let texts = texts(py, item);
             let invocation = self.invocation(py, item, &texts, PyDict::new(py), &mut keys)?;
-            let text = |s: Option<&str>| s.map_or_else(none, |s| PyString::new(py, s).into_any());
-            let int = |n: Option<i64>| -> PyResult<Bound<'py, PyAny>> {
-                Ok(n.map_or_else(none, |n| n.into_pyobject(py).unwrap().into_any()))
-            };
+            let (text, int) = (|s| opt_text(py, s), |n| opt_int(py, n));
             let tags = if item.tags.is_empty() {
                 none()
             } else {
@@ -161,7 +182,9 @@ impl TraceItems {
                     text(item.namespace),
                     tags,
                     intern!(py, "trace").clone().into_any(),
-                    extra.as_deref().map_or_else(none, |s| PyString::new(py, s).into_any()),
+                    extra
+                        .as_deref()
+                        .map_or_else(none, |s| PyString::new(py, s).into_any()),
                     topic.clone().into_any(),
                     partition.clone().into_any(),
                     offset.clone().into_any(),
@@ -190,7 +213,9 @@ impl TraceItems {
                         texts.outcome.clone().into_any(),
                         level_name(py, line.level).clone().into_any(),
                         line_text.clone().into_any(),
-                        line_data.as_deref().map_or_else(none, |s| PyString::new(py, s).into_any()),
+                        line_data
+                            .as_deref()
+                            .map_or_else(none, |s| PyString::new(py, s).into_any()),
                         none(),
                         none(),
                         none(),
@@ -206,7 +231,11 @@ impl TraceItems {
                     ],
                 )?)?;
             }
-            let dirty = if dirty.is_empty() { none() } else { PyTuple::new(py, dirty)?.into_any() };
+            let dirty = if dirty.is_empty() {
+                none()
+            } else {
+                PyTuple::new(py, dirty)?.into_any()
+            };
             out.append((invocation, event, logs, dirty))?;
         }
         Ok(Some(out))
@@ -223,17 +252,34 @@ struct Texts<'py> {
     lines: Vec<Bound<'py, PyString>>,
 }
 
+/// A string or None.
+fn opt_text<'py>(py: Python<'py>, s: Option<&str>) -> Bound<'py, PyAny> {
+    s.map_or_else(
+        || py.None().into_bound(py),
+        |s| PyString::new(py, s).into_any(),
+    )
+}
+
+/// An integer or None.
+fn opt_int(py: Python<'_>, n: Option<i64>) -> PyResult<Bound<'_, PyAny>> {
+    Ok(match n {
+        Some(n) => n.into_pyobject(py)?.into_any(),
+        None => py.None().into_bound(py),
+    })
+}
+
 fn texts<'py>(py: Python<'py>, item: &Item) -> Texts<'py> {
-    let text = |s: Option<&str>| {
-        s.map_or_else(|| py.None().into_bound(py), |s| PyString::new(py, s).into_any())
-    };
     Texts {
         script: PyString::new(py, item.script),
         kind: PyString::intern(py, item.kind),
         outcome: PyString::new(py, item.outcome),
-        method: text(item.method),
-        url: text(item.url),
-        lines: item.lines.iter().map(|line| PyString::new(py, &line.text)).collect(),
+        method: opt_text(py, item.method),
+        url: opt_text(py, item.url),
+        lines: item
+            .lines
+            .iter()
+            .map(|line| PyString::new(py, &line.text))
+            .collect(),
     }
 }
 
@@ -253,17 +299,11 @@ impl TraceItems {
             return Ok(PyTuple::empty(py));
         }
         let class = self.exception_info.bind(py);
-        let text = |s: Option<&str>| {
-            s.map_or_else(|| py.None().into_bound(py), |s| PyString::new(py, s).into_any())
-        };
         let mut found = Vec::with_capacity(item.exceptions.len());
         for e in &item.exceptions {
-            let timestamp = match e.timestamp {
-                Some(ms) => ms.into_pyobject(py)?.into_any(),
-                None => py.None().into_bound(py),
-            };
             let (name, message) = (PyString::new(py, e.name), PyString::new(py, e.message));
-            found.push(class.call1((timestamp, name, message, text(e.stack), text(e.reported_name)))?);
+            let (stack, reported) = (opt_text(py, e.stack), opt_text(py, e.reported_name));
+            found.push(class.call1((opt_int(py, e.timestamp)?, name, message, stack, reported))?);
         }
         PyTuple::new(py, found)
     }
@@ -314,10 +354,7 @@ impl TraceItems {
         keys: &mut Keys,
     ) -> PyResult<Bound<'py, PyAny>> {
         let none = || py.None().into_bound(py);
-        let text = |s: Option<&str>| s.map_or_else(none, |s| PyString::new(py, s).into_any());
-        let int = |n: Option<i64>| -> PyResult<Bound<'py, PyAny>> {
-            Ok(n.map_or_else(none, |n| n.into_pyobject(py).unwrap().into_any()))
-        };
+        let (text, int) = (|s| opt_text(py, s), |n| opt_int(py, n));
         let log_line = self.log_line.bind(py);
         let mut lines = Vec::with_capacity(item.lines.len());
         for (line, line_text) in item.lines.iter().zip(&texts.lines) {
@@ -327,7 +364,13 @@ impl TraceItems {
                     object_to_python(py, members.iter().map(|(k, v)| (k.as_ref(), v)), keys)?
                 }
             };
-            let args = (int(line.timestamp)?, level_name(py, line.level), line_text, data, none());
+            let args = (
+                int(line.timestamp)?,
+                level_name(py, line.level),
+                line_text,
+                data,
+                none(),
+            );
             lines.push(log_line.call1(args)?);
         }
         let args = PyTuple::new(
@@ -358,68 +401,4 @@ impl TraceItems {
         )?;
         self.invocation.bind(py).call1(args)
     }
-}
-
-/// The JSON columns of an item as the transformer would store them when redaction changes
-/// nothing: `extra`, and per line its `data`.
-struct Columns {
-    extra: Option<String>,
-    data: Vec<Option<String>>,
-    /// What redaction may change, for the transformer to redo: the lines by index, and -1 for
-    /// the URL. Rare: a trigger word in a line (`input_tokens`), a secret.
-    dirty: Vec<i64>,
-}
-
-/// The JSON columns of `item`; Decline where its `extra` needs redaction (the invocation given
-/// with the rows has no `extra` to redact).
-fn json_columns(item: &Item, triggers: &Triggers) -> Found<Columns> {
-    let clean = |text: &str| triggers.scan(text.as_bytes()) == 0;
-    // A JSON text is clean without a trigger and without a `%` (a percent-encoded key name).
-    let clean_json = |text: &str| !text.contains('%') && clean(text);
-    let mut dirty = Vec::new();
-    if !item.url.is_none_or(clean) {
-        dirty.push(-1);
-    }
-    let extra = if item.extra.0.is_empty() {
-        None
-    } else {
-        let mut out = String::with_capacity(256);
-        out.push('{');
-        for (i, (key, value)) in item.extra.0.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            write_str(&mut out, key);
-            out.push(':');
-            match value {
-                Kept::Value(value) => write_json(&mut out, value)?,
-                Kept::ResponseRest(members) => {
-                    let rest = members.iter().filter(|(k, _)| k != "status").cloned().collect();
-                    write_json(&mut out, &Json::Object(rest))?;
-                }
-            }
-        }
-        out.push('}');
-        if !clean_json(&out) {
-            return Err(Decline);
-        }
-        Some(out)
-    };
-    let mut data = Vec::with_capacity(item.lines.len());
-    for (index, line) in item.lines.iter().enumerate() {
-        let mut line_clean = clean(&line.text);
-        data.push(match &line.data {
-            None => None,
-            Some(members) => {
-                let mut out = String::new();
-                write_json(&mut out, &Json::Object(members.clone()))?;
-                line_clean &= clean_json(&out);
-                Some(out)
-            }
-        });
-        if !line_clean {
-            dirty.push(index as i64);
-        }
-    }
-    Ok(Columns { extra, data, dirty })
 }
