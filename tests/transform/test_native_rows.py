@@ -125,3 +125,29 @@ def test_generated_rows_alike(
         request["headers"] = headers
     with_secrets["event"] = {"request": request, "response": {"status": 500}}
     same([json.dumps(item).encode(), json.dumps(with_secrets).encode()], monkeypatch)
+
+
+SYNTH = [m.value for m in itertools.islice(synth.messages(11, 1_764_374_400_000), 50)]
+
+
+@SETTINGS
+@given(
+    index=st.integers(0, len(SYNTH) - 1),
+    edits=st.lists(st.tuples(st.integers(0, 2000), st.binary(max_size=3)), min_size=1, max_size=4),
+)
+def test_mangled_messages_alike(
+    index: int, edits: list[tuple[int, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes replaced, cut or inserted anywhere in a real-shaped message: the native rows are
+    the transformer's, or declined; never an exception (a panic would stop the replica)."""
+    raw = bytearray(SYNTH[index])
+    for at, replacement in edits:
+        at %= len(raw) + 1
+        raw[at : at + len(replacement) % 2] = replacement
+    same([bytes(raw)], monkeypatch)
+
+
+@SETTINGS
+@given(raw=st.binary(max_size=64))
+def test_any_bytes_decline_or_agree(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    same([raw], monkeypatch)
