@@ -77,9 +77,9 @@ def serve(settings: Settings) -> int:
         )
     if not native.loaded():
         log.warning(
-            "the native core (pipeline.native) is not built: redaction scans, timestamps and "
-            "COPY encoding run their Python versions, a sixth or more CPU per event; install "
-            "tailpipe from its wheel, or run `make` in a checkout"
+            "the native core (pipeline.native) is not built: decoding, rows, redaction scans "
+            "and COPY encoding run their Python versions, half again as much CPU per event; "
+            "install tailpipe from its wheel, or run `make` in a checkout"
         )
     collect_less_often()
     asyncio.run(main())
