@@ -64,13 +64,13 @@ def load_trace_items(
     return TraceItems(*records, *limits).decode
 
 
-TraceRows = Callable[
-    [bytes, int, tuple[str, int, int]],
-    list[tuple[Any, tuple[object, ...], list[tuple[object, ...]], tuple[int, ...] | None]] | None,
-]
-"""`rows(value, timestamp_ms, (topic, partition, offset))`: per invocation of a message the
-invocation (without `extra`), its event row, its log rows and the rows redaction may change
-(log row indexes, -1 for the event row's URL), or None for the transformer to build them."""
+NativeRows = tuple[Any, tuple[object, ...], list[tuple[object, ...]], tuple[int, ...] | None]
+"""An invocation (without `extra`), its event row, its log rows and the rows redaction may
+change (log row indexes, -1 for the event row's URL)."""
+TraceRows = Callable[[bytes, int, tuple[str, int, int]], tuple[bool, list[Any]] | None]
+"""`rows(value, timestamp_ms, (topic, partition, offset))`: `(True, [NativeRows, ...])`,
+`(False, invocations)` where the transformer builds the rows, or None where the reference
+decodes the message (the native decoder would decline it too)."""
 
 
 def load_trace_rows(

@@ -17,9 +17,9 @@ import orjson
 from pipeline.alerts.detect import note
 from pipeline.alerts.rules import Rule, Rules
 from pipeline.errors import DecodeError
-from pipeline.formats.decode import NATIVE_LIMITS, NATIVE_RECORDS, decode
+from pipeline.formats.decode import NATIVE_LIMITS, NATIVE_RECORDS, decode, reference
 from pipeline.formats.invocation import UNNAMED, Invocation
-from pipeline.native import load_trace_rows, load_utc_datetime
+from pipeline.native import NativeRows, load_trace_rows, load_utc_datetime
 from pipeline.transform.batch import Batch, DeadLetter, Headers, Part, Raw, TopicPartition
 from pipeline.transform.extract import Extractor
 from pipeline.transform.fingerprint import fingerprint, template
@@ -119,45 +119,41 @@ class Transformer:
             batch.rows += 1
             return
         counts = part.redactions
-        if _NATIVE_ROWS is not None:
-            # The usual trace items, with nothing to redact: decoded and their rows built by
-            # the native core, the same rows `_rows` builds (`src/trace_items.rs`).
-            built = _NATIVE_ROWS(value, timestamp_ms, (topic, partition, offset))
-            if built is not None:
-                for item, (invocation, event_row, log_rows, dirty) in enumerate(built):
-                    ts_ms = invocation.timestamp_ms or timestamp_ms
-                    texts = None
-                    if dirty is not None:
-                        event_row, texts = _redo(invocation, event_row, log_rows, dirty, counts)
-                    part.events.append(event_row)
-                    part.logs += log_rows
-                    script = invocation.script or UNNAMED
-                    if invocation.exceptions:
-                        context = (event_row[0], script, invocation.event_type, invocation.outcome)
-                        origin = (topic, partition, offset, item)
-                        _exception_rows(part, invocation, context, ts_ms, origin, (None, None),
-                                        len(log_rows), counts)  # fmt: skip
-                    self._counted(part, invocation, ts_ms, script, texts)
-                    batch.rows += 1 + len(log_rows) + len(invocation.exceptions)
-                    if batch.oldest_event_ms is None or ts_ms < batch.oldest_event_ms:
-                        batch.oldest_event_ms = ts_ms
-                return
+        built = None
         try:
-            invocations = decode(value)
+            if _NATIVE_ROWS is None:
+                invocations = decode(value)
+            else:
+                # The native core's rows, else its invocations; None only where its decoder
+                # would decline too, so the reference decodes without a second native parse.
+                found = _NATIVE_ROWS(value, timestamp_ms, (topic, partition, offset))
+                if found is None:
+                    invocations = reference(value)
+                elif found[0]:
+                    built = found[1]
+                else:
+                    invocations = found[1]
         except DecodeError as exc:
             error = ("DecodeError", str(exc))
             part.dead.append(DeadLetter(offset, timestamp_ms, key, value, headers, *error))
             part.decode_failures[exc.reason] += 1
             batch.rows += 1
             return
+        if built is not None:
+            for item, native in enumerate(built):
+                ts_ms = native[0].timestamp_ms or timestamp_ms
+                origin = (topic, partition, offset, item)
+                batch.rows += self._native_rows(part, native, ts_ms, origin, counts)
+                _seen(batch, ts_ms)
+            return
         for item, invocation in enumerate(invocations):
             if invocation.sanitized:
                 part.sanitized.update(invocation.sanitized)
             ts_ms = invocation.timestamp_ms or timestamp_ms
-            rows = self._rows(part, invocation, ts_ms, (topic, partition, offset, item), counts)
-            batch.rows += rows
-            if batch.oldest_event_ms is None or ts_ms < batch.oldest_event_ms:
-                batch.oldest_event_ms = ts_ms
+            batch.rows += self._rows(
+                part, invocation, ts_ms, (topic, partition, offset, item), counts
+            )
+            _seen(batch, ts_ms)
 
     def rebuild(self, batch: Batch, rejected: dict[tuple[str, int, int], tuple[str, str]]) -> None:
         """Build the batch again, in place, with the `rejected` messages (topic, partition,
@@ -180,6 +176,30 @@ class Transformer:
                          m.headers, why)  # fmt: skip
         batch.parts, batch.rows, batch.bytes = out.parts, out.rows, out.bytes
         batch.messages, batch.oldest_event_ms = out.messages, out.oldest_event_ms
+
+    def _native_rows(
+        self,
+        part: Part,
+        native: NativeRows,
+        ts_ms: int,
+        origin: tuple[str, int, int, int],
+        counts: Counter[str],
+    ) -> int:
+        """`_rows` for an invocation whose rows the native core built (`native`: the
+        invocation, its event row, log rows and dirty marks): what redaction may change redone,
+        the exceptions' rows added, all counted. The number of rows."""
+        inv, event_row, log_rows, dirty = native
+        texts = None
+        if dirty is not None:
+            event_row, texts = _redo(inv, event_row, log_rows, dirty, counts)
+        part.events.append(event_row)
+        part.logs += log_rows
+        script = inv.script or UNNAMED
+        if inv.exceptions:
+            context = (event_row[0], script, inv.event_type, inv.outcome)
+            _exception_rows(part, inv, context, ts_ms, origin, (None, None), len(log_rows), counts)
+        self._counted(part, inv, ts_ms, script, texts)
+        return 1 + len(log_rows) + len(inv.exceptions)
 
     def _rows(
         self,
@@ -268,6 +288,12 @@ class Transformer:
         count_extracted(part.rollups, self._extract(inv), ts_ms, script)
         if self._rules is not None:
             _outcome_alert(part, self._rules, inv, ts_ms, script)
+
+
+def _seen(batch: Batch, ts_ms: int) -> None:
+    """An invocation of event time `ts_ms` is in the batch: keep its oldest."""
+    if batch.oldest_event_ms is None or ts_ms < batch.oldest_event_ms:
+        batch.oldest_event_ms = ts_ms
 
 
 def _exception_rows(

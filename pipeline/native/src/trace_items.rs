@@ -13,8 +13,9 @@
 //! Where a text, URL or JSON column holds a trigger of a redaction rule (or a JSON column a
 //! `%`, which could hide a secret key's name), redaction may change it: the row is given as
 //! read and named `dirty`, and the transformer redacts it as it would have. The invocations
-//! given with rows carry no `extra` (it is in the row already), so an `extra` that needs
-//! redaction declines the message.
+//! given with rows carry no `extra` (it is in the row already). Where the rows cannot be
+//! written so (an `extra` that needs redaction, a float in a JSON column), `rows` gives the
+//! invocations `decode` would, from the same parse, for the transformer to build the rows.
 //!
 //! Anything but the common case returns None and the Python reference decodes the message,
 //! errors included (see `item.rs` for what is declined). So the answer is the reference's or
@@ -31,7 +32,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::columns::{json_columns, Columns};
 use crate::extra::Kept;
-use crate::item::{read, Decline, Item, Level, Limits, Members};
+use crate::item::{read, Found, Item, Level, Limits, Members};
 use crate::json::{parse, Json};
 use crate::pyjson::{object_to_python, to_python, Keys};
 use crate::timestamps::datetime_of;
@@ -92,41 +93,25 @@ impl TraceItems {
             return Ok(None);
         };
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        let out = PyList::empty(py);
-        for item in &items {
-            let texts = texts(py, item);
-            let extra = PyDict::new(py);
-            for (key, value) in &item.extra.0 {
-                let converted = match value {
-                    Kept::Value(value) => to_python(py, value, &mut keys)?,
-                    Kept::ResponseRest(members) => {
-                        let rest = members.iter().filter(|(k, _)| k != "status");
-                        object_to_python(py, rest.map(|(k, v)| (k.as_ref(), v)), &mut keys)?
-                    }
-                };
-                extra.set_item(keys.get(py, key), converted)?;
-            }
-            out.append(self.invocation(py, item, &texts, extra, &mut keys)?)?;
-        }
-        Ok(Some(out))
+        self.decoded(py, &items, &mut keys).map(Some)
     }
 
-    /// Per invocation of a message `(invocation, event row, log rows, dirty)`, or None for the
-    /// transformer to build them. `dirty` is None, or the indexes of the log rows whose text
-    /// and data redaction may change (-1: the event row's URL), for the transformer to redo. `timestamp_ms` is the Kafka timestamp (for an item without
-    /// one), `origin` the rows' `(topic, partition, offset)`.
+    /// `(True, rows)`: per invocation of a message `(invocation, event row, log rows, dirty)`.
+    /// `dirty` is None, or the indexes of the log rows whose text and data redaction may change
+    /// (-1: the event row's URL), for the transformer to redo. `(False, invocations)` where the
+    /// rows are the transformer's to build (what `decode` gives), and None where `decode` too
+    /// would decline: the message is the reference's, and one parse was spent on it, not two.
+    /// `timestamp_ms` is the Kafka timestamp (for an item without one), `origin` the rows'
+    /// `(topic, partition, offset)`.
     fn rows<'py>(
         &self,
         py: Python<'py>,
         value: &[u8],
         timestamp_ms: &Bound<'py, PyAny>,
         origin: (Bound<'py, PyString>, i64, i64),
-    ) -> PyResult<Option<Bound<'py, PyList>>> {
+    ) -> PyResult<Option<(bool, Bound<'py, PyList>)>> {
         let Some(triggers) = &self.triggers else {
             return Err(PyValueError::new_err("rows: built without triggers"));
-        };
-        let Ok(timestamp_ms) = timestamp_ms.extract::<i64>() else {
-            return Ok(None);
         };
         let Some(document) = self.document(value) else {
             return Ok(None);
@@ -134,15 +119,14 @@ impl TraceItems {
         let Some(items) = self.items(&document) else {
             return Ok(None);
         };
-        // Everything checked before any object is built: a declined message costs no more.
-        let mut columns = Vec::with_capacity(items.len());
-        for item in &items {
-            match json_columns(item, triggers) {
-                Ok(found) => columns.push(found),
-                Err(Decline) => return Ok(None),
-            }
-        }
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        // Everything checked before a row is built: a declined message costs no more.
+        let timestamp_ms = timestamp_ms.extract::<i64>().ok();
+        let columns: Found<Vec<Columns>> =
+            items.iter().map(|i| json_columns(i, triggers)).collect();
+        let (Some(timestamp_ms), Ok(columns)) = (timestamp_ms, columns) else {
+            return Ok(Some((false, self.decoded(py, &items, &mut keys)?)));
+        };
         let out = PyList::empty(py);
         let none = || py.None().into_bound(py);
         let (topic, partition, offset) = origin;
@@ -152,7 +136,7 @@ impl TraceItems {
         for (index, (item, found)) in items.iter().zip(columns).enumerate() {
             let Columns { extra, data, dirty } = found;
             let Some(ts) = datetime_of(py, item.timestamp.unwrap_or(timestamp_ms))? else {
-                return Ok(None);
+                return Ok(Some((false, self.decoded(py, &items, &mut keys)?)));
             };
             let texts = texts(py, item);
             let invocation = self.invocation(py, item, &texts, PyDict::new(py), &mut keys)?;
@@ -201,7 +185,7 @@ impl TraceItems {
                     None => ts.clone(),
                     Some(ms) => match datetime_of(py, ms)? {
                         Some(found) => found,
-                        None => return Ok(None),
+                        None => return Ok(Some((false, self.decoded(py, &items, &mut keys)?))),
                     },
                 };
                 logs.append(PyTuple::new(
@@ -238,7 +222,7 @@ impl TraceItems {
             };
             out.append((invocation, event, logs, dirty))?;
         }
-        Ok(Some(out))
+        Ok(Some((true, out)))
     }
 }
 
@@ -294,6 +278,32 @@ fn level_name(py: Python<'_>, level: Level) -> &Bound<'_, PyString> {
 }
 
 impl TraceItems {
+    /// The items' invocations, `extra` included.
+    fn decoded<'py>(
+        &self,
+        py: Python<'py>,
+        items: &[Item],
+        keys: &mut Keys,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for item in items {
+            let texts = texts(py, item);
+            let extra = PyDict::new(py);
+            for (key, value) in &item.extra.0 {
+                let converted = match value {
+                    Kept::Value(value) => to_python(py, value, keys)?,
+                    Kept::ResponseRest(members) => {
+                        let rest = members.iter().filter(|(k, _)| k != "status");
+                        object_to_python(py, rest.map(|(k, v)| (k.as_ref(), v)), keys)?
+                    }
+                };
+                extra.set_item(keys.get(py, key), converted)?;
+            }
+            out.append(self.invocation(py, item, &texts, extra, keys)?)?;
+        }
+        Ok(out)
+    }
+
     fn exceptions<'py>(&self, py: Python<'py>, item: &Item) -> PyResult<Bound<'py, PyTuple>> {
         if item.exceptions.is_empty() {
             return Ok(PyTuple::empty(py));
