@@ -86,13 +86,16 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-GC_THRESHOLDS = (10_000, 20, 100)
-"""Look for reference cycles after 10,000 new container objects, not CPython's 700. A replica
+GC_THRESHOLDS = (100_000, 20, 100)
+"""Look for reference cycles after 100,000 new container objects, not CPython's 700. A replica
 makes a few dozen per event (decoded JSON, rows), which reference counting frees: the transform
-makes no cycles. Every 700 of them CPython would look anyway, and every tenth or hundredth look
-walks the prefetched records and the batch in flight too: 12% of a replica's CPU in a profile
-of `make bench`; with these thresholds, 61.0 -> 54.3 µs per event. The cycles that do occur
-(exception tracebacks, asyncio) are still found, a little later."""
+makes no cycles. The count is net of what was freed, and a batch of 20,000 rows in flight holds
+about 26,000 (5.2 per message on synth), two batches while one flushes: below the threshold,
+the collector never walks the batches at all. Measured with `gc.callbacks` in `make bench`'s
+replica (300,000 messages): CPython's 700, 12% of its CPU; 10,000, 126 collections and 6.9%
+(2.9 µs per event); 100,000, 2 collections and 0.3 µs per event. What it can cost is cyclic
+garbage left for longer: at most 100,000 objects, some 20 MB, before the collector runs. The
+cycles that do occur (exception tracebacks, asyncio) are still found, a little later."""
 
 
 def collect_less_often() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.kafka import synth
 from pipeline.replica.serve import GC_THRESHOLDS, collect_less_often
+from pipeline.settings import Settings
 from pipeline.transform.batch import Batch
 from pipeline.transform.extract import Extractor
 from pipeline.transform.transformer import Transformer
@@ -47,3 +48,22 @@ def test_the_transform_makes_no_reference_cycles() -> None:
     assert batch.rows > 3000
     del batch
     assert gc.collect() == 0
+
+
+@pytest.mark.usefixtures("gc_state")
+def test_two_full_batches_stay_below_the_collection_threshold() -> None:
+    """What the threshold is sized by: the containers a batch of the default `batch_max_rows`
+    holds, net of what was freed, fit twice below it (a batch filling while one flushes), so the
+    collector never walks the batches in flight."""
+    limit = Settings().batch_max_rows
+    values = synth.messages(7, START_MS)
+    transformer = Transformer(Extractor.from_files())
+    gc.collect()
+    gc.disable()
+    before = gc.get_count()[0]
+    batch = Batch(created=0.0)
+    for offset, message in enumerate(values):
+        transformer.add(batch, "t", offset % 6, offset, START_MS, None, message.value)
+        if batch.rows >= limit:
+            break
+    assert 2 * (gc.get_count()[0] - before) < GC_THRESHOLDS[0]
