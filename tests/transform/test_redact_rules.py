@@ -9,6 +9,7 @@ import copy
 import re
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -392,6 +393,15 @@ def test_a_valid_document_parses() -> None:
         ({"examples": ["no trigger here"]}, "examples"),
         ({"examples": [{"text": "acme_x", "secret": "other"}]}, "examples"),
         ({"entropy": 3.5}, "entropy"),
+        ({"names": r"(\w+)="}, "names"),  # without a check on names
+        (
+            {"check": "secret_name", "names": r"\w+=", "pattern": r"(?P<name>\w+)=(?P<secret>\S+)"},
+            "names",
+        ),
+        (
+            {"check": "secret_name", "names": r"(\w+", "pattern": r"(?P<name>\w+)=(?P<secret>\S+)"},
+            "names",
+        ),
     ],
 )
 def test_a_malformed_rule_names_itself(change: dict[str, Any], key: str) -> None:
@@ -455,6 +465,63 @@ def test_redaction_of_rule_pieces_is_idempotent(text: str) -> None:
     assert redact_text(once, again) == once
     assert not again
     assert set(counts) <= set(NAMES)
+
+
+# --- names: a rule's prefilter on the names its check judges ----------------------------------
+
+NAMED = [rule for rule in RULES if rule.names is not None]
+NAME_PIECES = sorted(
+    set(PIECES) | {"input_tokens", "api_key", "Password", "x.y-z", "\\'", '\\"', "=>", " : ", "\t"}
+)
+name_texts = st.lists(st.sampled_from(NAME_PIECES) | st.text(max_size=3), max_size=14).map("".join)
+
+
+def test_names_are_given_to_the_rules_that_need_them() -> None:
+    assert [rule.name for rule in NAMED] == ["kv"]
+
+
+def _without_names(rule: Rule, judged: list[str] | None = None) -> Rule:
+    """`rule` with its pattern always run; with `judged`, noting every name its check sees."""
+    accept = rule.accept
+    assert accept is not None
+
+    def noting(match: re.Match[str], secret: str) -> bool:
+        if judged is not None:
+            judged.append(match.group("name"))
+        return accept(match, secret)
+
+    return replace(rule, names=None, accept=noting)
+
+
+@pytest.mark.parametrize("rule", NAMED, ids=[rule.name for rule in NAMED])
+@settings(max_examples=3000, deadline=None)
+@given(text=name_texts)
+def test_names_finds_every_name_the_check_judges(rule: Rule, text: str) -> None:
+    assert rule.names is not None
+    judged: list[str] = []
+    plain = _without_names(rule, judged)
+    assert rule(text) == plain(text)
+    assert set(judged) <= set(rule.names.findall(text))
+
+
+@pytest.mark.parametrize("rule", NAMED, ids=[rule.name for rule in NAMED])
+def test_names_change_no_redaction_of_the_corpora(rule: Rule) -> None:
+    plain = _without_names(rule)
+    texts = [*(text for r in RULES for text, _ in r.examples), *(line for line, *_ in CONTEXT)]
+    for text in [*texts, *KEPT, *BENIGN]:
+        with_names: Counter[str] = Counter()
+        without: Counter[str] = Counter()
+        assert rule(text, with_names) == plain(text, without), text
+        assert with_names == without
+
+
+def test_names_skip_lines_of_names_that_hold_no_secret() -> None:
+    [kv] = (rule for rule in RULES if rule.name == "kv")
+    line = "llm usage model=gpt-4o input_tokens=812 output_tokens=90 duration_ms=1200"
+    assert kv.names is not None
+    assert kv.names.findall(line)
+    assert kv(line) == line
+    assert kv(f"{line} api_key=k-EXAMPLE") == f"{line} api_key=[REDACTED:kv]"
 
 
 def test_a_line_without_triggers_is_one_scan() -> None:

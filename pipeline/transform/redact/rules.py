@@ -53,6 +53,11 @@ class Rule:
     pattern: re.Pattern[str]
     triggers: tuple[str, ...]
     accept: Check | None = None
+    names: re.Pattern[str] | None = None
+    """With a check on names: a regex whose group 1 finds, in one `findall`, every name the
+    check could be asked about (and maybe more). Where none of them is a secret name, no
+    match can be accepted and the pattern does not run: `input_tokens=`, `"model":` and
+    `event=` each cost the pattern a match and a search after it."""
     title: str = ""
     category: str = ""
     kinds: tuple[str, ...] = ()
@@ -68,6 +73,9 @@ class Rule:
         object.__setattr__(self, "groups", tuple(g for _, g in groups))
 
     def __call__(self, text: str, counts: Counts | None = None) -> str:
+        names = self.names
+        if names is not None and not any(map(is_secret_name, names.findall(text))):
+            return text
         search = self.pattern.search
         match = search(text)
         if match is None:
@@ -148,7 +156,7 @@ HEADER = "header"
 RULES_FILE = "rules.toml"
 _RULE_KEYS = (
     "name", "title", "category", "kinds", "shape", "source", "triggers", "pattern", "check",
-    "examples",
+    "names", "examples",
 )  # fmt: skip
 _RULE_NAME = re.compile(r"[a-z][a-z_]*").fullmatch
 _TRIGGER = re.compile(r"[ !#-\[\]-~]+").fullmatch
@@ -221,6 +229,7 @@ def _rule(where: str, table: dict[str, Any]) -> Rule:
         raise fail("pattern", "a group named secret (or secret2, ...)", raw)
     if check in _NAME_CHECKS and "name" not in pattern.groupindex:
         raise fail("pattern", f"a group named name, which check {check!r} judges", raw)
+    names = _names(table.get("names"), check, fail)
     examples = table.get("examples")
     if type(examples) is not list or not examples:
         raise fail("examples", "a non-empty list of examples", examples)
@@ -241,6 +250,7 @@ def _rule(where: str, table: dict[str, Any]) -> Rule:
         pattern=pattern,
         triggers=tuple(dict.fromkeys(triggers)),
         accept=CHECKS[check] if check is not None else None,
+        names=names,
         title=table["title"],
         category=table["category"],
         kinds=tuple(kinds),
@@ -248,6 +258,22 @@ def _rule(where: str, table: dict[str, Any]) -> Rule:
         source=source,
         examples=tuple(pairs),
     )
+
+
+def _names(
+    raw: object, check: str | None, fail: Callable[[str, str, object], SettingsError]
+) -> re.Pattern[str] | None:
+    if raw is None:
+        return None
+    if check not in _NAME_CHECKS:
+        raise fail("names", "no names: only a rule with a check on names has them", raw)
+    try:
+        names = re.compile(raw) if type(raw) is str and raw else None
+    except re.error:
+        names = None
+    if names is None or names.groups != 1:
+        raise fail("names", "a Python regular expression with one group, the name", raw)
+    return names
 
 
 def load_rules() -> tuple[Rule, ...]:
