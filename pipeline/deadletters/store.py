@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
-from pipeline.deadletters import s3
 from pipeline.errors import DependencyError
 from pipeline.settings import Settings
 
@@ -45,28 +44,51 @@ class Store(Protocol):
 
 
 class S3Store:
-    def __init__(self, client: S3Client, bucket: str, prefix: str) -> None:
-        self._client = client
+    """The client is made on first use, and closed by `open_store`: a replica that never
+    dead-letters neither imports aiobotocore (0.25 s of CPU, over half of a replica's start)
+    nor builds a client. A client that cannot be made is `StoreUnavailable` like any other
+    failure, so the writer retries."""
+
+    def __init__(self, settings: Settings, bucket: str, prefix: str) -> None:
         self.bucket = bucket
         self.prefix = prefix
+        self._settings = settings
+        self._opened = contextlib.AsyncExitStack()
+        self._made: S3Client | None = None
+        self._making = asyncio.Lock()
+
+    async def _client(self) -> S3Client:
+        if self._made is None:
+            async with self._making:
+                if self._made is None:
+                    from pipeline.deadletters import s3  # on first use: see the class
+
+                    timeout = max(self._settings.connect_timeout, 10.0)
+                    opening = s3.client(self._settings, read_timeout=timeout)
+                    self._made = await self._opened.enter_async_context(opening)
+        return self._made
+
+    async def close(self) -> None:
+        self._made = None
+        await self._opened.aclose()
 
     async def put(self, key: str, body: bytes) -> None:
         async with _unavailable("put", key):
-            await self._client.put_object(
+            await (await self._client()).put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson",
                 ContentEncoding="gzip",
             )  # fmt: skip
 
     async def get(self, key: str) -> bytes:
         async with _unavailable("get", key):
-            response = await self._client.get_object(Bucket=self.bucket, Key=key)
+            response = await (await self._client()).get_object(Bucket=self.bucket, Key=key)
             async with response["Body"] as stream:
                 return await stream.read()
 
     async def keys_after(self, prefix: str, after: str | None) -> list[str]:
         keys: list[str] = []
         async with _unavailable("list", prefix):
-            paginator = self._client.get_paginator("list_objects_v2")
+            paginator = (await self._client()).get_paginator("list_objects_v2")
             async for page in paginator.paginate(
                 Bucket=self.bucket, Prefix=prefix, StartAfter=after or ""
             ):
@@ -79,7 +101,7 @@ class S3Store:
         async with _unavailable("delete", keys[0]):
             for start in range(0, len(keys), 1000):
                 chunk = keys[start : start + 1000]
-                await self._client.delete_objects(
+                await (await self._client()).delete_objects(
                     Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk]}
                 )
 
@@ -138,5 +160,8 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
     if url.scheme == "file":
         yield FileStore(Path(unquote(url.path)))
         return
-    async with s3.client(settings, read_timeout=max(settings.connect_timeout, 10.0)) as client:
-        yield S3Store(client, url.netloc, url.path.strip("/"))
+    store = S3Store(settings, url.netloc, url.path.strip("/"))
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import itertools
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -67,3 +69,11 @@ def test_two_full_batches_stay_below_the_collection_threshold() -> None:
         if batch.rows >= limit:
             break
     assert 2 * (gc.get_count()[0] - before) < GC_THRESHOLDS[0]
+
+
+def test_a_replica_starts_without_aiobotocore() -> None:
+    """The S3 client is made at the first dead letter: importing aiobotocore is over half of a
+    replica's start-up CPU, and most replicas never dead-letter."""
+    code = "import sys, pipeline.replica.serve; print('aiobotocore' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
