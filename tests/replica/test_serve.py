@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from pipeline.kafka import synth
-from pipeline.replica.serve import GC_THRESHOLDS, collect_less_often
+from pipeline.replica.serve import GC_THRESHOLDS, collect_less_often, loop_factory
 from pipeline.settings import Settings
 from pipeline.transform.batch import Batch
 from pipeline.transform.extract import Extractor
@@ -77,3 +77,9 @@ def test_a_replica_starts_without_aiobotocore() -> None:
     code = "import sys, pipeline.replica.serve; print('aiobotocore' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_replica_runs_on_uvloop() -> None:
+    import uvloop
+
+    assert loop_factory() is uvloop.new_event_loop
