@@ -81,8 +81,10 @@ impl Triggers {
         if !data.is_ascii() && (contains(data, KELVIN) || contains(data, DOTTED_I)) {
             return UNDECIDED;
         }
-        // Most texts hold no trigger: one search answers them, run with the automaton's
-        // prefilter (a memchr scan for rare bytes), which the overlapping walk cannot use.
+        // Most texts hold no trigger: one search answers them. The walk per byte costs the same
+        // either way (the automaton has no prefilter worth the name over 183 case-insensitive
+        // triggers); setting up an overlapping walk is what costs, about 100 ns a call: 1.41
+        // against 2.05 µs for a synth message's texts without this search.
         if !self.automaton.is_match(data) {
             return 0;
         }
