@@ -7,6 +7,8 @@ Accepted (docs/events.md has examples and the field mapping):
 - a Logpush `workers_trace_events` record (`pipeline.formats.logpush`);
 - OTLP logs, an OTLP/JSON `ExportLogsServiceRequest` of one invocation group
   (`pipeline.formats.otlp_logs`; Cloudflare's preflight gives no invocation);
+- OTLP traces, an OTLP/JSON `ExportTraceServiceRequest`: no invocation, its spans
+  (`pipeline.formats.otlp_traces`; `decoded` returns both);
 - a JSON array of any of these (a Tail Worker forwarding its whole batch);
 - several of these concatenated: NDJSON lines, or `wrangler tail --format json`'s pretty-printed
   stream (`pipeline.formats.jsonstream`).
@@ -25,10 +27,12 @@ line 7 of a multi-value message) or `$` (the whole value).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import orjson
 
 from pipeline.errors import DecodeError
-from pipeline.formats import logpush, otlp_logs, trace_items
+from pipeline.formats import logpush, otlp_logs, otlp_traces, trace_items
 from pipeline.formats.fields import (
     MAX_DEPTH,
     MAX_DURATION_MS,
@@ -40,9 +44,9 @@ from pipeline.formats.fields import (
     describe,
     too_deep,
 )
-from pipeline.formats.invocation import JSON, ExceptionInfo, Invocation, LogLine
+from pipeline.formats.invocation import JSON, ExceptionInfo, Invocation, LogLine, Span
 from pipeline.formats.jsonstream import split
-from pipeline.formats.sanitize import loads, storable, suspect
+from pipeline.formats.sanitize import loads, storable, storable_span, suspect
 from pipeline.native import load_trace_items
 
 # Keys that only trace items have; with none of these, nor Logpush's, nor `envelope`, an
@@ -70,19 +74,43 @@ def decode(value: bytes) -> list[Invocation]:
 
 def reference(value: bytes) -> list[Invocation]:
     """`decode` in Python alone: what the native core's answer must equal."""
+    return decoded(value).invocations
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Everything in one message: its invocations, and the spans of an OTLP traces export
+    (which are no invocations: `pipeline.formats.invocation.Span`)."""
+
+    invocations: list[Invocation]
+    spans: list[Span] = field(default_factory=list)
+    sanitized: list[str] = field(default_factory=list)
+    """The span columns repaired to be storable, once per value."""
+
+
+def decoded(value: bytes) -> Decoded:
+    """A message's invocations and spans, each storable as it is."""
+    spans: list[Span] = []
     try:
         document = _loads(value)
     except orjson.JSONDecodeError as error:
-        found, lenient = _decode_lenient(value, error)
+        found, lenient = _decode_lenient(value, error, spans)
     else:
         _check_depth(value, document, "")
-        found, lenient = _decode_document(document, ""), False
-    if lenient or suspect(value):
-        return [storable(inv) for inv in found]
-    return found
+        found, lenient = _decode_document(document, "", spans), False
+    if not (lenient or suspect(value)):
+        return Decoded(found, spans)
+    out = Decoded([storable(inv) for inv in found])
+    for span in spans:
+        clean, fixed = storable_span(span)
+        out.spans.append(clean)
+        out.sanitized += fixed
+    return out
 
 
-def _decode_lenient(value: bytes, error: orjson.JSONDecodeError) -> tuple[list[Invocation], bool]:
+def _decode_lenient(
+    value: bytes, error: orjson.JSONDecodeError, spans: list[Span]
+) -> tuple[list[Invocation], bool]:
     """What the fast path refused: one value with a lone surrogate, or several values."""
     if "surrogate" in str(error):
         try:
@@ -91,12 +119,12 @@ def _decode_lenient(value: bytes, error: orjson.JSONDecodeError) -> tuple[list[I
             pass  # not one value: several, each tried below
         else:
             _check_depth(value, document, "")
-            return _decode_document(document, ""), True
-    return _decode_concatenated(value, error)
+            return _decode_document(document, "", spans), True
+    return _decode_concatenated(value, error, spans)
 
 
 def _decode_concatenated(
-    value: bytes, error: orjson.JSONDecodeError
+    value: bytes, error: orjson.JSONDecodeError, spans: list[Span]
 ) -> tuple[list[Invocation], bool]:
     """Several values in one message, or one value that is not JSON as it stands."""
     chunks = split(value)
@@ -115,7 +143,7 @@ def _decode_concatenated(
             raise DecodeError(at(prefix, ""), f"invalid JSON: {error if single else bad}") from None
         any_lenient = any_lenient or lenient
         _check_depth(chunk.data, document, prefix)
-        found += _decode_document(document, prefix)
+        found += _decode_document(document, prefix, spans)
     return found, any_lenient
 
 
@@ -126,9 +154,9 @@ def _check_depth(raw: bytes, document: JSON, prefix: str) -> None:
         raise DecodeError(deep_field(document, prefix), f"nested deeper than {MAX_DEPTH} levels")
 
 
-def _decode_document(document: JSON, prefix: str) -> list[Invocation]:
+def _decode_document(document: JSON, prefix: str, spans: list[Span]) -> list[Invocation]:
     if type(document) is dict:
-        one = _decode_object(document, prefix)
+        one = _decode_object(document, prefix, spans)
         return [] if one is None else [one]
     if type(document) is list:
         found = []
@@ -139,7 +167,7 @@ def _decode_document(document: JSON, prefix: str) -> list[Invocation]:
                     at(where, ""),
                     f"expected a trace item, Logpush record or envelope, got {describe(element)}",
                 )
-            one = _decode_object(element, where)
+            one = _decode_object(element, where, spans)
             if one is not None:
                 found.append(one)
         return found
@@ -150,7 +178,7 @@ def _decode_document(document: JSON, prefix: str) -> list[Invocation]:
     )
 
 
-def _decode_object(obj: dict[str, JSON], prefix: str) -> Invocation | None:
+def _decode_object(obj: dict[str, JSON], prefix: str, spans: list[Span]) -> Invocation | None:
     # Most messages are trace items: `outcome` settles it in one lookup. An envelope also has
     # `outcome`, so `envelope` goes first.
     if "envelope" in obj or "outcome" in obj:
@@ -161,6 +189,10 @@ def _decode_object(obj: dict[str, JSON], prefix: str) -> Invocation | None:
         return trace_items.invocation(obj, prefix)  # reports the missing outcome
     if otlp_logs.KEY in obj:
         return otlp_logs.invocation(obj, prefix)  # None: Cloudflare's preflight
+    if otlp_traces.KEY in obj:
+        spans += otlp_traces.spans(obj, prefix)
+        return None
     raise DecodeError(
-        at(prefix, ""), "not a trace item, Logpush record or tailpipe envelope: no known key"
+        at(prefix, ""),
+        "not a trace item, Logpush record, tailpipe envelope or OTLP export: no known key",
     )

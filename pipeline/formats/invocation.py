@@ -117,3 +117,49 @@ class Invocation:
     the trace items and Logpush records that carry none."""
     span_id: str | None = None
     """Its own span's id (16 lowercase hex digits), `spanContext.spanId`; None if not given."""
+
+
+SPAN_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
+"""OTLP's `SpanKind`, by its number."""
+SPAN_STATUSES = ("unset", "ok", "error")
+"""OTLP's `Status.code`, by its number."""
+
+
+@dataclass(slots=True)
+class Span:
+    """One OTLP span: a timed operation of a trace (a Worker's handler, a `fetch`, a `kv_get`,
+    a `d1_all`, a custom span), stored in `tail_spans` as it came, redacted.
+
+    Spans are not invocations: Cloudflare exports an invocation's logs and its spans to two
+    destinations, so an invocation counted from both would count twice. Its root span (no
+    parent) is the invocation's handler, with its outcome and CPU and wall time in
+    `attributes`; the others are what it waited on. Times keep microseconds, which
+    `timestamptz` holds, since a child span often takes less than a millisecond."""
+
+    trace_id: str
+    """32 lowercase hex digits."""
+    span_id: str
+    """16 lowercase hex digits."""
+    parent_span_id: str | None
+    name: str
+    kind: int
+    """An index of `SPAN_KINDS`."""
+    start_us: int
+    """Epoch microseconds."""
+    duration_us: int
+    status: int
+    """An index of `SPAN_STATUSES`."""
+    status_message: str | None
+    script: str | None
+    """`cloudflare.script_name`, else `service.name`, else `faas.name`, from the span or its
+    resource."""
+    invocation_id: str | None
+    """`faas.invocation_id`, from the span or its resource."""
+    attributes: dict[str, JSON]
+    resource: dict[str, JSON]
+    """The resource's attributes, and the instrumentation scope as `otel.scope.name` and
+    `otel.scope.version` (OpenTelemetry's names for them outside OTLP)."""
+    events: list[JSON] = field(default_factory=list)
+    """`{name, time_us, attributes}` per span event (an `exception` event among them)."""
+    links: list[JSON] = field(default_factory=list)
+    """`{trace_id, span_id, attributes}` per link."""

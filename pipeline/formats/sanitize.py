@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.formats.invocation import JSON, ExceptionInfo, Invocation, LogLine
+from pipeline.formats.invocation import JSON, ExceptionInfo, Invocation, LogLine, Span
 
 REPLACEMENT = "\ufffd"
 FIELDS = (
@@ -119,6 +119,25 @@ def storable(inv: Invocation) -> Invocation:
     if not fixed:
         return inv
     return replace(changed, sanitized=(*inv.sanitized, *fixed))
+
+
+def storable_span(span: Span) -> tuple[Span, list[str]]:
+    """`span` with every string PostgreSQL would refuse repaired, and the columns repaired (ids
+    are hex, and the numbers numbers: only texts and documents can hold one)."""
+    fixed: list[str] = []
+    values: dict[str, Any] = {}
+    for name in ("name", "status_message", "script", "invocation_id"):
+        value = getattr(span, name)
+        if value is not None and _UNSTORABLE.search(value):
+            fixed.append(name)
+            values[name] = clean(value)
+    for name in ("attributes", "resource", "events", "links"):
+        value = getattr(span, name)
+        cleaned = _json(value)
+        if cleaned is not value:
+            fixed.append(name)
+            values[name] = cleaned
+    return (replace(span, **values) if values else span), fixed
 
 
 def _json(value: Any) -> Any:

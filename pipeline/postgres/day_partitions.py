@@ -1,8 +1,9 @@
 """Day partitions of the raw tables: named by their day, created ahead of need.
 
-`tail_events` and `tail_logs` are `PARTITION BY RANGE (ts)`; each UTC day is one partition
-named `<table>_pYYYYMMDD` with bounds `[day 00:00+00, next day 00:00+00)`. All SQL works on
-`current_schema()`, the schema the connection's search_path selects (see pipeline.postgres.connect).
+`tail_events`, `tail_logs` and `tail_spans` are `PARTITION BY RANGE (ts)`; each UTC day is one
+partition named `<table>_pYYYYMMDD` with bounds `[day 00:00+00, next day 00:00+00)`. All SQL
+works on `current_schema()`, the schema the connection's search_path selects (see
+pipeline.postgres.connect).
 
 Creating: a partition is created as a plain table (`LIKE` the parent) and then attached, in one
 short transaction. `ATTACH PARTITION` takes SHARE UPDATE EXCLUSIVE on the parent, which does
@@ -32,7 +33,7 @@ import asyncpg
 from pipeline.errors import MigrationError
 from pipeline.postgres.connect import quote_ident
 
-PARTITIONED_TABLES = ("tail_events", "tail_logs")
+PARTITIONED_TABLES = ("tail_events", "tail_logs", "tail_spans")
 
 log = logging.getLogger("tailpipe.partitions")
 

@@ -4,8 +4,8 @@ batch and advances its offsets. Inside it, in this order:
    consumer last stored to the batch's end. A consumer that lost a partition in a rebalance
    (a zombie) finds a different value, and its whole transaction rolls back: `PartitionsLost`.
    Doing this first also takes the offset rows' locks before any other work.
-2. binary COPY of the raw rows (`tail_events`, `tail_logs`; encoded by `copy_stream`, natively
-   where the core is installed); when PostgreSQL refuses some,
+2. binary COPY of the raw rows (`tail_events`, `tail_logs`, `tail_spans`; encoded by
+   `copy_stream`, natively where the core is installed); when PostgreSQL refuses some,
    `find_rejected` isolates the messages they came from (the writer turns those into dead
    letters and builds the batch again);
 3. the index rows of the dead-letter objects the writer stored for this batch;
@@ -29,6 +29,7 @@ from pipeline.errors import FlushAborted
 from pipeline.postgres import copy_stream
 from pipeline.postgres.connect import rejects_data
 from pipeline.transform.batch import Batch, Row, TopicPartition
+from pipeline.transform.spans import SPAN_COLUMNS
 from pipeline.transform.transformer import EVENT_COLUMNS, LOG_COLUMNS
 
 
@@ -94,7 +95,11 @@ async def advance(
         raise PartitionsLost(lost)
 
 
-RAW_TABLES = (("tail_events", "events", EVENT_COLUMNS), ("tail_logs", "logs", LOG_COLUMNS))
+RAW_TABLES = (
+    ("tail_events", "events", EVENT_COLUMNS),
+    ("tail_logs", "logs", LOG_COLUMNS),
+    ("tail_spans", "spans", SPAN_COLUMNS),
+)
 """Each raw table, the `Part` list holding its rows, and their columns."""
 
 ORIGIN_COLUMNS = ("topic", "kafka_partition", "kafka_offset")
@@ -110,7 +115,7 @@ def days_of(batch: Batch) -> set[date]:
     """The UTC days the batch's raw rows fall on: their partitions must exist before COPY."""
     days: set[date] = set()
     for part in batch.parts.values():
-        for rows in (part.events, part.logs):
+        for rows in (part.events, part.logs, part.spans):
             days.update(row[0].date() for row in rows)
     return days
 

@@ -3,9 +3,9 @@ rollup table, the last step of a flush's transaction.
 
 Rows are sorted by key, and the tables are merged in one fixed order (tail_metrics_hourly,
 api_calls_daily, rate_limit_readings_daily, error_summary, error_hourly, scan_activity_hourly,
-then critical_alerts), so replicas merging the same rows lock them in the same order and never
-deadlock. `tail_metrics_hourly` also gets, per hour, the totals of each script and of every
-script (`Rollups.with_totals`), which the API reads for spans of hours.
+span_operations_hourly, then critical_alerts), so replicas merging the same rows lock them in
+the same order and never deadlock. `tail_metrics_hourly` also gets, per hour, the totals of
+each script and of every script (`Rollups.with_totals`), which the API reads for spans of hours.
 """
 
 from __future__ import annotations
@@ -132,6 +132,18 @@ ON CONFLICT (hour, script) DO UPDATE SET
     duration_ms_sum = s.duration_ms_sum + excluded.duration_ms_sum,
     duration_ms_max = greatest(s.duration_ms_max, excluded.duration_ms_max)
 """
+_OPERATIONS = """
+INSERT INTO span_operations_hourly AS o
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::bigint[], $8::jsonb[])
+ORDER BY 1, 2, 3
+ON CONFLICT (hour, script, operation) DO UPDATE SET
+    spans = o.spans + excluded.spans,
+    errors = o.errors + excluded.errors,
+    duration_us_sum = o.duration_us_sum + excluded.duration_us_sum,
+    duration_us_max = greatest(o.duration_us_max, excluded.duration_us_max),
+    duration_sketch = counts_add(o.duration_sketch, excluded.duration_sketch)
+"""
 
 
 def _ts(ms: int) -> datetime:
@@ -211,6 +223,16 @@ async def _rollups(conn: asyncpg.Connection, r: Rollups) -> list[Any]:
             [x.started for x in s], [x.completed for x in s], [x.failed for x in s],
             [_js(sorted(x.repositories)) for x in s], [x.files for x in s],
             [x.duration_sum for x in s], [x.duration_max for x in s],
+        )  # fmt: skip
+    if r.operations:
+        keys_o = sorted(r.operations)
+        o = [r.operations[k] for k in keys_o]
+        await conn.execute(
+            _OPERATIONS,
+            [_ts(k[0]) for k in keys_o], [k[1] for k in keys_o], [k[2] for k in keys_o],
+            [x.spans for x in o], [x.errors for x in o],
+            [x.duration_us_sum for x in o], [x.duration_us_max for x in o],
+            [_js(x.duration.to_json()) for x in o],
         )  # fmt: skip
     return changed
 

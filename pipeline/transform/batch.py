@@ -52,6 +52,7 @@ class Part:
     next_offset: int
     events: list[Row] = field(default_factory=list)
     logs: list[Row] = field(default_factory=list)
+    spans: list[Row] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     raw: list[Raw] = field(default_factory=list)
     rollups: Rollups = field(default_factory=Rollups)
@@ -61,6 +62,9 @@ class Part:
     """Values repaired to be storable, by column (`pipeline.formats.sanitize`)."""
     messages: int = 0
     bytes: int = 0
+
+    def rows(self) -> int:
+        return len(self.events) + len(self.logs) + len(self.spans) + len(self.dead)
 
 
 @dataclass(slots=True)
@@ -87,7 +91,7 @@ class Batch:
             dropped += part.messages
             self.messages -= part.messages
             self.bytes -= part.bytes
-            self.rows -= len(part.events) + len(part.logs) + len(part.dead)
+            self.rows -= part.rows()
         return dropped
 
     @property

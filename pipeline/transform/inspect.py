@@ -21,6 +21,7 @@ import orjson
 
 from pipeline.transform.batch import Batch
 from pipeline.transform.rollup import Rollups
+from pipeline.transform.spans import SPAN_COLUMNS
 from pipeline.transform.transformer import EVENT_COLUMNS, LOG_COLUMNS, Transformer
 
 _JSON_COLUMNS = {"extra", "data"}
@@ -119,6 +120,15 @@ def rollup_lines(rollups: Rollups) -> Iterator[dict[str, Any]]:
                 "duration_ms_sum": s.duration_sum, "duration_ms_max": s.duration_max,
             },
         }  # fmt: skip
+    for (hour, script, name), o in sorted(rollups.operations.items()):
+        yield {
+            "rollup": "span_operations_hourly",
+            "key": {"hour": _iso(hour), "script": script, "operation": name},
+            "add": {
+                "spans": o.spans, "errors": o.errors, "duration_us_sum": o.duration_us_sum,
+                "duration_us_max": o.duration_us_max, "duration_sketch": o.duration.to_json(),
+            },
+        }  # fmt: skip
 
 
 def inspect(
@@ -147,6 +157,8 @@ def inspect(
                 yield {"line": number, "table": "tail_events", "row": _row(EVENT_COLUMNS, row)}
             for row in part.logs:
                 yield {"line": number, "table": "tail_logs", "row": _row(LOG_COLUMNS, row)}
+            for row in part.spans:
+                yield {"line": number, "table": "tail_spans", "row": _row(SPAN_COLUMNS, row)}
             parts.append(part.rollups)
         redactions.update(batch.redactions)
         sanitized.update(batch.sanitized)

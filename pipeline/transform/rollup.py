@@ -174,6 +174,32 @@ class ScanActivity:
 
 
 @dataclass(slots=True)
+class Operation:
+    """The spans of one hour x script x operation: `span_operations_hourly`."""
+
+    spans: int = 0
+    errors: int = 0
+    duration_us_sum: int = 0
+    duration_us_max: int = 0
+    duration: LatencySketch = field(default_factory=LatencySketch)
+    """Over milliseconds, like the invocations' wall-time sketch."""
+
+    def add(self, other: Operation) -> None:
+        self.spans += other.spans
+        self.errors += other.errors
+        self.duration_us_sum += other.duration_us_sum
+        self.duration_us_max = max(self.duration_us_max, other.duration_us_max)
+        self.duration.merge(other.duration)
+
+    def count(self, duration_us: int, error: bool) -> None:
+        self.spans += 1
+        self.errors += error
+        self.duration_us_sum += duration_us
+        self.duration_us_max = max(self.duration_us_max, duration_us)
+        self.duration.add(duration_us / 1000)
+
+
+@dataclass(slots=True)
 class Rollups:
     hourly: dict[tuple[int, str, str], HourlyMetrics] = field(default_factory=dict)
     api: dict[tuple[int, str, str, str], ApiUsage] = field(default_factory=dict)
@@ -184,12 +210,20 @@ class Rollups:
     error_hours: Counter[tuple[int, str]] = field(default_factory=Counter)
     """Occurrences per (hour, fingerprint)."""
     scans: dict[tuple[int, str], ScanActivity] = field(default_factory=dict)
+    operations: dict[tuple[int, str, str], Operation] = field(default_factory=dict)
+    """Spans per (hour, script, operation)."""
     alerts: Candidates = field(default_factory=dict)
     """Alert conditions seen in the events, by (dedup key, cooldown window)."""
 
     def __bool__(self) -> bool:
         return bool(
-            self.hourly or self.api or self.rate_limits or self.errors or self.scans or self.alerts
+            self.hourly
+            or self.api
+            or self.rate_limits
+            or self.errors
+            or self.scans
+            or self.operations
+            or self.alerts
         )
 
     def with_totals(self) -> dict[tuple[int, str, str], HourlyMetrics]:
@@ -226,6 +260,8 @@ class Rollups:
             merge(out.alerts, part.alerts)
             for scan_key, s in part.scans.items():
                 out.scans.setdefault(scan_key, ScanActivity()).add(s)
+            for op_key, o in part.operations.items():
+                out.operations.setdefault(op_key, Operation()).add(o)
         return out
 
 

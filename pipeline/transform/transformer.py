@@ -10,22 +10,20 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
-
-import orjson
 
 from pipeline.alerts.detect import note
 from pipeline.alerts.rules import Rule, Rules
 from pipeline.errors import DecodeError
-from pipeline.formats.decode import NATIVE_LIMITS, NATIVE_RECORDS, decode, reference
+from pipeline.formats.decode import NATIVE_LIMITS, NATIVE_RECORDS, decoded
 from pipeline.formats.invocation import UNNAMED, Invocation
 from pipeline.native import NativeRows, load_trace_rows, load_utc_datetime
 from pipeline.transform.batch import Batch, DeadLetter, Headers, Part, Raw, TopicPartition
 from pipeline.transform.extract import Extractor
 from pipeline.transform.fingerprint import fingerprint, template
-from pipeline.transform.redact.engine import needs_redaction_utf8, redact_json, redact_text
+from pipeline.transform.redact.engine import redact_json_text, redact_text
 from pipeline.transform.redact.triggers import TRIGGER_MASKS
 from pipeline.transform.rollup import HOUR_MS, ErrorGroup, count_extracted, count_invocation
+from pipeline.transform.spans import add_spans
 
 EVENT_COLUMNS = (
     "ts", "script", "event_type", "outcome", "method", "url", "status", "cpu_ms", "wall_ms",
@@ -55,31 +53,6 @@ def _ts(ms: int) -> datetime:
         if found is not None:
             return found
     return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _json(value: Any) -> str | None:
-    return orjson.dumps(value).decode() if value else None
-
-
-def _redacted_json(value: Any, counts: Counter[str]) -> str | None:
-    """`_json(redact_json(value))`, with a fast path for the usual value that holds nothing
-    to redact: serialize once and look for the rules' triggers in the whole text.
-
-    Sound because every rule (and every secret name, see `redact.names.NAME_TRIGGERS`) needs
-    one of the triggers (`redact.triggers.rules_for`) in the lower-cased string it acts on, and
-    a trigger in any key or string of the value is also in the lower-cased JSON text: orjson
-    writes strings as UTF-8 and escapes only `"`, `\\` and control characters, none of which a
-    trigger contains. Percent-encoded names (`is_secret_name` unquotes) and anything orjson
-    cannot serialize take the full walk."""
-    if not value:
-        return None
-    try:
-        data = orjson.dumps(value)
-    except TypeError:
-        return _json(redact_json(value, counts))
-    if b"%" in data or needs_redaction_utf8(data):
-        return _json(redact_json(value, counts))
-    return data.decode()
 
 
 class Transformer:
@@ -120,19 +93,24 @@ class Transformer:
             return
         counts = part.redactions
         built = None
+        spans = None
         try:
-            if _NATIVE_ROWS is None:
-                invocations = decode(value)
+            found = (
+                None
+                if _NATIVE_ROWS is None
+                else _NATIVE_ROWS(value, timestamp_ms, (topic, partition, offset))
+            )
+            if found is None:
+                # The native core's rows, else its invocations; None where its decoder declines
+                # (or is missing), so the reference decodes without a second native parse.
+                whole = decoded(value)
+                invocations, spans = whole.invocations, whole.spans
+                if whole.sanitized:
+                    part.sanitized.update(whole.sanitized)
+            elif found[0]:
+                built = found[1]
             else:
-                # The native core's rows, else its invocations; None only where its decoder
-                # would decline too, so the reference decodes without a second native parse.
-                found = _NATIVE_ROWS(value, timestamp_ms, (topic, partition, offset))
-                if found is None:
-                    invocations = reference(value)
-                elif found[0]:
-                    built = found[1]
-                else:
-                    invocations = found[1]
+                invocations = found[1]
         except DecodeError as exc:
             error = ("DecodeError", str(exc))
             part.dead.append(DeadLetter(offset, timestamp_ms, key, value, headers, *error))
@@ -146,6 +124,9 @@ class Transformer:
                 batch.rows += self._native_rows(part, native, ts_ms, origin, counts)
                 _seen(batch, ts_ms)
             return
+        if spans:
+            batch.rows += add_spans(part, spans, (topic, partition, offset), counts)
+            _seen(batch, min(span.start_us for span in spans) // 1000)
         for item, invocation in enumerate(invocations):
             if invocation.sanitized:
                 part.sanitized.update(invocation.sanitized)
@@ -167,7 +148,7 @@ class Transformer:
                 out.parts[key] = part
                 out.messages += part.messages
                 out.bytes += part.bytes
-                out.rows += len(part.events) + len(part.logs) + len(part.dead)
+                out.rows += part.rows()
                 continue
             topic, partition = key
             for m in part.raw:
@@ -232,7 +213,7 @@ class Transformer:
                 inv.dispatch_namespace,
                 list(inv.script_tags) if inv.script_tags else None,
                 inv.source,
-                _redacted_json(inv.extra, counts),
+                redact_json_text(inv.extra, counts),
                 *origin,
                 trace_id,
                 span_id,
@@ -249,7 +230,7 @@ class Transformer:
                     *context[1:],
                     line.level,
                     text,
-                    _redacted_json(line.data, counts),
+                    redact_json_text(line.data, counts),
                     line.kind,
                     None,
                     None,
@@ -361,7 +342,7 @@ def _redo(
         line = inv.logs[i]
         texts[i] = text = redact_text(line.text, counts)
         row = log_rows[i]
-        log_rows[i] = (*row[:5], text, _redacted_json(line.data, counts), *row[7:])
+        log_rows[i] = (*row[:5], text, redact_json_text(line.data, counts), *row[7:])
     return event_row, texts
 
 

@@ -791,7 +791,7 @@ ERRORS = [
         {"Outcome": "ok", "Event": {"Response": {"Status": "OK"}}},
         "Event.Response.Status: expected an HTTP status (an integer), got string 'OK'",
     ),
-    ({}, "$: not a trace item, Logpush record or tailpipe envelope: no known key"),
+    ({}, "$: not a trace item, Logpush record, tailpipe envelope or OTLP export: no known key"),
     ([item(), 3], "[1]: expected a trace item, Logpush record or envelope, got number 3"),
 ]
 

@@ -184,7 +184,7 @@ async def test_the_zeros_the_logger_never_measured_leave_the_cpu_sketches(
     next) and a Workers trace item's measured 0 ms, each counted as a zero in its hour's CPU
     sketch and the totals. After 0011 only the measured zero is left."""
     migrate_to_0010(settings, tmp_path)
-    await PartitionManager().ensure(db, {DAY})
+    await PartitionManager(("tail_events", "tail_logs")).ensure(db, {DAY})  # as of 0010
     hours = [AT, AT.replace(hour=11)]
     rows = [
         (hours[0], "py-svc", "job", "envelope", 1),

@@ -99,13 +99,29 @@ async def insert_log(conn: asyncpg.Connection, ts: datetime | str, offset: int) 
     )
 
 
+async def insert_span(conn: asyncpg.Connection, ts: datetime | str, offset: int) -> None:
+    await conn.execute(
+        "INSERT INTO tail_spans (ts, script, trace_id, span_id, name, kind, duration_us, status,"
+        " topic, kafka_partition, kafka_offset, item)"
+        " VALUES ($1::text::timestamptz, 's', '\\x01', '\\x02', 'kv_get', 0, 1, 0, 't', 0, $2, 0)",
+        str(ts),
+        offset,
+    )
+
+
+async def insert_all(conn: asyncpg.Connection, ts: datetime | str, offset: int) -> None:
+    """A row in each partitioned table."""
+    await insert_event(conn, ts, offset)
+    await insert_log(conn, ts, offset)
+    await insert_span(conn, ts, offset)
+
+
 async def fill(conn: asyncpg.Connection, for_days: Iterable[date], per_day: int) -> None:
-    """`per_day` events and logs at noon UTC of each day."""
+    """`per_day` events, logs and spans at noon UTC of each day."""
     for day in for_days:
         noon = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
         for n in range(per_day):
-            await insert_event(conn, noon + timedelta(seconds=n), n)
-            await insert_log(conn, noon + timedelta(seconds=n), n)
+            await insert_all(conn, noon + timedelta(seconds=n), n)
 
 
 async def count(conn: asyncpg.Connection, table: str) -> int:
@@ -163,7 +179,8 @@ async def test_ensure_creates_exactly_the_missing_ones(
     # Each partition got every index of its parent (ATTACH built them); tail_logs' search
     # index is not one of them, it is built per day once the day has ended (0009). tail_events
     # keeps its primary key and the BRIN on ts (0010 dropped the two no query read).
-    expected = {"tail_events": 2, "tail_logs": 3}
+    # tail_spans: its primary key, trace_id and the BRIN on ts (0014).
+    expected = {"tail_events": 2, "tail_logs": 3, "tail_spans": 3}
     for table in PARTITIONED_TABLES:
         parent = await db.fetchval(
             "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass", table
@@ -267,8 +284,7 @@ async def test_rows_route_to_the_partition_of_their_utc_day(
         "2024-03-01 12:00:00+00": "20240301",
     }
     for offset, ts in enumerate(cases):
-        await insert_event(db, ts, offset)
-        await insert_log(db, ts, offset)
+        await insert_all(db, ts, offset)
     for table in PARTITIONED_TABLES:
         rows = await db.fetch(
             f"SELECT kafka_offset, tableoid::regclass::text AS part FROM {table} ORDER BY 1"
@@ -331,8 +347,7 @@ async def test_retention_while_a_writer_inserts_into_today(migrated: Settings) -
             while not stop.is_set():
                 ts = start + timedelta(microseconds=inserted)
                 async with writer.transaction():
-                    await insert_event(writer, ts, inserted)
-                    await insert_log(writer, ts, inserted)
+                    await insert_all(writer, ts, inserted)
                 inserted += 1
                 progress.set()
 
@@ -389,7 +404,7 @@ async def test_retention_reports_a_lock_timeout_and_finishes_the_detach_next_run
             dropped = await drop_older_than(db, keep_days=2, today=TODAY, lock_timeout=0.2)
         stuck = partition_name("tail_events", TODAY - timedelta(days=4))
 
-        assert sorted(dropped) == names(days(-4, -3), ["tail_logs"])
+        assert sorted(dropped) == names(days(-4, -3), ["tail_logs", "tail_spans"])
         assert f"{stuck} (attached) not dropped" in caplog.text
         assert (await partitions(db))[stuck] is True
         # Writers are not held up by the pending detach.

@@ -117,7 +117,7 @@ async def test_rows_stored_without_a_script_name_become_unnamed(
     _write(tmp_path / "old", {f.name: f.read_text() for f in before})
     old = tailpipe("migrate", "--dir", str(tmp_path / "old"), env=env_of(settings))
     assert old.returncode == 0, old.stderr
-    await PartitionManager().ensure(db, {date(2026, 11, 29)})
+    await PartitionManager(("tail_events", "tail_logs")).ensure(db, {date(2026, 11, 29)})
     at = "'2026-11-29 10:00+00'"
     await db.execute(f"""
         INSERT INTO tail_events (ts, script, event_type, outcome, log_count, exception_count,

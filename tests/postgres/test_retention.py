@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from pipeline.postgres.day_partitions import PartitionManager, partition_name
+from pipeline.postgres.day_partitions import PARTITIONED_TABLES, PartitionManager, partition_name
 from pipeline.settings import Settings
 from tests.conftest import env_of, tailpipe
 
@@ -20,7 +20,8 @@ async def test_cli_drops_only_old_days(settings: Settings, db: asyncpg.Connectio
     assert result.returncode == 0, result.stderr
     assert f"dropped {partition_name('tail_events', old)}" in result.stdout
     assert f"dropped {partition_name('tail_logs', old)}" in result.stdout
-    assert "2 partitions dropped" in result.stdout
+    assert f"dropped {partition_name('tail_spans', old)}" in result.stdout
+    assert "3 partitions dropped" in result.stdout
     left = await db.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -28,7 +29,7 @@ async def test_cli_drops_only_old_days(settings: Settings, db: asyncpg.Connectio
         settings.postgres_schema,
     )
     assert [r[0] for r in left] == sorted(
-        partition_name(t, d) for t in ("tail_events", "tail_logs") for d in (kept, today)
+        partition_name(t, d) for t in PARTITIONED_TABLES for d in (kept, today)
     )
     bad = tailpipe("retention", "--keep-days", "0", env=env_of(settings))
     assert bad.returncode == 2

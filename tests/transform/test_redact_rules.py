@@ -24,9 +24,16 @@ from pipeline.transform.batch import DeadLetter
 from pipeline.transform.extract import Extractor
 from pipeline.transform.inspect import dumps, inspect
 from pipeline.transform.redact import triggers
-from pipeline.transform.redact.engine import has_trigger, redact_headers, redact_json, redact_text
+from pipeline.transform.redact.engine import (
+    _json_text,
+    has_trigger,
+    redact_headers,
+    redact_json,
+    redact_json_text,
+    redact_text,
+)
 from pipeline.transform.redact.rules import NAMES, RULES, Rule, parse_rules
-from pipeline.transform.transformer import Transformer, _json, _redacted_json
+from pipeline.transform.transformer import Transformer
 
 ROOT = Path(__file__).resolve().parents[2]
 TS = 1_764_374_400_000
@@ -539,7 +546,7 @@ def test_fast_path_equals_full_walk_for_every_example(rule: Rule, text: str, sec
     value = {"note": text, "nested": [{"v": text}], text[:40]: 1}
     counts: Counter[str] = Counter()
     full: Counter[str] = Counter()
-    assert _redacted_json(value, counts) == _json(redact_json(copy.deepcopy(value), full))
+    assert redact_json_text(value, counts) == _json_text(redact_json(copy.deepcopy(value), full))
     assert counts == full
 
 

@@ -14,9 +14,8 @@ from pipeline.errors import DecodeError
 from pipeline.formats.decode import decode
 from pipeline.formats.invocation import Invocation
 from pipeline.kafka import synth
-from pipeline.transform.redact.engine import redact_json
+from pipeline.transform.redact.engine import _json_text, redact_json, redact_json_text
 from pipeline.transform.rollup import Rollups, count_invocation
-from pipeline.transform.transformer import _json, _redacted_json
 
 SECRETS = st.sampled_from(
     [
@@ -47,14 +46,14 @@ VALUES = st.recursive(
 
 def full_walk(value: Any) -> tuple[str | None, Counter[str]]:
     counts: Counter[str] = Counter()
-    return (_json(redact_json(value, counts)) if value else None), counts
+    return (_json_text(redact_json(value, counts)) if value else None), counts
 
 
 @given(st.dictionaries(KEYS, VALUES, max_size=5))
 @settings(max_examples=1500, deadline=None)
 def test_fast_path_equals_full_walk(value: dict[str, Any]) -> None:
     counts: Counter[str] = Counter()
-    assert (_redacted_json(value, counts), counts) == full_walk(value)
+    assert (redact_json_text(value, counts), counts) == full_walk(value)
 
 
 def test_fast_path_on_synthetic_load() -> None:
@@ -66,8 +65,8 @@ def test_fast_path_on_synthetic_load() -> None:
         for inv in invocations:
             for value in (inv.extra, *(line.data for line in inv.logs)):
                 counts: Counter[str] = Counter()
-                assert (_redacted_json(value, counts), counts) == full_walk(value)
-    assert orjson.loads(_redacted_json({"token": "x"}, Counter()) or "{}") != {"token": "x"}
+                assert (redact_json_text(value, counts), counts) == full_walk(value)
+    assert orjson.loads(redact_json_text({"token": "x"}, Counter()) or "{}") != {"token": "x"}
 
 
 def test_an_error_groups_alike_with_or_without_its_stack_header() -> None:

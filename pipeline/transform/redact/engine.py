@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from pipeline.transform.redact.names import is_secret_name
 from pipeline.transform.redact.rules import FIELD, HEADER, MARKER, Counts, is_marker
 from pipeline.transform.redact.triggers import first_trigger, plan, rules_for, rules_for_utf8
@@ -218,3 +220,29 @@ def _text_of(value: Any) -> str:
         return str(value)
     except Exception:  # a broken __str__ must not break logging
         return f"<unprintable {type(value).__name__}>"
+
+
+def _json_text(value: Any) -> str | None:
+    return orjson.dumps(value).decode() if value else None
+
+
+def redact_json_text(value: Any, counts: Counter[str]) -> str | None:
+    """`redact_json(value)` as JSON text (None for an empty value), with a fast path for the
+    usual value that holds nothing to redact: serialize once and look for the rules' triggers
+    in the whole text.
+
+    Sound because every rule (and every secret name, see `redact.names.NAME_TRIGGERS`) needs
+    one of the triggers (`redact.triggers.rules_for`) in the lower-cased string it acts on, and
+    a trigger in any key or string of the value is also in the lower-cased JSON text: orjson
+    writes strings as UTF-8 and escapes only `"`, `\\` and control characters, none of which a
+    trigger contains. Percent-encoded names (`is_secret_name` unquotes) and anything orjson
+    cannot serialize take the full walk."""
+    if not value:
+        return None
+    try:
+        data = orjson.dumps(value)
+    except TypeError:
+        return _json_text(redact_json(value, counts))
+    if b"%" in data or needs_redaction_utf8(data):
+        return _json_text(redact_json(value, counts))
+    return data.decode()
