@@ -37,6 +37,7 @@ from pipeline.api import (
     logs,
     models,
     performance,
+    traces,
 )
 from pipeline.api.auth import Tokens
 from pipeline.api.metrics import Metrics
@@ -111,7 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.tokens = tokens
     app.state.cursor_key = cursor.key_for(settings.api_read_tokens + settings.api_write_tokens)
-    for module in (logs, error_groups, performance, activity, invocations):
+    for module in (logs, error_groups, performance, activity, invocations, traces):
         app.include_router(module.router, dependencies=_DEPENDENCIES, responses=_PROBLEMS)
 
     @app.exception_handler(RequestValidationError)
@@ -186,7 +187,7 @@ def create_app(settings: Settings) -> FastAPI:
     # routers' own routes, since the app's list holds each included router as one entry.
     routers = (
         r
-        for module in (logs, error_groups, performance, activity, invocations)
+        for module in (logs, error_groups, performance, activity, invocations, traces)
         for r in module.router.routes
     )
     app.state.metrics = Metrics.create(http_metrics.RouteTable([*routers, *app.routes]))

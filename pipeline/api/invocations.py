@@ -30,6 +30,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Path, Request
 
 from pipeline.api import models
+from pipeline.formats.otlp_logs import CPU_KEYS, UNREPORTED, WALL_KEYS
 
 router = APIRouter()
 
@@ -160,6 +161,17 @@ SELECT ts, script, event_type, outcome, method, url, status, cpu_ms, wall_ms, lo
 FROM tail_events e
 WHERE kafka_offset = $1 AND kafka_partition = $2 AND item = $3 AND topic = $4 AND ts = $5
 """
+# The root span of the invocation's trace, of the same script and within a day of it: a
+# Workers Observability logs export may lack the outcome and the CPU and wall time, which its
+# traces export's root span carries (pipeline/api/traces.py reads the same attributes).
+_ROOT_SPAN = """
+SELECT attributes::text AS attributes, duration_us
+FROM tail_spans
+WHERE trace_id = decode($1, 'hex') AND parent_span_id IS NULL AND script = $2
+  AND ts >= $3 AND ts <= $4
+ORDER BY ts
+LIMIT 1
+"""
 _LINES = """
 SELECT ts, level, message, data::text AS data, kind, exception_name, stack, fingerprint, seq
 FROM tail_logs
@@ -190,12 +202,22 @@ async def invocation(request: Request, invocation: InvocationParam) -> dict[str,
         lines = await conn.fetch(_LINES, event["script"], at.ts - SLACK, end + SLACK, *key)
         if len(lines) < expected:  # a line whose clock was off: look further
             lines = await conn.fetch(_LINES, event["script"], at.ts - WIDE, end + WIDE, *key)
+        shown = {k: event[k] for k in ("outcome", "cpu_ms", "wall_ms")}
+        filled: list[str] = []
+        if event["trace_id"] is not None and _lacking(shown):
+            root = await conn.fetchrow(
+                _ROOT_SPAN, event["trace_id"], event["script"], at.ts - WIDE, at.ts + WIDE
+            )
+            if root is not None:
+                filled = _fill(shown, orjson.loads(root["attributes"] or "{}"), root["duration_us"])
     return {
         "id": str(at),
-        **{k: event[k] for k in ("ts", "script", "event_type", "outcome", "method", "url",
-                                 "status", "cpu_ms", "wall_ms", "truncated", "script_version",
+        **{k: event[k] for k in ("ts", "script", "event_type", "method", "url",
+                                 "status", "truncated", "script_version",
                                  "entrypoint", "dispatch_namespace", "source", "request_id",
                                  "trace_id", "span_id", "log_count", "exception_count")},
+        **shown,
+        "from_root_span": filled,
         "path": path_of(event["url"]),
         "script_tags": event["script_tags"] or [],
         "extra": orjson.loads(event["extra"]) if event["extra"] is not None else None,
@@ -205,6 +227,33 @@ async def invocation(request: Request, invocation: InvocationParam) -> dict[str,
         "exceptions": [_line(r) for r in lines if r["level"] == "exception"],
         "complete": len(lines) >= expected,
     }  # fmt: skip
+
+
+def _lacking(shown: dict[str, Any]) -> bool:
+    return shown["outcome"] == UNREPORTED or shown["cpu_ms"] is None or shown["wall_ms"] is None
+
+
+def _fill(shown: dict[str, Any], attributes: dict[str, Any], duration_us: int) -> list[str]:
+    """Fill what the invocation lacks from its root span; the fields filled."""
+    filled = []
+    outcome = attributes.get("cloudflare.outcome")
+    if shown["outcome"] == UNREPORTED and isinstance(outcome, str) and outcome:
+        shown["outcome"] = outcome
+        filled.append("outcome")
+    for field, keys, fallback in (
+        ("cpu_ms", CPU_KEYS, None),
+        ("wall_ms", WALL_KEYS, round(duration_us / 1000)),
+    ):
+        if shown[field] is None:
+            value = next((attributes[k] for k in keys if _is_number(attributes.get(k))), fallback)
+            if value is not None:
+                shown[field] = round(value)
+                filled.append(field)
+    return filled
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _line(r: Any) -> dict[str, Any]:

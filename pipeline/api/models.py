@@ -270,8 +270,12 @@ class InvocationDetail(BaseModel):
     request_id: str | None
     cpu_ms: int | None
     wall_ms: int | None
+    from_root_span: list[str] = Field(
+        description="outcome, cpu_ms, wall_ms: what the logs lacked and the root span of its"
+        " trace (an OTLP traces export) filled in"
+    )
     truncated: bool
-    source: str = Field(description="trace, logpush or envelope")
+    source: str = Field(description="trace, logpush, envelope or otlp")
     script_version: str | None
     entrypoint: str | None
     dispatch_namespace: str | None
@@ -292,3 +296,66 @@ class InvocationDetail(BaseModel):
 
 class Problem(BaseModel):
     error: str
+
+
+class SpanItem(BaseModel):
+    span_id: str = Field(description="16 hex digits")
+    parent_span_id: str | None = Field(description="null for a root span")
+    depth: int = Field(description="0 for a root; a span whose parent is missing is a root")
+    name: str
+    kind: Literal["unspecified", "internal", "server", "client", "producer", "consumer"]
+    script: str
+    start: datetime
+    offset_ms: float = Field(description="its start, from the trace's first span's start")
+    duration_ms: float
+    status: Literal["unset", "ok", "error"]
+    status_message: str | None
+    error: bool = Field(description="status error, or an `error.type` attribute")
+    invocation_id: str | None = Field(description="`faas.invocation_id`")
+    attributes: Any = Field(description="the span's attributes (redacted)")
+    resource: Any = Field(description="its resource's attributes, and otel.scope.name/version")
+    events: Any = Field(description="[{name, time_us, attributes}]")
+    links: Any = Field(description="[{trace_id, span_id, attributes}]")
+
+
+class TraceRoot(BaseModel):
+    script: str
+    name: str
+    outcome: str | None = Field(description="`cloudflare.outcome` of a Worker's root span")
+    cpu_ms: float | None = Field(description="`cloudflare.cpu_time_ms` or its other names")
+    wall_ms: float | None = Field(description="`cloudflare.wall_time_ms`, else its duration")
+
+
+class Trace(BaseModel):
+    trace_id: str
+    start: datetime
+    duration_ms: float = Field(description="from the first span's start to the last one's end")
+    root: TraceRoot | None = Field(description="its first root span; null if it has none")
+    span_count: int
+    truncated: bool = Field(description="more spans than `spans` holds (it holds the earliest)")
+    spans: list[SpanItem] = Field(description="depth first, siblings by start: a waterfall")
+
+
+class Durations(BaseModel):
+    """Of the operation's spans, in milliseconds; percentiles within 1%."""
+
+    avg: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    max: float | None
+
+
+class OperationSummary(BaseModel):
+    script: str
+    operation: str = Field(description="the span's name, and the host of a call out")
+    spans: int
+    errors: int
+    error_rate: float | None = Field(description="errors / spans")
+    duration_ms: Durations
+
+
+class Operations(BaseModel):
+    window: Window
+    script: str | None
+    operations: list[OperationSummary] = Field(description="busiest first")

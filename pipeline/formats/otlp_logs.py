@@ -89,8 +89,8 @@ TRIGGERS = {"http": "fetch", "timer": "scheduled", "pubsub": "queue"}
 """OTel's `faas.trigger` -> event type, when there is no `cloudflare.handler_type`."""
 
 _CLOUDFLARE_SDKS = frozenset(("workers-observability", "cloudflare"))
-_CPU_KEYS = ("cloudflare.cpu_time_ms", "cloudflare.cpu_time", "cpu_time_ms")
-_WALL_KEYS = ("cloudflare.wall_time_ms", "cloudflare.wall_time", "wall_time_ms")
+CPU_KEYS = ("cloudflare.cpu_time_ms", "cloudflare.cpu_time", "cpu_time_ms")
+WALL_KEYS = ("cloudflare.wall_time_ms", "cloudflare.wall_time", "wall_time_ms")
 _EXCEPTION_KEYS = ("exception.type", "exception.message", "exception.stacktrace")
 _SEQUENCE = "cloudflare.invocation.sequence.number"
 _SEVERITY_NAMES = {
@@ -298,8 +298,8 @@ def _cloudflare(resource: _Attributes, records: list[_Record]) -> Invocation:
         method = _take_str(resource, own, "http.request.method")
         url = _take_str(resource, own, "url.full")
         code = _take_status(resource, own)
-        cpu = _take_duration(resource, own, _CPU_KEYS)
-        wall = _take_duration(resource, own, _WALL_KEYS)
+        cpu = _take_duration(resource, own, CPU_KEYS)
+        wall = _take_duration(resource, own, WALL_KEYS)
     reported = _take_key(resource, own, "cloudflare.outcome")
     entrypoint = _take_str(resource, own, "cloudflare.entrypoint")
     tags = _take_tags(resource, own)
