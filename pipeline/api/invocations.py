@@ -172,6 +172,9 @@ WHERE trace_id = decode($1, 'hex') AND parent_span_id IS NULL AND script = $2
 ORDER BY ts
 LIMIT 1
 """
+_TRACE_SPANS = """
+SELECT count(*) FROM tail_spans WHERE trace_id = decode($1, 'hex') AND ts >= $2 AND ts <= $3
+"""
 _LINES = """
 SELECT ts, level, message, data::text AS data, kind, exception_name, stack, fingerprint, seq
 FROM tail_logs
@@ -204,7 +207,10 @@ async def invocation(request: Request, invocation: InvocationParam) -> dict[str,
             lines = await conn.fetch(_LINES, event["script"], at.ts - WIDE, end + WIDE, *key)
         shown = {k: event[k] for k in ("outcome", "cpu_ms", "wall_ms")}
         filled: list[str] = []
-        if event["trace_id"] is not None and _lacking(shown):
+        spans = 0
+        if event["trace_id"] is not None:
+            spans = await conn.fetchval(_TRACE_SPANS, event["trace_id"], at.ts - WIDE, at.ts + WIDE)
+        if spans and _lacking(shown):
             root = await conn.fetchrow(
                 _ROOT_SPAN, event["trace_id"], event["script"], at.ts - WIDE, at.ts + WIDE
             )
@@ -218,6 +224,7 @@ async def invocation(request: Request, invocation: InvocationParam) -> dict[str,
                                  "trace_id", "span_id", "log_count", "exception_count")},
         **shown,
         "from_root_span": filled,
+        "trace_spans": spans,
         "path": path_of(event["url"]),
         "script_tags": event["script_tags"] or [],
         "extra": orjson.loads(event["extra"]) if event["extra"] is not None else None,

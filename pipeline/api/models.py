@@ -282,6 +282,9 @@ class InvocationDetail(BaseModel):
     script_tags: list[str]
     trace_id: str | None = Field(description="W3C trace id (32 hex digits), if it had one")
     span_id: str | None = Field(description="its own span id (16 hex digits), if it had one")
+    trace_spans: int = Field(
+        description="spans stored for its trace within a day of it: /api/traces/{trace_id}"
+    )
     extra: Any = Field(description="every other field of the invocation (headers redacted)")
     origin: InvocationOrigin
     log_count: int

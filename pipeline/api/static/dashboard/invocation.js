@@ -4,6 +4,7 @@
 
 import { get } from "./api.js";
 import { empty, h, ms, table, when } from "./dom.js";
+import { waterfall } from "./waterfall.js";
 
 // "GET /v1/orders/42 201" for a request; the event type for anything else.
 export function requestLabel(line) {
@@ -42,6 +43,7 @@ export async function invocationPanel(id, signal, close) {
   const exceptions = inv.exceptions.map((exc) => h("div", { class: "exception" },
     h("strong", {}, exc.message),
     exc.stack ? h("pre", {}, exc.stack) : null));
+  const trace = inv.trace_spans > 0 ? await waterfall(inv.trace_id, signal) : null;
   return h("section", { class: "card invocation", "data-invocation": inv.id },
     h("div", { class: "invocation-head" },
       h("h2", {}, title),
@@ -55,5 +57,6 @@ export async function invocationPanel(id, signal, close) {
     lines.length ? table(["Time", "Level", "Message"], lines, { "data-table": "invocation" })
       : empty("No log lines."),
     exceptions.length ? h("div", { "data-role": "exceptions" }, h("h3", {}, "Exceptions"),
-      ...exceptions) : null);
+      ...exceptions) : null,
+    trace);
 }

@@ -1,13 +1,18 @@
-// Overview: requests, errors and wall time over the window, per hour, and the busiest scripts.
+// Overview: requests, errors and wall time over the window, per hour, the busiest scripts, and
+// the operations their spans measured (d1_all, kv_get, fetch to a host...), when any were sent.
 
 import { get } from "./api.js";
 import { hours as everyHour, lineChart, perHour } from "./charts.js";
 import { count, h, ms, percent, section, stat, table } from "./dom.js";
 
+// Spans are often under a millisecond (a kv_get): two decimals below 10 ms.
+const fine = (x) => (x === null || x === undefined || x >= 10 ? ms(x) : `${x.toFixed(2)} ms`);
+
 export async function overview({ hours, script, signal }) {
-  const [perf, top] = await Promise.all([
+  const [perf, top, ops] = await Promise.all([
     get("/api/logs/performance", { hours, script }, signal),
     get("/api/logs/scripts", { hours, limit: 10 }, signal),
+    get("/api/traces/operations", { hours, script, limit: 20 }, signal),
   ]);
   const o = perf.overall;
   const figures = h("div", { class: "stats" },
@@ -34,11 +39,21 @@ export async function overview({ hours, script, signal }) {
     h("td", { class: "num" }, count(x.errors)),
     h("td", { class: "num" }, percent(x.error_rate)),
     h("td", { class: "num" }, ms(x.wall_ms.p95))));
+  const operations = ops.operations.map((x) => h("tr", { "data-operation": x.operation },
+    h("td", {}, x.operation),
+    h("td", {}, x.script),
+    h("td", { class: "num", "data-value": x.spans }, count(x.spans)),
+    h("td", { class: "num" }, percent(x.error_rate)),
+    ...["p50", "p95", "p99"].map((q) => h("td", { class: "num", "data-value": x.duration_ms[q] },
+      fine(x.duration_ms[q])))));
   return [
     figures,
     charts,
     section("Top scripts",
       table(["Script", "Requests", "Errors", "Error rate", "p95 wall"], rows,
         { "data-table": "top-scripts" })),
-  ];
+    operations.length ? section("Operations (spans)",
+      table(["Operation", "Script", "Spans", "Error rate", "p50", "p95", "p99"], operations,
+        { "data-table": "operations" })) : null,
+  ].filter((x) => x !== null);
 }
