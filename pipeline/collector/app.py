@@ -2,13 +2,14 @@
 
 Tail Workers post their `events` to `/v1/tail`; Logpush jobs post gzip'd NDJSON batches of
 `workers_trace_events` to `/v1/logpush`; Workers Observability destinations and OTel SDKs post
-OTLP/HTTP logs exports to `/v1/logs` (pipeline/collector/otlp_receiver.py, which answers as
-the OTLP spec says: 200 with an `ExportLogsServiceResponse`, errors as `google.rpc.Status`). A
-request is authenticated, read under the size cap,
-parsed and validated whole, and each item is published to the topic as its own message, keyed
-by script name. The answer is 202 only once Kafka acknowledged every item; when Kafka cannot
-take them the answer is 503 with `Retry-After`, so the sender keeps the data and tries again.
-Delivery is therefore at least once: a sender retrying after a timeout may publish twice.
+OTLP/HTTP logs exports to `/v1/logs` and traces exports to `/v1/traces`
+(pipeline/collector/otlp_receiver.py, which answers as the OTLP spec says: 200 with an
+`ExportLogsServiceResponse` or `ExportTraceServiceResponse`, errors as `google.rpc.Status`). A
+request is authenticated, read under the size cap, parsed and validated whole, and each item is
+published to the topic as its own message, keyed by its identity (an OTLP message: by its
+invocation or trace). The answer is 202 only once Kafka acknowledged every item; when Kafka
+cannot take them the answer is 503 with `Retry-After`, so the sender keeps the data and tries
+again. Delivery is therefore at least once: a sender retrying after a timeout may publish twice.
 
 `/healthz` says the process answers, `/readyz` that Kafka answered recently, `/metrics` is
 Prometheus (pipeline/collector/metrics.py: every request by route, method and status class,
@@ -67,6 +68,7 @@ class Collector:
         self.routes = [self.route(path, parse) for path, parse in ROUTES.items()]
         self.routes += [
             Route(otlp_receiver.LOGS_ROUTE, self.otlp_logs, methods=["POST"]),
+            Route(otlp_receiver.TRACES_ROUTE, self.otlp_traces, methods=["POST"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics_page, methods=["GET"]),
@@ -120,6 +122,9 @@ class Collector:
 
     async def otlp_logs(self, request: Request) -> Response:
         return await self.otlp.logs(request)
+
+    async def otlp_traces(self, request: Request) -> Response:
+        return await self.otlp.traces(request)
 
     def _prepare(self, raw: bytes, gzip: bool, parse: Parser) -> items.Batch:
         return parse(body.gunzip(raw, self.limit) if gzip else raw)

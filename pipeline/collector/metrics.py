@@ -2,8 +2,9 @@
 
 A registry per app rather than the global one: tests and embedders build several apps in one
 process, and the global registry refuses a second metric of the same name. Every label comes
-from a fixed set, exported at 0 from the start: the ingest routes, the reasons of a refusal,
-and the route, method and status class of every request (pipeline/web/metrics.py).
+from a fixed set, exported at 0 from the start: the ingest routes (among them the OTLP ones,
+`/v1/logs` and `/v1/traces`), the reasons of a refusal, and the route, method and status class
+of every request (pipeline/web/metrics.py).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ REJECT_REASONS = (
 )  # fmt: skip
 """Label values of `tailpipe_collect_rejects_total` (pipeline/collector/rejection.py)."""
 OTLP_OUTCOMES = ("accepted", "partial", "preflight", "refused", "unavailable")
-"""Label values of `tailpipe_collect_otlp_requests_total`: every record published, some
-rejected (`partialSuccess`), Cloudflare's preflight (answered 200, nothing published), refused
-with a 4xx, Kafka unavailable (503)."""
+"""Label values of `tailpipe_collect_otlp_requests_total`: every record (log record or span)
+published, some rejected (`partialSuccess`), Cloudflare's preflight (answered 200, nothing
+published), refused with a 4xx, Kafka unavailable (503)."""
 OTLP_RECORDS = ("accepted", "rejected")
+"""Label values of `tailpipe_collect_otlp_records_total`, which counts log records on
+`/v1/logs` and spans on `/v1/traces`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +86,16 @@ class Metrics:
             ),
             otlp_requests=Counter(
                 "tailpipe_collect_otlp_requests_total",
-                "OTLP exports by route and outcome: accepted, partial (some records rejected), "
-                "preflight (Cloudflare's destination check), refused (4xx), unavailable (Kafka)",
+                "OTLP exports by route and outcome: accepted, partial (some records or spans "
+                "rejected), preflight (Cloudflare's destination check), refused (4xx), "
+                "unavailable (Kafka)",
                 ["route", "outcome"],
                 registry=registry,
             ),
             otlp_records=Counter(
                 "tailpipe_collect_otlp_records_total",
-                "OTLP records by route: accepted (published, Kafka acknowledged) or rejected "
-                "(in the answer's partialSuccess)",
+                "OTLP records by route (log records on /v1/logs, spans on /v1/traces): accepted "
+                "(published, Kafka acknowledged) or rejected (in the answer's partialSuccess)",
                 ["route", "result"],
                 registry=registry,
             ),

@@ -73,6 +73,24 @@ def spans(document: dict[str, JSON], prefix: str) -> list[Span]:
     return found
 
 
+def refusal(resource: JSON, scope: JSON, span: JSON) -> str | None:
+    """Why `spans` would refuse this span under this resource and scope, or None.
+
+    The collector asks before it publishes: it rejects that span alone (OTLP's partial
+    success), where the consumer could only dead-letter the whole message, the trace's other
+    spans with it. Paths are relative: `resource.attributes[0].key`, `startTimeUnixNano`."""
+    try:
+        if resource is not None and type(resource) is not dict:
+            expected("", "resource", "an object", resource)
+        found = attributes(
+            None if resource is None else resource.get("attributes"), "resource.", "attributes"
+        )
+        _span(span, _with_scope(found, scope, "scope."), "")
+    except DecodeError as error:
+        return str(error)
+    return None
+
+
 def _with_scope(resource: dict[str, JSON], scope: JSON, path: str) -> dict[str, JSON]:
     """The resource's attributes with the scope's name and version, when there is a scope."""
     if scope is None:

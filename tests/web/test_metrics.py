@@ -69,6 +69,7 @@ def test_every_declared_route_is_exported_at_0_and_metrics_needs_no_token(
         ("/api/logs/scripts", "GET"), ("/api/logs/api-usage", "GET"),
         ("/api/logs/scan-activity", "GET"), ("/api/logs/critical-alerts", "GET"),
         ("/api/errors/{fingerprint}", "PATCH"), ("/api/invocations/{invocation}", "GET"),
+        ("/api/traces/{trace_id}", "GET"), ("/api/traces/operations", "GET"),
         ("/", "GET"), ("/docs", "GET"),
         ("/openapi.json", "GET"), ("/static", "GET"), ("/healthz", "GET"), ("/readyz", "GET"),
         ("/metrics", "GET"),
