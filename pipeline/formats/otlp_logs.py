@@ -313,9 +313,8 @@ def _cloudflare(resource: _Attributes, records: list[_Record]) -> Invocation:
             extra["otel.event_name"] = main.event_name
     logs: list[LogLine] = []
     exceptions: list[ExceptionInfo] = []
-    for record in records:
-        if record is not main:
-            _add_line(record, logs, exceptions, context)
+    for record in _in_sequence([r for r in records if r is not main]):
+        _add_line(record, logs, exceptions, context)
     first = main if main is not None else _first_with_ids(records)
     trace_id, span_id, dropped = _ids(first)
     outcome = reported or (EXCEPTION if exceptions else UNREPORTED)
@@ -341,6 +340,24 @@ def _cloudflare(resource: _Attributes, records: list[_Record]) -> Invocation:
         trace_id=trace_id,
         span_id=span_id,
     )
+
+
+def _in_sequence(records: list[_Record]) -> list[_Record]:
+    """Console records in the order the Worker emitted them. Cloudflare numbers each record of
+    an invocation (`cloudflare.invocation.sequence.number`, A6), and an export need not list
+    them in that order (its records of one invocation may come in several batches). Sorted by
+    it when every record has one, else left as listed: a partial order says nothing of the
+    records without a number."""
+    numbers: list[int] = []
+    for record in records:
+        number = record.attrs.get(_SEQUENCE)
+        if type(number) is not int:
+            return records
+        numbers.append(number)
+    if numbers == sorted(numbers):
+        return records
+    # Stable: records of one number keep the order they came in.
+    return [records[i] for i in sorted(range(len(records)), key=numbers.__getitem__)]
 
 
 def _sdk(resource: _Attributes, records: list[_Record]) -> Invocation:

@@ -136,6 +136,21 @@ def test_cloudflare_invocation_record_and_console_records() -> None:
     assert len(inv.extra) == 31
 
 
+def test_console_records_are_put_in_their_sequence_order() -> None:
+    """An export may list an invocation's console records out of order; Cloudflare's sequence
+    numbers say the order they were emitted in (A6). Without a number on every record, the
+    order they came in is kept."""
+    in_order = [line.text for line in one(document("cloudflare_fetch.json")).logs]
+    shuffled = document("cloudflare_fetch.json")
+    records = shuffled["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    records[1:] = records[:0:-1]  # the console records, last first
+    assert [line.text for line in one(shuffled).logs] == in_order
+    for attribute in records[2]["attributes"]:
+        if attribute["key"] == "cloudflare.invocation.sequence.number":
+            attribute["value"] = {"stringValue": "two"}
+    assert [line.text for line in one(shuffled).logs] == in_order[::-1]
+
+
 def test_console_lines_render_like_a_trace_items() -> None:
     """The same console calls as a trace item's `logs` give the same text and data."""
     inv = one(document("cloudflare_fetch.json"))
