@@ -53,6 +53,8 @@ class Metrics:
     in_flight_rows: Gauge
     in_flight_bytes: Gauge
     guard_tripped: Gauge
+    stranded_partitions: Gauge
+    messages_expired: Counter
     alerts: Counter
     flush_failures: Counter
     last_flush: Gauge
@@ -144,6 +146,17 @@ class Metrics:
             guard_tripped=Gauge(
                 "tailpipe_guard_rail_tripped",
                 "1 once too many recent messages were bad: consumption stopped",
+                registry=r,
+            ),
+            stranded_partitions=Gauge(
+                "tailpipe_stranded_partitions",
+                "partitions not read because their stored offset is past the end of their log"
+                " (the topic was recreated or lost data): an operator must decide",
+                registry=r,
+            ),
+            messages_expired=Counter(
+                "tailpipe_messages_expired_total",
+                "messages Kafka deleted (retention) before they were stored: lost",
                 registry=r,
             ),
             alerts=Counter(

@@ -1,8 +1,10 @@
 """Why a replica's partitions are paused, and when they may run again.
 
-Three reasons, kept apart so that lifting one never lifts another:
+Four reasons, kept apart so that lifting one never lifts another:
 - backpressure: the writer is busy and a batch is queued (lifted when the queue has room);
 - held: the dead-letter store failed for a partition's batch (lifted at its next retry time);
+- stranded: the partition's stored offset is past the end of its log (never lifted while it is
+  ours: see `rebalance`);
 - the guard rail: too many recent messages were bad (never lifted: restart the replica).
 Paused partitions return nothing from `getmany`, which the replica keeps calling to stay in
 its group.
@@ -27,6 +29,8 @@ class Pauses:
         """Partition -> monotonic time of its next dead-letter retry."""
         self.tripped: str | None = None
         """Why the guard rail stopped consumption, once it has."""
+        self.stranded: set[Key] = set()
+        """Partitions whose stored offset is past their log's end."""
 
     def pause(self, tps: set[TopicPartition]) -> None:
         self._kafka.pause(*tps)
@@ -37,8 +41,9 @@ class Pauses:
         if self.tripped is not None:
             return
         owned = self._kafka.assignment()
+        stopped = self.held.keys() | self.stranded
         self._kafka.resume(
-            *(tp for tp in tps if tp in owned and (tp.topic, tp.partition) not in self.held)
+            *(tp for tp in tps if tp in owned and (tp.topic, tp.partition) not in stopped)
         )
         self._count()
 
@@ -58,9 +63,17 @@ class Pauses:
             self.resume({TopicPartition(*k) for k in due})
         return due
 
+    def strand(self, key: Key) -> None:
+        self.stranded.add(key)
+        self._metrics.stranded_partitions.set(len(self.stranded))
+        self.pause({TopicPartition(*key)})
+
     def forget(self, key: Key) -> None:
-        """A partition revoked: its hold goes with it."""
+        """A partition revoked: its hold goes with it, and whether it was stranded (its next
+        owner looks again)."""
         self.held.pop(key, None)
+        self.stranded.discard(key)
+        self._metrics.stranded_partitions.set(len(self.stranded))
 
     def trip(self, why: str) -> None:
         self.tripped = why

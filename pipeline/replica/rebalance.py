@@ -56,6 +56,8 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._idle = idle
         """Set while the writer has nothing queued or under way."""
         self._grace_s = grace_s
+        self._expired: dict[Key, int] = {}
+        """Per partition, the stored offset whose gap to its log's start was counted lost."""
 
     def owned(self) -> set[Key]:
         return {(tp.topic, tp.partition) for tp in self._kafka.assignment()}
@@ -93,6 +95,54 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         if owned:
             await self.seek(owned)
 
+    async def _within_log(self, stored: dict[Key, int]) -> dict[Key, int]:
+        """Where to read each partition with a stored offset from; a stranded one is left out.
+
+        Past the log's end: what we stored is no longer there (the topic was deleted and made
+        again, or the broker lost data). aiokafka would reset such a position to the log's
+        start, and every message up to the stored offset would then be taken for stored and
+        skipped, silently. So the partition is stranded instead: paused, named in an error
+        and in `tailpipe_stranded_partitions`, until an operator decides (docs/operations.md).
+        Before the log's start: retention deleted messages before they were stored; reading
+        goes on from the start (the next flush's compare-and-set still expects the stored
+        offset, and a batch may start above it), and they are counted as lost. Without an
+        answer from the broker the offsets are used as they are."""
+        tps = [TopicPartition(*key) for key in stored]
+        if not tps:
+            return stored
+        try:
+            starts = await self._kafka.beginning_offsets(tps)
+            ends = await self._kafka.end_offsets(tps)
+        except Exception as exc:  # the broker is away: the fetch finds out soon enough
+            log.info("log bounds unavailable on assignment: %s", exc)
+            return stored
+        usable: dict[Key, int] = {}
+        for tp in tps:
+            key, offset = (tp.topic, tp.partition), stored[(tp.topic, tp.partition)]
+            start, end = starts[tp], ends[tp]
+            if offset > end:
+                log.error(
+                    "partition %s[%d] stranded: its stored offset %d is past the end of its "
+                    "log (%d); the topic was recreated or lost data. Not read until an operator "
+                    "decides (docs/operations.md, 'Stranded partitions')",
+                    tp.topic, tp.partition, offset, end,
+                )  # fmt: skip
+                self._pauses.strand(key)
+                continue
+            if offset < start and self._expired.get(key) != offset:
+                # Counted once per stored offset: a partition sought again before the next
+                # flush (a second rebalance, a lost flush) finds the same gap.
+                self._expired[key] = offset
+                log.warning(
+                    "partition %s[%d]: %d messages (offsets %d to %d) were deleted by retention "
+                    "before they were stored",
+                    tp.topic, tp.partition, start - offset, offset, start - 1,
+                )  # fmt: skip
+                self._metrics.messages_expired.inc(start - offset)
+            offset = max(offset, start)
+            usable[key] = offset
+        return usable
+
     async def seek(self, tps: set[Key]) -> None:
         if self.control.is_closed():
             self.control = await connect(self.settings)
@@ -100,11 +150,13 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for topic, partition in tps:
             by_topic.setdefault(topic, []).append(partition)
         for topic, partitions in by_topic.items():
-            stored = await flush.stored_offsets(self.control, topic, partitions)
+            found = await flush.stored_offsets(self.control, topic, partitions)
+            starts = await self._within_log(found)
+            stored = {key: found[key] for key in starts}
             # Rows taken while the stored offsets were being read came from the group's
             # committed position: where a stored offset exists we seek to it, and they go.
             # Without one, the committed position is the right start.
             self._positions.sought(stored)
             self._positions.restart((topic, p) for p in partitions if (topic, p) not in stored)
-            for (t, p), offset in stored.items():
+            for (t, p), offset in starts.items():
                 self._kafka.seek(TopicPartition(t, p), offset)
