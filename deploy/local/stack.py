@@ -5,15 +5,18 @@
     .venv/bin/python deploy/local/stack.py tools
     .venv/bin/python deploy/local/stack.py workerd
     .venv/bin/python deploy/local/stack.py wrangler
+    .venv/bin/python deploy/local/stack.py otel-js
 
 With no server names the command applies to all three. Tests stop and start one server
 (`down postgres`, then `up postgres`) to make a real outage. `tools` installs, from Debian's
 packages when they are missing, what tests use besides the stack: Prometheus and promtool,
 docker-compose and systemd-analyze (the deploy checks), and Chromium (the dashboard tests);
-and the pinned Workers runtime and wrangler. `workerd` installs only that runtime, from npm into
-.local/workerd (once per lock file), and prints the path of its binary; `wrangler` likewise
-installs the pinned wrangler into .local/wrangler and prints the path of its entry script (run it
-with `node`).
+and the pinned Workers runtime, wrangler and OpenTelemetry JS SDK. `workerd` installs only that
+runtime, from npm into .local/workerd (once per lock file), and prints the path of its binary;
+`wrangler` likewise installs the pinned wrangler into .local/wrangler and prints the path of its
+entry script (run it with `node`); `otel-js` installs the pinned OpenTelemetry JS SDK and its
+OTLP/HTTP exporters into .local/otel-js and prints that directory (a script imports them from
+it).
 
 All state lives under <repo>/.local/ (logs/<name>.log, run/<name>.pid, kafka/, postgres/).
 Only the standard library is imported at module level; aiokafka and botocore are imported by
@@ -51,6 +54,7 @@ LOGS, RUN, KAFKA, PG = LOCAL / "logs", LOCAL / "run", LOCAL / "kafka", LOCAL / "
 LIBS, PG_DATA, PG_RUN = KAFKA / "libs", PG / "data", PG / "run"
 WORKERD_PIN, WORKERD = HERE / "workerd", LOCAL / "workerd"  # package.json + lock; the install
 WRANGLER_PIN, WRANGLER = HERE / "wrangler", LOCAL / "wrangler"  # the same for wrangler
+OTEL_JS_PIN, OTEL_JS = HERE / "otel-js", LOCAL / "otel-js"  # and for the OpenTelemetry JS SDK
 IS_ROOT = os.geteuid() == 0
 PG_USER = "postgres"  # PostgreSQL refuses to run as root, so root runs it as this user
 KAFKA_PORT = int(os.environ.get("TAILPIPE_LOCAL_KAFKA_PORT", "19092"))
@@ -479,8 +483,8 @@ TOOLS = {
 
 
 def tools() -> int:
-    """The Debian tools of TOOLS, then the pinned workerd and wrangler; 1 if any could not be
-    had."""
+    """The Debian tools of TOOLS, then the pinned workerd, wrangler and OpenTelemetry JS SDK; 1
+    if any could not be had."""
     status = 0
     if missing := sorted({package for cmd, package in TOOLS.items() if shutil.which(cmd) is None}):
         LOGS.mkdir(parents=True, exist_ok=True)
@@ -489,7 +493,7 @@ def tools() -> int:
         except StackError as exc:
             print(f"test tools not installed: {exc}; see {LOGS / 'apt.log'}", file=sys.stderr)
             status = 1
-    for name, install in (("workerd", workerd), ("wrangler", wrangler)):
+    for name, install in (("workerd", workerd), ("wrangler", wrangler), ("otel-js", otel_js)):
         try:
             install()
         except StackError as exc:
@@ -549,6 +553,34 @@ def wrangler() -> Path:
     return npm_ci(WRANGLER_PIN, WRANGLER, entry, lambda e: [node, str(e), "--version"])
 
 
+# ---------------------------------------------------------------- OpenTelemetry JS (npm)
+_OTEL_JS_CHECK = """
+const fs = require("fs"), path = require("path"), dir = process.argv[1];
+const json = (...parts) => JSON.parse(fs.readFileSync(path.join(dir, ...parts)));
+const load = require("module").createRequire(path.join(dir, "package.json"));
+const names = Object.keys(json("package.json").dependencies);
+const loaded = (n) => (load(n), `${n} ${json("node_modules", n, "package.json").version}`);
+console.log(names.map(loaded).join(", "));
+"""
+"""Loads every package the pin names, as the test's script will, and prints their versions."""
+
+
+def otel_js() -> Path:
+    """Install the OpenTelemetry JS SDK pinned in deploy/local/otel-js/ into .local/otel-js,
+    unless that lock file is installed already, and return that directory: a script imports
+    the packages from it (tests/collector/otel_js_export.mjs, which
+    tests/collector/test_otel_js.py runs with `node` against `tailpipe collect`).
+
+    The pin is the last release line whose `engines` accept Node.js 20 (0.223.x of the
+    experimental packages, 2.12.x of the stable ones; later ones need 22.15), with the newest
+    @opentelemetry/api that line's SDK accepts (below 1.10). None of its packages has an
+    install script; `--ignore-scripts` keeps it so."""
+    node = tool("node", "nodejs")
+    entry = OTEL_JS / "node_modules" / "@opentelemetry" / "sdk-trace-base" / "package.json"
+    npm_ci(OTEL_JS_PIN, OTEL_JS, entry, lambda _: [node, "-e", _OTEL_JS_CHECK, str(OTEL_JS)])
+    return OTEL_JS
+
+
 def npm_ci(pin: Path, dest: Path, entry: Path, version: Callable[[Path], list[str]]) -> Path:
     """Install the package.json + package-lock.json of `pin` into `dest` with `npm ci`, unless
     that lock file is installed there already; return `entry`, once the `version` command run on
@@ -589,7 +621,8 @@ def npm_ci(pin: Path, dest: Path, entry: Path, version: Callable[[Path], list[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "tools", "workerd", "wrangler"])
+    commands = ["up", "down", "status", "tools", "workerd", "wrangler", "otel-js"]
+    parser.add_argument("command", choices=commands)
     names = [s.name for s in SERVERS]
     # Not `choices=`: Python 3.11's argparse checks an empty `nargs="*"` list against them too.
     parser.add_argument("servers", nargs="*", metavar="server",
@@ -601,9 +634,10 @@ def main() -> int:
     command = args.command
     if command == "tools":
         return tools()
-    if command in ("workerd", "wrangler"):
+    installers = {"workerd": workerd, "wrangler": wrangler, "otel-js": otel_js}
+    if command in installers:
         try:
-            print(workerd() if command == "workerd" else wrangler())
+            print(installers[command]())
         except StackError as exc:
             report(exc)
             return 1
