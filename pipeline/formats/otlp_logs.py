@@ -426,6 +426,15 @@ def _add_line(
     line_text, data = render(record.body)
     if attrs:
         data = {**data, **attrs} if data else dict(attrs)
+    if record.event_name is not None:
+        # An OTel event (`eventName`, the newer SDKs' field for what `event.name` said): kept
+        # beside the line's data, and its text when it has no body.
+        data = (
+            {**data, "otel.event_name": record.event_name}
+            if data
+            else {"otel.event_name": record.event_name}
+        )
+        line_text = line_text or record.event_name
     logs.append(LogLine(record.time_ms, record.level, line_text, data))
 
 

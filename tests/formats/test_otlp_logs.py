@@ -336,6 +336,17 @@ def test_the_runtimes_size_limit_marker_marks_the_invocation_truncated() -> None
 # --- any OTel SDK ---------------------------------------------------------------------------------
 
 
+def test_an_sdk_event_keeps_its_name() -> None:
+    """`eventName` (an OTel event: `logger.emit({eventName, ...})`, often with no body) is kept
+    in the line's data, and is its text when it has none; it was dropped before."""
+    named = {**record("page shown"), "eventName": "browser.page_view"}
+    bare = {k: v for k, v in record(None, 21).items() if k != "body"} | {"eventName": "ev.name"}
+    first, second = one(export([named, bare], SDK)).logs
+    assert (first.text, first.data) == ("page shown", {"otel.event_name": "browser.page_view"})
+    assert (second.level, second.text, second.data) == ("error", "ev.name",
+                                                        {"otel.event_name": "ev.name"})  # fmt: skip
+
+
 def test_sdk_records_are_the_lines_of_an_otel_invocation() -> None:
     inv = one(document("sdk_python.json"))
     assert (inv.script, inv.event_type, inv.outcome, inv.source) == (
