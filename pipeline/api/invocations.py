@@ -153,14 +153,26 @@ def environment_of(tags: list[str] | None) -> str | None:
     return None
 
 
-_EVENT = f"""
+_EVENT_COLUMNS = f"""
 SELECT ts, script, event_type, outcome, method, url, status, cpu_ms, wall_ms, log_count,
        exception_count, truncated, script_version, entrypoint, dispatch_namespace, script_tags,
        source, extra::text AS extra, {REQUEST_ID} AS request_id,
-       encode(trace_id, 'hex') AS trace_id, encode(span_id, 'hex') AS span_id
+       encode(trace_id, 'hex') AS trace_id, encode(span_id, 'hex') AS span_id,
+       topic, kafka_partition, kafka_offset, item
 FROM tail_events e
-WHERE kafka_offset = $1 AND kafka_partition = $2 AND item = $3 AND topic = $4 AND ts = $5
 """
+_EVENT = (
+    _EVENT_COLUMNS
+    + "WHERE kafka_offset = $1 AND kafka_partition = $2 AND item = $3 AND topic = $4 AND ts = $5"
+)
+# Every part of an OTLP invocation whose records came in several messages: the rows of one
+# `faas.invocation_id` and script within a day (schema/0015's partial index).
+_PARTS = (
+    _EVENT_COLUMNS
+    + """WHERE source = 'otlp' AND extra->>'faas.invocation_id' = $1 AND script = $2
+  AND ts >= $3 AND ts <= $4
+ORDER BY ts, kafka_partition, kafka_offset, item"""
+)
 # The root span of the invocation's trace, of the same script and within a day of it: a
 # Workers Observability logs export may lack the outcome and the CPU and wall time, which its
 # traces export's root span carries (pipeline/api/traces.py reads the same attributes).
@@ -197,14 +209,24 @@ async def invocation(request: Request, invocation: InvocationParam) -> dict[str,
         raise HTTPException(422, "invocation: not an invocation id")
     key = (at.offset, at.partition, at.item, at.topic)
     async with request.app.state.pool.acquire() as conn:
-        event = await conn.fetchrow(_EVENT, *key, at.ts)
-        if event is None:
+        found = await conn.fetchrow(_EVENT, *key, at.ts)
+        if found is None:
             raise HTTPException(404, "no such invocation (or its day was dropped by retention)")
-        expected = event["log_count"] + event["exception_count"]
-        end = at.ts + timedelta(milliseconds=event["wall_ms"] or 0)
-        lines = await conn.fetch(_LINES, event["script"], at.ts - SLACK, end + SLACK, *key)
-        if len(lines) < expected:  # a line whose clock was off: look further
-            lines = await conn.fetch(_LINES, event["script"], at.ts - WIDE, end + WIDE, *key)
+        parts = [found]
+        joined = _invocation_id(found)
+        if joined is not None:
+            parts = await conn.fetch(_PARTS, joined, found["script"], at.ts - WIDE, at.ts + WIDE)
+        # The part that says what the invocation was (its invocation record), else this one.
+        event = next((p for p in parts if p["event_type"] != "unknown"), found)
+        expected = lines_found = 0
+        lines: list[Any] = []
+        for part in parts:
+            part_lines = await _lines_of(conn, part)
+            expected += part["log_count"] + part["exception_count"]
+            lines_found += len(part_lines)
+            lines += part_lines
+        if len(parts) > 1:  # each part numbers its own lines: interleave them by time
+            lines.sort(key=lambda r: r["ts"])
         shown = {k: event[k] for k in ("outcome", "cpu_ms", "wall_ms")}
         filled: list[str] = []
         spans = 0
@@ -221,7 +243,9 @@ async def invocation(request: Request, invocation: InvocationParam) -> dict[str,
         **{k: event[k] for k in ("ts", "script", "event_type", "method", "url",
                                  "status", "truncated", "script_version",
                                  "entrypoint", "dispatch_namespace", "source", "request_id",
-                                 "trace_id", "span_id", "log_count", "exception_count")},
+                                 "trace_id", "span_id")},
+        "log_count": sum(p["log_count"] for p in parts),
+        "exception_count": sum(p["exception_count"] for p in parts),
         **shown,
         "from_root_span": filled,
         "trace_spans": spans,
@@ -232,8 +256,36 @@ async def invocation(request: Request, invocation: InvocationParam) -> dict[str,
                    "item": at.item},
         "logs": [_line(r) for r in lines if r["level"] != "exception"],
         "exceptions": [_line(r) for r in lines if r["level"] == "exception"],
-        "complete": len(lines) >= expected,
+        "complete": lines_found >= expected,
+        "parts": [str(_id_of(p)) for p in parts],
     }  # fmt: skip
+
+
+def _invocation_id(event: Any) -> str | None:
+    """An OTLP invocation's `faas.invocation_id`, which joins the parts of one told in several
+    messages; None for every other source."""
+    if event["source"] != "otlp" or event["extra"] is None:
+        return None
+    value = orjson.loads(event["extra"]).get("faas.invocation_id")
+    return value if isinstance(value, str) and value else None
+
+
+def _id_of(event: Any) -> InvocationId:
+    return InvocationId(
+        event["ts"], event["kafka_partition"], event["kafka_offset"], event["item"], event["topic"]
+    )
+
+
+async def _lines_of(conn: Any, event: Any) -> list[Any]:
+    """A stored invocation's lines, found through `tail_logs (script, ts)` over its own time,
+    widened to a day either side only if a line is missing (its clock was off)."""
+    at = _id_of(event)
+    key = (at.offset, at.partition, at.item, at.topic)
+    end = at.ts + timedelta(milliseconds=event["wall_ms"] or 0)
+    lines: list[Any] = await conn.fetch(_LINES, event["script"], at.ts - SLACK, end + SLACK, *key)
+    if len(lines) < event["log_count"] + event["exception_count"]:
+        lines = await conn.fetch(_LINES, event["script"], at.ts - WIDE, end + WIDE, *key)
+    return lines
 
 
 def _lacking(shown: dict[str, Any]) -> bool:

@@ -295,6 +295,10 @@ class InvocationDetail(BaseModel):
         description="every line and exception the invocation stored was found (false when a"
         " line's time is more than a day off its invocation's)"
     )
+    parts: list[str] = Field(
+        description="the ids of the rows it was stored as, oldest first: one, or several for an"
+        " OTLP invocation whose records came in several messages (joined by faas.invocation_id)"
+    )
 
 
 class Problem(BaseModel):

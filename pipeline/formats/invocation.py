@@ -117,6 +117,12 @@ class Invocation:
     the trace items and Logpush records that carry none."""
     span_id: str | None = None
     """Its own span's id (16 lowercase hex digits), `spanContext.spanId`; None if not given."""
+    fragment: bool = False
+    """Part of an invocation told in several messages, without the part that says what the
+    invocation was: a Cloudflare OTLP logs group of console records with a
+    `faas.invocation_id` but no invocation record (an export cut the invocation's records in
+    two). Stored, its lines shown with the rest of the invocation (`api/invocations.py`), but
+    not counted as a request of its own."""
 
 
 SPAN_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")

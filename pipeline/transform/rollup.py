@@ -267,11 +267,14 @@ class Rollups:
 
 def count_invocation(rollups: Rollups, inv: Invocation, ts_ms: int, script: str) -> HourlyMetrics:
     """The invocation counted in its hour's metrics (log levels are counted by the caller,
-    straight into the returned `levels`)."""
+    straight into the returned `levels`). A fragment of one (`Invocation.fragment`) is not a
+    request: only its lines count, under its hour."""
     key = (ts_ms - ts_ms % HOUR_MS, script, inv.event_type)
     hour = rollups.hourly.get(key)
     if hour is None:
         hour = rollups.hourly[key] = HourlyMetrics()
+    if inv.fragment:
+        return hour
     hour.requests += 1
     hour.outcomes[inv.outcome] += 1
     outcome = inv.outcome

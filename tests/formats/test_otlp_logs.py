@@ -20,6 +20,7 @@ from pipeline.formats.decode import decode
 from pipeline.formats.invocation import EVENT_TYPES, Invocation, LogLine
 from pipeline.transform.batch import Batch
 from pipeline.transform.extract import Extractor
+from pipeline.transform.rollup import Rollups, count_invocation
 from pipeline.transform.transformer import EVENT_COLUMNS, LOG_COLUMNS, Transformer
 from tests.formats.test_decode_property import BASE, check, garbage, maybe, serialise
 
@@ -237,6 +238,19 @@ def test_console_records_alone_keep_the_invocation_id_that_joins_them() -> None:
     )
     assert inv.extra["faas.invocation_id"] == "9c1e"
     assert [x.data for x in inv.logs] == [None, None]
+    # A part of an invocation whose invocation record came in another message: not a request.
+    assert inv.fragment
+    assert not one(document("cloudflare_fetch.json")).fragment
+
+
+def test_a_fragment_counts_its_lines_but_not_a_request() -> None:
+    rollups = Rollups()
+    head = one(document("cloudflare_fetch.json"))
+    tail = one(export([record("b", faas__invocation_id="9c1e")], WORKER))
+    for inv in (head, tail):
+        count_invocation(rollups, inv, T0, "w").levels["info"] += 1
+    assert sum(h.requests for h in rollups.hourly.values()) == 1
+    assert sum(h.levels["info"] for h in rollups.hourly.values()) == 2
 
 
 def test_the_preflight_is_no_invocation() -> None:
