@@ -339,7 +339,7 @@ def _cloudflare(resource: _Attributes, records: list[_Record]) -> Invocation:
         sanitized=dropped,
         trace_id=trace_id,
         span_id=span_id,
-        fragment=main is None and _INVOCATION_ID in own.values,
+        fragment=main is None and _INVOCATION_ID in context,
     )
 
 

@@ -240,6 +240,10 @@ def test_console_records_alone_keep_the_invocation_id_that_joins_them() -> None:
     assert [x.data for x in inv.logs] == [None, None]
     # A part of an invocation whose invocation record came in another message: not a request.
     assert inv.fragment
+    # The id may be the resource's (the docs' value set, A5).
+    resource = [attr("service.name", "w"), attr("telemetry.sdk.name", "cloudflare"),
+                attr("faas.invocation_id", "9c1e")]  # fmt: skip
+    assert one(export([record("a")], resource)).fragment
     assert not one(document("cloudflare_fetch.json")).fragment
 
 
