@@ -21,6 +21,8 @@ A value of the wrong type is a `DecodeError` naming it, like every other format'
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pipeline.errors import DecodeError
 from pipeline.formats.fields import MAX_MS, MIN_MS, at, expected, opt_str
 from pipeline.formats.invocation import JSON, SPAN_KINDS, SPAN_STATUSES, Span
@@ -144,8 +146,8 @@ def _span(span: JSON, resource: dict[str, JSON], path: str) -> Span:
         invocation_id=_first_str(own, resource, (_INVOCATION_ID,)),
         attributes=own,
         resource=resource,
-        events=_events(span.get("events"), path),
-        links=_links(span.get("links"), path),
+        events=_objects(span.get("events"), path, "events", _event),
+        links=_objects(span.get("links"), path, "links", _link),
     )
 
 
@@ -196,41 +198,34 @@ def _first_str(
     return None
 
 
-def _events(value: JSON, path: str) -> list[JSON]:
+def _objects(
+    value: JSON, path: str, name: str, read: Callable[[dict[str, JSON], str], JSON]
+) -> list[JSON]:
+    """An array of objects (`events`, `links`), each read by `read`; absent is empty."""
     if value is None:
         return []
     if type(value) is not list:
-        expected(path, "events", "an array", value)
+        expected(path, name, "an array", value)
     found: list[JSON] = []
-    for i, event in enumerate(value):
-        where = f"{path}events[{i}]."
-        if type(event) is not dict:
-            expected(where, "", "an object", event)
-        found.append(
-            {
-                "name": opt_str(event.get("name"), where, "name") or "",
-                "time_us": _time_us(event.get("timeUnixNano"), where, "timeUnixNano"),
-                "attributes": attributes(event.get("attributes"), where, "attributes"),
-            }
-        )
+    for i, item in enumerate(value):
+        where = f"{path}{name}[{i}]."
+        if type(item) is not dict:
+            expected(where, "", "an object", item)
+        found.append(read(item, where))
     return found
 
 
-def _links(value: JSON, path: str) -> list[JSON]:
-    if value is None:
-        return []
-    if type(value) is not list:
-        expected(path, "links", "an array", value)
-    found: list[JSON] = []
-    for i, link in enumerate(value):
-        where = f"{path}links[{i}]."
-        if type(link) is not dict:
-            expected(where, "", "an object", link)
-        found.append(
-            {
-                "trace_id": _id(link.get("traceId"), 32, where, "traceId"),
-                "span_id": _id(link.get("spanId"), 16, where, "spanId"),
-                "attributes": attributes(link.get("attributes"), where, "attributes"),
-            }
-        )
-    return found
+def _event(event: dict[str, JSON], where: str) -> JSON:
+    return {
+        "name": opt_str(event.get("name"), where, "name") or "",
+        "time_us": _time_us(event.get("timeUnixNano"), where, "timeUnixNano"),
+        "attributes": attributes(event.get("attributes"), where, "attributes"),
+    }
+
+
+def _link(link: dict[str, JSON], where: str) -> JSON:
+    return {
+        "trace_id": _id(link.get("traceId"), 32, where, "traceId"),
+        "span_id": _id(link.get("spanId"), 16, where, "spanId"),
+        "attributes": attributes(link.get("attributes"), where, "attributes"),
+    }

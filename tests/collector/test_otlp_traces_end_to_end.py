@@ -8,42 +8,25 @@ import asyncio
 import copy
 import gzip
 import time
-from typing import Any
 
 import asyncpg
 import orjson
 
 from pipeline.settings import Settings
+from tests.api.test_traces import FIXTURE, moved
 from tests.collector.test_collect import TOKEN, running
 from tests.collector.test_otlp_end_to_end import READ, stored_settings
 from tests.collector.test_otlp_logs import JSON, SECRET_HEADER
 from tests.collector.test_otlp_traces import ROUTE, trace_with_sdk
-from tests.conftest import ROOT
 from tests.support.api import get, signed_in
 from tests.support.replica import Replica, wait_stored
-
-CLOUDFLARE_TRACE = ROOT / "tests" / "fixtures" / "otlp" / "cloudflare_trace.json"
-
-
-def at(document: dict[str, Any], start_ns: int) -> dict[str, Any]:
-    """The export with its first span starting at `start_ns`, the rest as far from it as sent,
-    so that the stored spans fall in the API's window."""
-    moved = copy.deepcopy(document)
-    spans = moved["resourceSpans"][0]["scopeSpans"][0]["spans"]
-    shift = start_ns - int(spans[0]["startTimeUnixNano"])
-    for span in spans:
-        for key in ("startTimeUnixNano", "endTimeUnixNano"):
-            span[key] = str(int(span[key]) + shift)
-        for event in span.get("events", ()):
-            event["timeUnixNano"] = str(int(event["timeUnixNano"]) + shift)
-    return moved
 
 
 async def test_a_workers_observability_trace_in_two_exports_is_stored_as_one_trace(
     migrated: Settings, db: asyncpg.Connection, replicas: list[Replica]
 ) -> None:
     settings = await stored_settings(migrated)
-    whole = at(orjson.loads(CLOUDFLARE_TRACE.read_bytes()), (int(time.time()) - 600) * 10**9)
+    whole = moved(orjson.loads(FIXTURE.read_bytes()), (int(time.time()) - 600) * 10**9)
     spans = whole["resourceSpans"][0]["scopeSpans"][0]["spans"]
     [trace] = {span["traceId"] for span in spans}
     first, second = copy.deepcopy(whole), copy.deepcopy(whole)
