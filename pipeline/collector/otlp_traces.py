@@ -47,7 +47,7 @@ from pipeline.collector.otlp_export import (
     canonical_ids,
     kind,
 )
-from pipeline.formats.otlp_traces import refusal
+from pipeline.formats import otlp_traces as decoder
 
 _REQUIRED = (("traceId", 16), ("spanId", 8))
 _SPAN_IDS = (*_REQUIRED, ("parentSpanId", 8))
@@ -62,10 +62,17 @@ def split(document: dict[str, Any], lenient: bool = False) -> Export:
             continue
         traces: dict[str, ByScope] = {}
         resource = entry.value.get("resource")
+        contexts: dict[int, dict[str, Any] | str] = {}
         for j, where, span in entry.items:
             span, problem = _canonical(span)
             if not problem:
-                problem = refusal(resource, entry.scopes[j].get("scope"), span) or ""
+                within = contexts.get(j)
+                if within is None:
+                    within = contexts[j] = decoder.span_context(
+                        resource, entry.scopes[j].get("scope")
+                    )
+                found = within if isinstance(within, str) else decoder.refusal(span, within)
+                problem = found or ""
             if problem:
                 tally.reject(where, problem)
                 continue
