@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STACK := $(PY) deploy/local/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help venv stack-up stack-down stack-status migrate check run test bench bench-api bench-alerts chaos lint fmt clean
+.PHONY: help venv stack-up stack-down stack-status migrate check run test bench bench-api bench-alerts bench-otlp chaos lint fmt clean
 
 help:
 	@echo "make run          bring up the local stack, migrate, check, run the pipeline"
 	@echo "make test         lint, bring up the local stack, run the whole test suite"
 	@echo "make bench        ingest benchmark vs a plain dump and Quix (BENCH_ARGS='--messages 200000')"
 	@echo "make bench-api    query API latency over 5M log rows (loads them once, into bench_api)"
+	@echo "make bench-otlp   the collector's OTLP logs and traces throughput (BENCH_OTLP_ARGS='--requests 100')"
 	@echo "make chaos        random faults (kill -9, PostgreSQL and S3 down) then an accounting"
 	@echo "make stack-up | stack-down | stack-status"
 	@echo "make lint | fmt | clean"
@@ -72,6 +73,15 @@ bench-api: stack-up
 # Alert latency (not a test): from an event to its alert on the alerts topic, vs one flush.
 bench-alerts: stack-up
 	$(PY) bench/alerts.py
+
+# OTLP receiver throughput (not a test): one real `tailpipe collect` on a fresh topic, posted
+# Cloudflare-shaped logs and traces (50 invocations or traces per request; JSON, gzip'd JSON,
+# protobuf) by 8 and 32 concurrent clients; requests/s, records/s, latency, the collector's CPU
+# per 1,000 records and peak RSS, the topic's messages against the acknowledged ones. JSON in
+# .local/bench/. E.g. BENCH_OTLP_ARGS='--only logs --encodings json --concurrency 8'.
+BENCH_OTLP_ARGS ?=
+bench-otlp: stack-up
+	$(PY) bench/otlp.py $(BENCH_OTLP_ARGS)
 
 # The failure scenarios at random for CHAOS_ARGS (default 120 s of faults), then an accounting:
 # produced = stored + dead-lettered, nothing twice. JSON in .local/chaos/.
