@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pipeline import __version__, compiled, native
 from pipeline.errors import DECODE_REASONS
 from pipeline.formats.sanitize import FIELDS as SANITIZED_FIELDS
+from pipeline.postgres.flush import RAW_TABLES
 from pipeline.transform.batch import Batch
 
 if TYPE_CHECKING:
@@ -191,6 +192,8 @@ class Metrics:
             metrics.sanitized.labels(column)
         for reason in DECODE_REASONS:
             metrics.decode_failures.labels(reason)
+        for table, _, _ in RAW_TABLES:  # tail_spans too, before any span came
+            metrics.rows.labels(table)
         return metrics
 
     def flushed(
