@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
 from pipeline.api import auth, models
-from pipeline.api.invocations import ENVIRONMENT_TAG
+from pipeline.api.invocations import ENVIRONMENT_TAG, InvocationId
 from pipeline.api.params import Environment, Hours, Limit, Release, Script, Window
 
 router = APIRouter()
@@ -47,6 +47,18 @@ SELECT l.fingerprint, date_trunc('hour', l.ts) AS hour, count(*)::bigint AS occu
 {_OF_DEPLOY} AND l.fingerprint = ANY($5::text[])
 GROUP BY 1, 2 ORDER BY 1, 2
 """
+# The invocation of each group's latest occurrence: its exception line has the group's
+# `last_seen` as its time, so one probe of `tail_logs (level, ts)` at that instant finds it.
+_LATEST = """
+SELECT f.fp AS fingerprint, l.invocation_ts, l.kafka_partition, l.kafka_offset, l.item, l.topic
+FROM unnest($1::text[], $2::timestamptz[]) AS f(fp, at)
+CROSS JOIN LATERAL (
+    SELECT invocation_ts, kafka_partition, kafka_offset, item, topic FROM tail_logs
+    WHERE level = 'exception' AND ts = f.at AND fingerprint = f.fp
+      AND invocation_ts IS NOT NULL
+    LIMIT 1
+) l
+"""
 _TREND = """
 SELECT fingerprint, hour, occurrences FROM error_hourly
 WHERE fingerprint = ANY($1::text[]) AND hour >= $2 ORDER BY fingerprint, hour
@@ -78,13 +90,23 @@ async def errors(
             top = await conn.fetch(_TOP_OF_DEPLOY, *deploy, limit)
             fingerprints = [r["fingerprint"] for r in top]
             trend_rows = await conn.fetch(_TREND_OF_DEPLOY, *deploy, fingerprints)
+        latest_rows = await conn.fetch(_LATEST, fingerprints, [r["last_seen"] for r in top])
     trend: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in trend_rows:
         trend[r["fingerprint"]].append({"hour": r["hour"], "occurrences": r["occurrences"]})
-    return {
-        "window": {"since": window.first_hour, "until": window.until},
-        "errors": [_group(r, r["n"], trend[r["fingerprint"]]) for r in top],
-    }
+    latest = {r["fingerprint"]: str(_invocation_of(r)) for r in latest_rows}
+    groups = []
+    for r in top:
+        group = _group(r, r["n"], trend[r["fingerprint"]])
+        group["latest_invocation"] = latest.get(r["fingerprint"])
+        groups.append(group)
+    return {"window": {"since": window.first_hour, "until": window.until}, "errors": groups}
+
+
+def _invocation_of(r: Any) -> InvocationId:
+    return InvocationId(
+        r["invocation_ts"], r["kafka_partition"], r["kafka_offset"], r["item"], r["topic"]
+    )
 
 
 def _group(r: Any, n: int, trend: list[dict[str, Any]]) -> dict[str, Any]:

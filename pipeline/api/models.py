@@ -91,6 +91,11 @@ class ErrorGroup(BaseModel):
     sample_message: str
     sample_stack: str | None
     trend: list[HourCount] = Field(description="occurrences per hour with any (sparse)")
+    latest_invocation: str | None = Field(
+        None,
+        description="the invocation of its latest occurrence (/api/invocations/{id}); null"
+        " when its row was dropped by retention",
+    )
 
 
 class Errors(BaseModel):

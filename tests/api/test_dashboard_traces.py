@@ -42,6 +42,13 @@ async def publish(settings: Settings, start_ns: int) -> None:
             whole["resourceSpans"][0]["scopeSpans"][0]["spans"] = part
             await publisher.add(TRACE.encode(), orjson.dumps(whole))
         logs = logs_of_the_same_invocation(start_ns)
+        # The invocation also threw: an error group whose latest occurrence is it.
+        records = logs["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+        thrown = {**records[-1], "attributes": [
+            {"key": "exception.type", "value": {"stringValue": "D1_ERROR"}},
+            {"key": "exception.message", "value": {"stringValue": "no such column: owner"}},
+        ]}  # fmt: skip
+        records.append(thrown)
         await publisher.add(TRACE.encode(), orjson.dumps(logs))
 
 
@@ -89,8 +96,8 @@ def test_a_log_line_opens_its_trace_as_a_waterfall(browser: Browser, dashboard: 
     root, kv, github, d1 = (b for b in boxes if b is not None)
     assert root["width"] == pytest.approx(track["width"], rel=0.02)
     assert kv["x"] < github["x"] < github["x"] + github["width"] <= d1["x"] + 1
-    facts = page.locator("section.invocation [data-fact=outcome] dd").inner_text()
-    assert facts == "ok", "the outcome the logs lacked, from the root span"
+    cpu = page.locator("section.invocation [data-fact=cpu] dd").inner_text()
+    assert cpu == "7 ms", "the CPU time the logs lacked, from the root span"
     assert console.unexpected() == []
 
 
@@ -103,4 +110,24 @@ def test_the_overview_lists_the_operations(browser: Browser, dashboard: Dashboar
     assert names == {"fetch", "kv_get", "fetch api.github.com", "d1_all"}
     kv = page.locator("[data-table=operations] tr[data-operation=kv_get] td").nth(4)
     assert kv.inner_text() == "0.45 ms"
+    assert console.unexpected() == []
+
+
+def test_an_error_opens_its_latest_occurrence_with_its_trace(
+    browser: Browser, dashboard: Dashboard
+) -> None:
+    [group] = dashboard.api("/api/logs/errors", READ, hours=24)["errors"]
+    assert group["name"] == "D1_ERROR"
+    latest = group["latest_invocation"]
+    invocation = dashboard.api(f"/api/invocations/{latest}", READ)
+    assert [e["message"] for e in invocation["exceptions"]] == ["D1_ERROR: no such column: owner"]
+    page, console = open_page(browser, dashboard)
+    sign_in(page, READ)
+    show(page, "errors")
+    page.click(f"[data-fingerprint='{group['fingerprint']}'] [data-action=latest]")
+    panel = page.locator(f"[data-fingerprint='{group['fingerprint']}'] section.invocation")
+    panel.wait_for()
+    assert panel.get_attribute("data-invocation") == latest
+    waterfall = panel.locator(f"[data-role=trace][data-trace='{TRACE}'] [data-table=waterfall]")
+    assert waterfall.locator("tbody tr").count() == 4
     assert console.unexpected() == []

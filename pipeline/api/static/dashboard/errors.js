@@ -4,6 +4,7 @@
 import { ApiError, get, patch } from "./api.js";
 import { sparkline } from "./charts.js";
 import { count, empty, h, when } from "./dom.js";
+import { invocationPanel } from "./invocation.js";
 
 const ACTIONS = [["resolved", "Resolve"], ["ignored", "Ignore"], ["open", "Reopen"]];
 
@@ -21,7 +22,7 @@ export async function errors(ctx) {
     const page = await get("/api/logs/errors", { hours, script, limit: 50,
       release: deploy.release, environment: deploy.environment }, signal);
     body.replaceChildren(page.errors.length
-      ? h("div", { class: "errors" }, page.errors.map((e) => card(e, hours)))
+      ? h("div", { class: "errors" }, page.errors.map((e) => card(e, hours, ctx)))
       : empty("No errors in this range."));
   }
   const form = h("form", { class: "filters", onsubmit: (event) => {
@@ -34,7 +35,14 @@ export async function errors(ctx) {
   return [form, body];
 }
 
-function card(e, hours) {
+function card(e, hours, ctx) {
+  // Its latest occurrence's invocation (with its trace's waterfall) opens inside the card.
+  const panel = h("div", { "data-role": "invocation" });
+  const latest = e.latest_invocation ? h("button", {
+    type: "button", class: "quiet", "data-action": "latest",
+    onclick: () => invocationPanel(e.latest_invocation, ctx.signal, () => panel.replaceChildren())
+      .then((node) => panel.replaceChildren(node)).catch(ctx.fail),
+  }, "Latest occurrence") : null;
   const badge = h("span", { class: `badge ${e.status}`, "data-role": "status" }, e.status);
   const problem = h("p", { class: "error", role: "alert" });
   const buttons = ACTIONS.map(([status, label]) => h("button", {
@@ -57,7 +65,8 @@ function card(e, hours) {
       h("summary", {}, "Sample and stack"),
       h("pre", { class: "sample" }, e.sample_message),
       e.sample_stack ? h("pre", { class: "stack" }, e.sample_stack) : null),
-    h("div", { class: "actions" }, buttons, problem));
+    h("div", { class: "actions" }, buttons, latest, problem),
+    panel);
 
   async function change(status) {
     problem.textContent = "";
