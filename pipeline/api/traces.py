@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -34,6 +34,7 @@ from pipeline.transform.sketch import LatencySketch
 
 router = APIRouter()
 
+_US = timedelta(microseconds=1)
 MAX_SPANS = 10_000
 """The most spans a trace answer holds: the earliest, with `truncated` set."""
 _HEX_TRACE = re.compile(r"[0-9a-fA-F]{32}")
@@ -140,8 +141,7 @@ async def trace(request: Request, trace_id: TraceParam) -> dict[str, Any]:
 
 
 def _offset_us(ts: datetime, start: datetime) -> int:
-    delta = ts - start
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (ts - start) // _US
 
 
 def _span(r: Any, start: datetime) -> dict[str, Any]:
