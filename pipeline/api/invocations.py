@@ -30,7 +30,8 @@ import orjson
 from fastapi import APIRouter, HTTPException, Path, Request
 
 from pipeline.api import models
-from pipeline.formats.otlp_logs import CPU_KEYS, UNREPORTED, WALL_KEYS
+from pipeline.formats.otlp_logs import UNREPORTED
+from pipeline.transform.completion import Told, completed, filled, told
 
 router = APIRouter()
 
@@ -293,26 +294,15 @@ def _lacking(shown: dict[str, Any]) -> bool:
 
 
 def _fill(shown: dict[str, Any], attributes: dict[str, Any], duration_us: int) -> list[str]:
-    """Fill what the invocation lacks from its root span; the fields filled."""
-    filled = []
-    outcome = attributes.get("cloudflare.outcome")
-    if shown["outcome"] == UNREPORTED and isinstance(outcome, str) and outcome:
-        shown["outcome"] = outcome
-        filled.append("outcome")
-    for field, keys, fallback in (
-        ("cpu_ms", CPU_KEYS, None),
-        ("wall_ms", WALL_KEYS, round(duration_us / 1000)),
-    ):
-        if shown[field] is None:
-            value = next((attributes[k] for k in keys if _is_number(attributes.get(k))), fallback)
-            if value is not None:
-                shown[field] = round(value)
-                filled.append(field)
-    return filled
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """Fill what the invocation lacks from its root span; the fields filled. The flush fills
+    the rows it can (`pipeline.postgres.completion`); these are the others: stored before it
+    did, or their halves keyed to different partitions."""
+    before = Told(shown["outcome"], shown["cpu_ms"], shown["wall_ms"])
+    after = completed(before, told(attributes, duration_us))
+    if after is None:
+        return []
+    shown.update(after._asdict())
+    return filled(before, after)
 
 
 def _line(r: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from pipeline.api import models
 from pipeline.api.params import Hours, Limit, Script, Window
 from pipeline.formats.invocation import SPAN_KINDS, SPAN_STATUSES
-from pipeline.formats.otlp_logs import CPU_KEYS, WALL_KEYS
+from pipeline.transform.completion import told
 from pipeline.transform.sketch import LatencySketch
 
 router = APIRouter()
@@ -200,21 +200,5 @@ def _waterfall(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _root(span: dict[str, Any]) -> dict[str, Any]:
-    attributes = span["attributes"]
-    outcome = attributes.get("cloudflare.outcome")
-    wall = _number(attributes, WALL_KEYS)
-    return {
-        "script": span["script"],
-        "name": span["name"],
-        "outcome": outcome if isinstance(outcome, str) else None,
-        "cpu_ms": _number(attributes, CPU_KEYS),
-        "wall_ms": span["duration_ms"] if wall is None else wall,
-    }
-
-
-def _number(attributes: dict[str, Any], keys: tuple[str, ...]) -> float | None:
-    for key in keys:
-        value = attributes.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
+    says = told(span["attributes"], round(span["duration_ms"] * 1000))
+    return {"script": span["script"], "name": span["name"], **says._asdict()}

@@ -13,10 +13,12 @@ one invocation group. A record belongs to the group of
 2. its (`traceId`, `spanId`): the records an OTel SDK writes inside one span, else
 3. its `resourceLogs` entry.
 
-The key of a message is the group's invocation id, else its trace id, else the digest of the
+The key of a message is the group's trace id, else its invocation id, else the digest of the
 message (`pipeline.formats.identity.item_key`): a sender's retry, and the records of one
-invocation that come in separate requests, land on one partition. A group larger than a Kafka
-message is split into several messages with the same key.
+invocation that come in separate requests, land on one partition, and so does its trace's
+spans (`otlp_traces.py` keys them by the trace id), so that the replica reading them can
+complete the invocation with its root span (`pipeline.postgres.completion`). A group larger
+than a Kafka message is split into several messages with the same key.
 
 Rejected records (counted in the answer's `partialSuccess`, the others are published):
 
@@ -94,10 +96,12 @@ def _groups(taken: list[tuple[int, dict[str, Any], str | None]]) -> dict[tuple[s
     invocation log beside them carries the id. The others group by trace and span, and those
     with neither form the entry's own group."""
     by_trace: dict[str, str] = {}
+    traces: dict[str, str] = {}  # an invocation's first trace id: its messages' key
     for _, record, invocation in taken:
         trace = _trace(record)
         if invocation and trace:
             by_trace.setdefault(trace, invocation)
+            traces.setdefault(invocation, trace)
     invocations = {invocation for _, _, invocation in taken if invocation}
     only = next(iter(invocations)) if len(invocations) == 1 else None
     groups: dict[tuple[str, ...], _Group] = {}
@@ -106,7 +110,7 @@ def _groups(taken: list[tuple[int, dict[str, Any], str | None]]) -> dict[tuple[s
         invocation = invocation or (by_trace.get(trace) if trace else only)
         identity: tuple[str, ...]
         if invocation:
-            identity, key = ("invocation", invocation), invocation.encode()
+            identity, key = ("invocation", invocation), traces.get(invocation, invocation).encode()
         elif trace:
             identity, key = ("span", trace, record.get("spanId") or ""), trace.encode()
         else:

@@ -9,7 +9,8 @@ batch and advances its offsets. Inside it, in this order:
    `find_rejected` isolates the messages they came from (the writer turns those into dead
    letters and builds the batch again);
 3. the index rows of the dead-letter objects the writer stored for this batch;
-4. the rollups (`pipeline.postgres.rollup_upserts`).
+4. the OTLP invocations this batch completes with their root spans
+   (`pipeline.postgres.completion`), and the rollups (`pipeline.postgres.rollup_upserts`).
 So the rows, the rollups and the offsets are stored together or not at all: exactly once.
 """
 

@@ -20,7 +20,7 @@ import asyncpg
 from pipeline.deadletters.record import decode_object
 from pipeline.deadletters.store import StoreUnavailable, open_store
 from pipeline.errors import DecodeError
-from pipeline.postgres import flush
+from pipeline.postgres import completion, flush
 from pipeline.postgres.connect import connect
 from pipeline.postgres.day_partitions import PartitionManager
 from pipeline.postgres.rollup_upserts import merge_rollups
@@ -146,7 +146,8 @@ class Replayer:
                 stored = await _already_stored(conn, todo)
                 batch = self._batch([m for m in todo if (m[0], m[1], m[2].offset) not in stored])
                 await copy_refusing(conn, batch, self.transformer)
-                await merge_rollups(conn, batch)
+                delta, _ = await completion.complete(conn, batch)
+                await merge_rollups(conn, batch, also=delta)
                 still = [d for part in batch.parts.values() for d in part.dead]
                 failing = {d.offset for d in still}
                 now_done = [d.offset for _, _, d in todo if d.offset not in failing]

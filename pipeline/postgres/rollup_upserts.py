@@ -238,11 +238,15 @@ async def _rollups(conn: asyncpg.Connection, r: Rollups) -> list[Any]:
 
 
 async def merge_rollups(
-    conn: asyncpg.Connection, batch: Batch, rules: Rules | None = None
+    conn: asyncpg.Connection,
+    batch: Batch,
+    rules: Rules | None = None,
+    also: Rollups | None = None,
 ) -> Counter[str]:
-    """The last step of a flush: merge the batch's rollups, in key order, then its alerts
+    """The last step of a flush: merge the batch's rollups (and `also`: the difference the
+    completed invocations make, `pipeline.postgres.completion`), in key order, then its alerts
     (with `rules`); returns how many alerts this merge created, by rule (to publish)."""
-    r = Rollups.combine(p.rollups for p in batch.parts.values())
+    r = Rollups.combine([*(p.rollups for p in batch.parts.values()), *([also] if also else [])])
     changed = await _rollups(conn, r)
     if rules is None:
         return Counter()

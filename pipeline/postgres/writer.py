@@ -33,7 +33,7 @@ from pipeline.deadletters.guard import Guard
 from pipeline.deadletters.record import encode, object_key, partition_prefix, record
 from pipeline.deadletters.store import Store, StoreUnavailable
 from pipeline.errors import FlushAborted
-from pipeline.postgres import flush
+from pipeline.postgres import completion, flush
 from pipeline.postgres.connect import rejects_data
 from pipeline.postgres.rollup_upserts import merge_rollups
 from pipeline.transform.batch import Batch, Part, TopicPartition
@@ -80,6 +80,8 @@ class Written:
     """The dead-letter objects written, as indexed: what the replica's log reports."""
     alerts: Counter[str] = field(default_factory=Counter)
     """Alerts this batch created in the outbox, by rule."""
+    completed: int = 0
+    """Invocations stored earlier or in this batch that its root spans completed."""
 
 
 async def copy_refusing(conn: asyncpg.Connection, batch: Batch, transformer: Transformer) -> int:
@@ -133,7 +135,8 @@ class Writer:
             written = Written(flush.rows_written(batch), rejected=rejected)
             written.letters = await self._dead_letters(conn, batch, written)
             await flush.index_dead_letters(conn, written.letters)
-            written.alerts = await merge_rollups(conn, batch, self.rules)
+            delta, written.completed = await completion.complete(conn, batch)
+            written.alerts = await merge_rollups(conn, batch, self.rules, also=delta)
         self.guard.record(batch.messages, dead)
         written.redactions.update(batch.redactions)
         return written

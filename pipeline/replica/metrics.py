@@ -57,6 +57,7 @@ class Metrics:
     stranded_partitions: Gauge
     messages_expired: Counter
     alerts: Counter
+    completed: Counter
     flush_failures: Counter
     last_flush: Gauge
     build_info: Gauge
@@ -165,6 +166,11 @@ class Metrics:
                 "critical alerts this replica raised (new ones, not repeat occurrences), by rule",
                 ["rule"], registry=r,
             ),
+            completed=Counter(
+                "tailpipe_invocations_completed_total",
+                "OTLP invocations whose outcome and CPU and wall time their trace's root span"
+                " filled in, stored earlier or in the same batch", registry=r,
+            ),
             flush_failures=Counter(
                 "tailpipe_flush_failures_total",
                 "flush attempts that did not commit, by kind: postgres (transient, retried), "
@@ -216,6 +222,8 @@ class Metrics:
         if written.objects:
             self.dead_letter_objects.inc(written.objects)
         self.alerts_created(written.alerts)
+        if written.completed:
+            self.completed.inc(written.completed)
         for reason, n in batch.decode_failures.items():
             self.decode_failures.labels(reason).inc(n)
         for column, n in batch.sanitized.items():

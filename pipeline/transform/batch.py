@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from pipeline.transform.rollup import Rollups
@@ -60,6 +61,10 @@ class Part:
     decode_failures: Counter[str] = field(default_factory=Counter)
     sanitized: Counter[str] = field(default_factory=Counter)
     """Values repaired to be storable, by column (`pipeline.formats.sanitize`)."""
+    completing: list[tuple[bytes, datetime]] = field(default_factory=list)
+    """(trace id, time) of each OTLP invocation stored without its outcome or times, and of
+    each root span: where the flush looks for the pairs that complete an invocation
+    (`pipeline.postgres.completion`). Empty unless the part holds OTLP data."""
     messages: int = 0
     bytes: int = 0
 

@@ -277,9 +277,7 @@ def count_invocation(rollups: Rollups, inv: Invocation, ts_ms: int, script: str)
         return hour
     hour.requests += 1
     hour.outcomes[inv.outcome] += 1
-    outcome = inv.outcome
-    if outcome != "ok" and outcome != "unreported":  # unreported: not known to have failed
-        hour.errors += 1
+    hour.errors += _is_error(inv.outcome)
     if inv.wall_ms is not None:
         hour.wall_sum += inv.wall_ms
         hour.wall_max = max(hour.wall_max, inv.wall_ms)
@@ -289,6 +287,42 @@ def count_invocation(rollups: Rollups, inv: Invocation, ts_ms: int, script: str)
         hour.cpu_max = max(hour.cpu_max, inv.cpu_ms)
         hour.cpu.add(inv.cpu_ms)
     return hour
+
+
+def count_completion(
+    rollups: Rollups,
+    ts_ms: int,
+    script: str,
+    event_type: str,
+    before: tuple[str | None, int | None, int | None],
+    after: tuple[str | None, int | None, int | None],
+) -> None:
+    """An invocation counted already (by an earlier flush, or earlier in this batch), now
+    completed by its trace's root span (`transform.completion`): the difference, added to its
+    hour. Its outcome moves from one count to the other (the old count may go to 0, never below:
+    it was counted there), and the times it lacked are added. `before` and `after` are
+    (outcome, cpu_ms, wall_ms)."""
+    key = (ts_ms - ts_ms % HOUR_MS, script, event_type)
+    hour = rollups.hourly.get(key)
+    if hour is None:
+        hour = rollups.hourly[key] = HourlyMetrics()
+    (old, old_cpu, old_wall), (new, cpu, wall) = before, after
+    if new != old and old is not None and new is not None:
+        hour.outcomes[old] -= 1
+        hour.outcomes[new] += 1
+        hour.errors += _is_error(new) - _is_error(old)
+    if old_wall is None and wall is not None:
+        hour.wall_sum += wall
+        hour.wall_max = max(hour.wall_max, wall)
+        hour.wall.add(wall)
+    if old_cpu is None and cpu is not None:
+        hour.cpu_sum += cpu
+        hour.cpu_max = max(hour.cpu_max, cpu)
+        hour.cpu.add(cpu)
+
+
+def _is_error(outcome: str) -> bool:
+    return outcome != "ok" and outcome != "unreported"  # unreported: not known to have failed
 
 
 def count_extracted(rollups: Rollups, found: Extracted, ts_ms: int, script: str) -> None:

@@ -52,11 +52,15 @@ def add_spans(
     for item, span in enumerate(spans):
         script = span.script or UNNAMED
         name = redact_text(span.name, counts) if span.name else ""
+        ts = _EPOCH + timedelta(microseconds=span.start_us)
+        trace_id = bytes.fromhex(span.trace_id)
+        if span.parent_span_id is None:  # the handler's: it may complete its invocation
+            part.completing.append((trace_id, ts))
         rows.append(
             (
-                _EPOCH + timedelta(microseconds=span.start_us),
+                ts,
                 script,
-                bytes.fromhex(span.trace_id),
+                trace_id,
                 bytes.fromhex(span.span_id),
                 bytes.fromhex(span.parent_span_id) if span.parent_span_id else None,
                 name,

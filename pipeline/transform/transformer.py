@@ -18,6 +18,7 @@ from pipeline.formats.decode import NATIVE_LIMITS, NATIVE_RECORDS, decoded
 from pipeline.formats.invocation import UNNAMED, Invocation
 from pipeline.native import NativeRows, load_trace_rows, load_utc_datetime
 from pipeline.transform.batch import Batch, DeadLetter, Headers, Part, Raw, TopicPartition
+from pipeline.transform.completion import awaits_root_span
 from pipeline.transform.extract import Extractor
 from pipeline.transform.fingerprint import fingerprint, template
 from pipeline.transform.redact.engine import redact_json_text, redact_text
@@ -219,6 +220,8 @@ class Transformer:
                 span_id,
             )
         )
+        if awaits_root_span(inv) and trace_id is not None:
+            part.completing.append((trace_id, ts))
         seq = 0
         texts = []
         for line in inv.logs:

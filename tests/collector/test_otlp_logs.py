@@ -40,7 +40,7 @@ from opentelemetry.sdk._logs.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from pipeline.collector import otlp_logs
+from pipeline.collector import otlp_logs, otlp_traces
 from pipeline.collector.app import create_app
 from pipeline.collector.items import MAX_ITEM_BYTES
 from pipeline.formats.identity import item_key
@@ -55,7 +55,7 @@ from tests.collector.test_collect import (
     running,
     topic_end,
 )
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 
 SECRET_HEADER = "cf-otlp-secret"
 JSON = {"Content-Type": "application/json"}
@@ -271,18 +271,18 @@ async def test_cloudflare_exports_become_one_message_per_invocation(
     keyed: dict[bytes | None, list[Any]] = {}
     for record in records:
         keyed.setdefault(record.key, []).append(record)
-    assert set(keyed) == {inv.invocation_id.encode() for inv in [*invocations, a, b]}
+    assert set(keyed) == {inv.trace_id.encode() for inv in [*invocations, a, b]}
     for inv, entry in zip(invocations, entries, strict=True):
-        copies = keyed[inv.invocation_id.encode()]
+        copies = keyed[inv.trace_id.encode()]
         assert len(copies) == (2 if inv is invocations[0] else 1)
         assert all(one_entry(c.value) == entry for c in copies)  # as sent, numbers and all
-    first, retried = keyed[invocations[0].invocation_id.encode()]
+    first, retried = keyed[invocations[0].trace_id.encode()]
     assert first.partition == retried.partition
     assert b'"intValue":200' in first.value
-    assert b'"intValue":"200"' in keyed[invocations[1].invocation_id.encode()][0].value
+    assert b'"intValue":"200"' in keyed[invocations[1].trace_id.encode()][0].value
     shared_records = shared["scopeLogs"][0]["logRecords"]
     for inv, mine in ((a, [shared_records[0], shared_records[3]]), (b, shared_records[1:3])):
-        [message] = keyed[inv.invocation_id.encode()]
+        [message] = keyed[inv.trace_id.encode()]
         entry = one_entry(message.value)
         assert entry["resource"] == cloudflare_resource()
         assert entry["scopeLogs"][0]["scope"] == {"name": "workers-observability"}
@@ -744,8 +744,19 @@ def test_a_group_larger_than_a_kafka_message_is_split_under_one_key() -> None:
     assert result.rejected == 1
     assert "a Kafka message takes at most" in result.error_message()
     assert len(result.items) == 2  # three lines of 300 kB per message, with the invocation's
-    assert {item.key for item in result.items} == {inv.invocation_id.encode()}
+    assert {item.key for item in result.items} == {inv.trace_id.encode()}
     assert all(len(item.value) <= MAX_ITEM_BYTES for item in result.items)
     published = [r for item in result.items for r in records_of(item.value)]
     assert published == records[:-1]
     assert result.records == len(records) - 1
+
+
+def test_an_invocations_logs_and_its_trace_share_a_key() -> None:
+    """Its logs message and its spans' messages land on one partition: the replica reading it
+    completes the invocation with its root span in the flush (pipeline/postgres/completion.py),
+    which only a reader of both halves, in order, can do exactly once."""
+    fixtures = ROOT / "tests" / "fixtures" / "otlp"
+    logs = otlp_logs.split(orjson.loads((fixtures / "cloudflare_fetch.json").read_bytes()))
+    spans = otlp_traces.split(orjson.loads((fixtures / "cloudflare_trace.json").read_bytes()))
+    assert {item.key for item in logs.items} == {item.key for item in spans.items}
+    assert {item.key for item in logs.items} == {b"4bf92f3577b34da6a3ce929d0e0e4736"}
