@@ -136,7 +136,7 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{objects} holding {total} dead-lettered messages: {total - done} pending, "
               f"{done} replayed")  # fmt: skip
         return 0
-    replayer = replay.Replayer(settings, Transformer(Extractor.from_files()))
+    replayer = replay.Replayer(settings, Transformer(Extractor.from_files(), dedup=settings.dedup))
     summary = asyncio.run(replayer.run(where, args.dry_run, replay.tty_progress))
     print(summary.line(args.dry_run))
     return 1 if summary.failing or summary.unreadable else 0
@@ -208,7 +208,7 @@ def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.transform.extract import Extractor
     from pipeline.transform.transformer import Transformer
 
-    transformer = Transformer(Extractor.from_files())
+    transformer = Transformer(Extractor.from_files(), dedup=True)
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     out = sys.stdout.buffer
     summary: dict[str, Any] = {}
@@ -229,8 +229,9 @@ def cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     import datetime
+    import math
 
-    from pipeline.postgres import retention, search_index
+    from pipeline.postgres import dedup, retention, search_index
     from pipeline.postgres.connect import connect
 
     async def go() -> tuple[list[str], list[str]]:
@@ -238,6 +239,11 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
         try:
             now = datetime.datetime.now(datetime.UTC)
             dropped = await retention.drop_older_than(conn, args.keep_days, now.date())
+            # The identities a retry is checked against: the window's days, not the rows'.
+            window_days = max(1, math.ceil(settings.dedup_window / 86_400))
+            dropped += await retention.drop_older_than(
+                conn, window_days, now.date(), tables=(dedup.TABLE,)
+            )
             return dropped, await search_index.index_closed_days(conn, now)
         finally:
             await conn.close()

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pipeline.errors import SettingsError
 from pipeline.logconfig import FORMATS, LEVELS
 from pipeline.parse import (
+    boolean,
     choice,
     dlq_url,
     duration,
@@ -129,6 +130,16 @@ class Settings:
     batch_max_rows: int = _setting(20_000, positive_int, doc="flush after this many rows")
     batch_max_bytes: int = _setting(16 << 20, positive_int, doc="flush after this many bytes")
     batch_max_age: float = _setting(1.0, duration, doc="flush after this many seconds")
+    dedup: bool = _setting(
+        True,
+        boolean,
+        doc="store a sender's retried item once (off: for producers that never retry)",
+    )
+    dedup_window: float = _setting(
+        86_400.0,
+        duration,
+        doc="how long after its event time an item's retry is still caught (at least 1h)",
+    )
     shutdown_grace: float = _setting(
         30.0, duration, doc="seconds a replica may take to flush and stop on SIGTERM"
     )
@@ -159,6 +170,10 @@ class Settings:
     log_level: str = _setting("info", choice(LEVELS), doc="debug, info, warning or error")
 
     def __post_init__(self) -> None:
+        if self.dedup_window < 3600:
+            raise SettingsError(
+                "TAILPIPE_DEDUP_WINDOW", "a duration of at least 1h", self.dedup_window
+            )
         secured = self.kafka_security_protocol.startswith("SASL_")
         if secured and not self.kafka_sasl_mechanism:
             raise SettingsError(

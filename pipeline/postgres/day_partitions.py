@@ -34,6 +34,11 @@ from pipeline.errors import MigrationError
 from pipeline.postgres.connect import quote_ident
 
 PARTITIONED_TABLES = ("tail_events", "tail_logs", "tail_spans")
+"""The raw tables: `tailpipe retention --keep-days` drops their days."""
+DAY_TABLES = (*PARTITIONED_TABLES, "ingest_keys")
+"""Every day-partitioned table, created ahead of need: the raw tables, and the identities a
+retry is checked against (pipeline/postgres/dedup.py), whose days retention drops by the
+deduplication window instead."""
 
 log = logging.getLogger("tailpipe.partitions")
 

@@ -20,9 +20,9 @@ import asyncpg
 from pipeline.deadletters.record import decode_object
 from pipeline.deadletters.store import StoreUnavailable, open_store
 from pipeline.errors import DecodeError
-from pipeline.postgres import completion, flush
+from pipeline.postgres import completion, dedup, flush
 from pipeline.postgres.connect import connect
-from pipeline.postgres.day_partitions import PartitionManager
+from pipeline.postgres.day_partitions import DAY_TABLES, PartitionManager
 from pipeline.postgres.rollup_upserts import merge_rollups
 from pipeline.postgres.writer import copy_refusing
 from pipeline.settings import Settings
@@ -92,7 +92,7 @@ class Replayer:
     def __init__(self, settings: Settings, transformer: Transformer) -> None:
         self.settings = settings
         self.transformer = transformer
-        self.partitions = PartitionManager()
+        self.partitions = PartitionManager(DAY_TABLES)
 
     async def run(
         self, where: Filter, dry_run: bool, progress: Callable[[int, int, Summary], None]
@@ -145,7 +145,11 @@ class Replayer:
                 todo = [(t, p, d) for t, p, d in letters if d.offset not in replayed]
                 stored = await _already_stored(conn, todo)
                 batch = self._batch([m for m in todo if (m[0], m[1], m[2].offset) not in stored])
-                await copy_refusing(conn, batch, self.transformer)
+                if self.transformer.dedup:
+                    await dedup.claim(conn, batch, self.transformer)
+                    held = dedup.claimed(batch)
+                if await copy_refusing(conn, batch, self.transformer) and self.transformer.dedup:
+                    await dedup.release(conn, held, batch)
                 delta, _ = await completion.complete(conn, batch)
                 await merge_rollups(conn, batch, also=delta)
                 still = [d for part in batch.parts.values() for d in part.dead]

@@ -33,7 +33,7 @@ from pipeline.deadletters.guard import Guard
 from pipeline.deadletters.record import encode, object_key, partition_prefix, record
 from pipeline.deadletters.store import Store, StoreUnavailable
 from pipeline.errors import FlushAborted
-from pipeline.postgres import completion, flush
+from pipeline.postgres import completion, dedup, flush
 from pipeline.postgres.connect import rejects_data
 from pipeline.postgres.rollup_upserts import merge_rollups
 from pipeline.transform.batch import Batch, Part, TopicPartition
@@ -80,6 +80,8 @@ class Written:
     """The dead-letter objects written, as indexed: what the replica's log reports."""
     alerts: Counter[str] = field(default_factory=Counter)
     """Alerts this batch created in the outbox, by rule."""
+    duplicates: Counter[str] = field(default_factory=Counter)
+    """Invocations and spans left out as stored before (a sender's retry), by kind."""
     completed: int = 0
     """Invocations stored earlier or in this batch that its root spans completed."""
 
@@ -116,6 +118,7 @@ class Writer:
         self.transformer = transformer
         self.guard = guard
         self.rules = rules
+        self.dedup = transformer.dedup
 
     async def write(
         self, conn: asyncpg.Connection, batch: Batch, stored: Mapping[TopicPartition, int]
@@ -123,7 +126,13 @@ class Writer:
         """Store the batch (rebuilt in place when PostgreSQL refuses some of its messages)."""
         async with conn.transaction():
             await flush.advance(conn, batch, stored)
+            duplicates: Counter[str] = Counter()
+            if self.dedup:
+                duplicates = await dedup.claim(conn, batch, self.transformer)
+                held = dedup.claimed(batch)
             rejected = await copy_refusing(conn, batch, self.transformer)
+            if self.dedup and rejected:
+                await dedup.release(conn, held, batch)
             dead = sum(len(p.dead) for p in batch.parts.values())
             if self.guard.would_trip(batch.messages, dead):
                 p = self.guard.policy
@@ -132,7 +141,7 @@ class Writer:
                     f"messages would be dead letters (limit {p.max_share:.0%}); "
                     "stopped consuming: fix the producer or the pipeline, then restart"
                 )
-            written = Written(flush.rows_written(batch), rejected=rejected)
+            written = Written(flush.rows_written(batch), rejected=rejected, duplicates=duplicates)
             written.letters = await self._dead_letters(conn, batch, written)
             await flush.index_dead_letters(conn, written.letters)
             delta, written.completed = await completion.complete(conn, batch)

@@ -19,6 +19,7 @@ from pipeline.errors import DECODE_REASONS
 from pipeline.formats.sanitize import FIELDS as SANITIZED_FIELDS
 from pipeline.postgres.flush import RAW_TABLES
 from pipeline.transform.batch import Batch
+from pipeline.transform.dedup import KINDS as DUPLICATE_KINDS
 
 if TYPE_CHECKING:
     from pipeline.postgres.writer import Written
@@ -58,6 +59,7 @@ class Metrics:
     messages_expired: Counter
     alerts: Counter
     completed: Counter
+    duplicates: Counter
     flush_failures: Counter
     last_flush: Gauge
     build_info: Gauge
@@ -171,6 +173,11 @@ class Metrics:
                 "OTLP invocations whose outcome and CPU and wall time their trace's root span"
                 " filled in, stored earlier or in the same batch", registry=r,
             ),
+            duplicates=Counter(
+                "tailpipe_duplicates_total",
+                "invocations and spans not stored again: a sender's retry of what was stored"
+                " (TAILPIPE_DEDUP), by kind", ["kind"], registry=r,
+            ),
             flush_failures=Counter(
                 "tailpipe_flush_failures_total",
                 "flush attempts that did not commit, by kind: postgres (transient, retried), "
@@ -198,6 +205,8 @@ class Metrics:
             metrics.sanitized.labels(column)
         for reason in DECODE_REASONS:
             metrics.decode_failures.labels(reason)
+        for kind in DUPLICATE_KINDS:
+            metrics.duplicates.labels(kind)
         for table, _, _ in RAW_TABLES:  # tail_spans too, before any span came
             metrics.rows.labels(table)
         return metrics
@@ -224,6 +233,8 @@ class Metrics:
         self.alerts_created(written.alerts)
         if written.completed:
             self.completed.inc(written.completed)
+        for kind, n in written.duplicates.items():
+            self.duplicates.labels(kind).inc(n)
         for reason, n in batch.decode_failures.items():
             self.decode_failures.labels(reason).inc(n)
         for column, n in batch.sanitized.items():

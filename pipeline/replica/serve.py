@@ -42,7 +42,7 @@ def serve(settings: Settings) -> int:
     listener = _listen(settings.metrics_port)
 
     async def main() -> None:
-        transformer = Transformer(Extractor.from_files(), rules)
+        transformer = Transformer(Extractor.from_files(), rules, dedup=settings.dedup)
         consumer = Consumer(settings, transformer, Policy.from_settings(settings), rules)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -32,7 +32,7 @@ from pipeline.alerts.rules import Rules
 from pipeline.errors import DependencyError
 from pipeline.postgres import flush
 from pipeline.postgres.connect import connect
-from pipeline.postgres.day_partitions import PartitionManager, ahead
+from pipeline.postgres.day_partitions import DAY_TABLES, PartitionManager, ahead
 from pipeline.postgres.writer import DeadLettersHeld, GuardTripped, Writer, Written, failure_kind
 from pipeline.replica.metrics import Metrics
 from pipeline.replica.outages import Outages
@@ -93,7 +93,7 @@ class Storing:
         self._kafka = kafka
         self._pauses = pauses
         self._rebalance = rebalance
-        self._partitions = PartitionManager()
+        self._partitions = PartitionManager(DAY_TABLES)
 
     async def run(self, conn: asyncpg.Connection) -> None:
         while True:

@@ -44,6 +44,16 @@ class Raw(NamedTuple):
     headers: Headers
 
 
+class Identity(NamedTuple):
+    """An invocation's or span's identity (`transform.dedup`) and where it came from."""
+
+    ts: datetime
+    digest: int
+    offset: int
+    kind: int
+    item: int
+
+
 @dataclass(slots=True)
 class Part:
     """What one partition contributed: rows, dead letters, rollups, the offsets [first, next),
@@ -61,6 +71,11 @@ class Part:
     decode_failures: Counter[str] = field(default_factory=Counter)
     sanitized: Counter[str] = field(default_factory=Counter)
     """Values repaired to be storable, by column (`pipeline.formats.sanitize`)."""
+    identities: list[Identity] = field(default_factory=list)
+    """Of each invocation and span in the rows, when deduplication is on (`transform.dedup`)."""
+    duplicates: set[tuple[int, int, int]] = field(default_factory=set)
+    """(offset, kind, item) of the invocations and spans the flush found stored already: left
+    out when the part is built again (`Transformer.rebuild`)."""
     completing: list[tuple[bytes, datetime]] = field(default_factory=list)
     """(trace id, time) of each OTLP invocation stored without its outcome or times, and of
     each root span: where the flush looks for the pairs that complete an invocation

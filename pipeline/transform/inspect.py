@@ -3,7 +3,9 @@
 Reads messages one per line and runs them through the consumer's own `Transformer` (the same
 decode, repair, redaction and extraction), then prints as JSON lines: every row with the line it
 came from, every message that would be dead-lettered and why, the rollup rows the flush would
-merge, and a summary (messages, dead letters, values repaired, redactions). Because it is the
+merge, and a summary (messages, dead letters, values repaired, redactions). Each invocation's
+and span's identity is shown (`transform.dedup`); a line repeating one of an earlier line is
+shown as the duplicate it is, and its rows are left out, as the flush would. Because it is the
 same code path, what it prints is what would be stored; the command exits 1 when any message
 would be a dead letter, so a script can gate on it.
 """
@@ -19,7 +21,9 @@ from typing import Any
 
 import orjson
 
+from pipeline.formats.identity import document_key
 from pipeline.transform.batch import Batch
+from pipeline.transform.dedup import KINDS
 from pipeline.transform.rollup import Rollups
 from pipeline.transform.spans import SPAN_COLUMNS
 from pipeline.transform.transformer import EVENT_COLUMNS, LOG_COLUMNS, Transformer
@@ -57,6 +61,13 @@ def _row(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def _key(value: bytes) -> bytes | None:
+    try:
+        return document_key(orjson.loads(value))
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return None
 
 
 def rollup_lines(rollups: Rollups) -> Iterator[dict[str, Any]]:
@@ -140,15 +151,35 @@ def inspect(
     parts: list[Rollups] = []
     redactions: Counter[str] = Counter()
     sanitized: Counter[str] = Counter()
-    messages = dead_letters = 0
+    messages = dead_letters = duplicates = 0
+    seen: dict[tuple[datetime, int], int] = {}
+    """Each identity, and the line of its first copy."""
     for number, raw in enumerate(lines, start=1):
         value = raw.rstrip(b"\r\n")
         if not value.strip():
             continue
         messages += 1
         batch = Batch()
-        transformer.add(batch, "inspect", 0, number - 1, timestamp_ms, None, value)
+        # Keyed as a producer keys it (`formats.identity`), which the identity builds on.
+        transformer.add(batch, "inspect", 0, number - 1, timestamp_ms, _key(value), value)
+        again: dict[tuple[int, int, int], int] = {}  # (offset, kind, item) -> first copy's line
         for part in batch.parts.values():
+            for i in part.identities:
+                first = seen.get((i.ts, i.digest))
+                if first is None:
+                    seen[i.ts, i.digest] = number
+                else:
+                    again[i.offset, i.kind, i.item] = first
+        if again:  # left out, as the flush would (`pipeline.postgres.dedup`)
+            transformer.rebuild(batch, {}, {("inspect", 0): set(again)})
+        for (_, kind, item), first in sorted(again.items()):
+            duplicates += 1
+            yield {"line": number, "duplicate": KINDS[kind], "item": item, "of_line": first}
+        for part in batch.parts.values():
+            for i in part.identities:
+                yield {"line": number, "identity": {
+                    "kind": KINDS[i.kind], "item": i.item, "ts": i.ts.isoformat(),
+                    "digest": f"{i.digest & (2**64 - 1):016x}"}}  # fmt: skip
             for dead in part.dead:
                 dead_letters += 1
                 yield {"line": number, "dead_letter": True, "error": dead.error_class,
@@ -166,6 +197,7 @@ def inspect(
     yield {
         "messages": messages,
         "dead_letters": dead_letters,
+        "duplicates": duplicates,
         "sanitized": dict(sorted(sanitized.items())),
         "redactions": dict(sorted(redactions.items())),
     }

@@ -23,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from pipeline.formats.invocation import JSON, UNNAMED, Span
-from pipeline.transform.batch import Part
+from pipeline.transform.batch import Identity, Part
+from pipeline.transform.dedup import SPAN, of_span
 from pipeline.transform.redact.engine import redact_json_text, redact_text
 from pipeline.transform.rollup import HOUR_MS, Operation
 
@@ -42,20 +43,32 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def add_spans(
-    part: Part, spans: list[Span], origin: tuple[str, int, int], counts: Counter[str]
+    part: Part,
+    spans: list[Span],
+    origin: tuple[str, int, int],
+    counts: Counter[str],
+    dedup: bool = False,
 ) -> int:
     """Add the spans of one message (`origin`: topic, partition, offset) to the part: a row
-    each, counted in its operation's hour. The number of rows."""
+    each, counted in its operation's hour; with `dedup`, their identities too, and none of the
+    part's known duplicates. The number of rows."""
     topic, partition, offset = origin
     rows = part.spans
     operations = part.rollups.operations
+    skip = part.duplicates
+    added = 0
     for item, span in enumerate(spans):
+        if skip and (offset, SPAN, item) in skip:
+            continue
+        added += 1
         script = span.script or UNNAMED
         name = redact_text(span.name, counts) if span.name else ""
         ts = _EPOCH + timedelta(microseconds=span.start_us)
         trace_id = bytes.fromhex(span.trace_id)
         if span.parent_span_id is None:  # the handler's: it may complete its invocation
             part.completing.append((trace_id, ts))
+        if dedup:
+            part.identities.append(Identity(ts, of_span(span), offset, SPAN, item))
         rows.append(
             (
                 ts,
@@ -85,7 +98,7 @@ def add_spans(
         if found is None:
             found = operations[key] = Operation()
         found.count(span.duration_us, is_error(span))
-    return len(spans)
+    return added
 
 
 def operation(name: str, span: Span) -> str:

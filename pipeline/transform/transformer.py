@@ -17,8 +17,17 @@ from pipeline.errors import DecodeError
 from pipeline.formats.decode import NATIVE_LIMITS, NATIVE_RECORDS, decoded
 from pipeline.formats.invocation import UNNAMED, Invocation
 from pipeline.native import NativeRows, load_trace_rows, load_utc_datetime
-from pipeline.transform.batch import Batch, DeadLetter, Headers, Part, Raw, TopicPartition
+from pipeline.transform.batch import (
+    Batch,
+    DeadLetter,
+    Headers,
+    Identity,
+    Part,
+    Raw,
+    TopicPartition,
+)
 from pipeline.transform.completion import awaits_root_span
+from pipeline.transform.dedup import INVOCATION, MessageDigest, of_invocation
 from pipeline.transform.extract import Extractor
 from pipeline.transform.fingerprint import fingerprint, template
 from pipeline.transform.redact.engine import redact_json_text, redact_text
@@ -57,8 +66,12 @@ def _ts(ms: int) -> datetime:
 
 
 class Transformer:
-    def __init__(self, extractor: Extractor, rules: Rules | None = None) -> None:
+    def __init__(
+        self, extractor: Extractor, rules: Rules | None = None, dedup: bool = False
+    ) -> None:
         self._extract = extractor.extract
+        self.dedup = dedup
+        """Record each invocation's and span's identity for the flush (`transform.dedup`)."""
         self._rules = rules
         self._error_rule = rules.error_log if rules is not None else Rule("error_log", False)
         # None when the error-line rule is off: the log loop then skips it at no cost.
@@ -118,17 +131,31 @@ class Transformer:
             part.decode_failures[exc.reason] += 1
             batch.rows += 1
             return
+        dedup = self.dedup
+        skip = part.duplicates
         if built is not None:
+            message = MessageDigest(value, len(built)) if dedup else None
             for item, native in enumerate(built):
-                ts_ms = native[0].timestamp_ms or timestamp_ms
+                if skip and (offset, INVOCATION, item) in skip:
+                    continue
+                inv = native[0]
+                ts_ms = inv.timestamp_ms or timestamp_ms
                 origin = (topic, partition, offset, item)
                 batch.rows += self._native_rows(part, native, ts_ms, origin, counts)
                 _seen(batch, ts_ms)
+                if message is not None:
+                    ident = of_invocation(inv, key, message, item)
+                    part.identities.append(
+                        Identity(part.events[-1][0], ident, offset, INVOCATION, item)
+                    )
             return
         if spans:
-            batch.rows += add_spans(part, spans, (topic, partition, offset), counts)
+            batch.rows += add_spans(part, spans, (topic, partition, offset), counts, dedup)
             _seen(batch, min(span.start_us for span in spans) // 1000)
+        message = MessageDigest(value, len(invocations)) if dedup else None
         for item, invocation in enumerate(invocations):
+            if skip and (offset, INVOCATION, item) in skip:
+                continue
             if invocation.sanitized:
                 part.sanitized.update(invocation.sanitized)
             ts_ms = invocation.timestamp_ms or timestamp_ms
@@ -136,13 +163,25 @@ class Transformer:
                 part, invocation, ts_ms, (topic, partition, offset, item), counts
             )
             _seen(batch, ts_ms)
+            if message is not None:
+                ident = of_invocation(invocation, key, message, item)
+                part.identities.append(
+                    Identity(part.events[-1][0], ident, offset, INVOCATION, item)
+                )
 
-    def rebuild(self, batch: Batch, rejected: dict[tuple[str, int, int], tuple[str, str]]) -> None:
+    def rebuild(
+        self,
+        batch: Batch,
+        rejected: dict[tuple[str, int, int], tuple[str, str]],
+        duplicates: dict[TopicPartition, set[tuple[int, int, int]]] | None = None,
+    ) -> None:
         """Build the batch again, in place, with the `rejected` messages (topic, partition,
-        offset) turned into dead letters: parts holding none of them are kept as they are, the
-        others are built again from their messages, so their rows and rollups no longer count
-        the rejected ones."""
-        touched: set[TopicPartition] = {(t, p) for t, p, _ in rejected}
+        offset) turned into dead letters, and without the `duplicates` (per partition: offset,
+        kind, item; added to the part's own): parts touched by neither are kept as they are,
+        the others are built again from their messages, so their rows and rollups no longer
+        count what was taken out."""
+        duplicates = duplicates or {}
+        touched: set[TopicPartition] = {(t, p) for t, p, _ in rejected} | duplicates.keys()
         out = Batch(created=batch.created, oldest_event_ms=batch.oldest_event_ms)
         for key, part in batch.parts.items():
             if key not in touched:
@@ -152,6 +191,9 @@ class Transformer:
                 out.rows += part.rows()
                 continue
             topic, partition = key
+            known = part.duplicates | duplicates.get(key, set())
+            if known:
+                out.part(topic, partition, part.first_offset).duplicates = known
             for m in part.raw:
                 why = rejected.get((topic, partition, m.offset))
                 self.add(out, topic, partition, m.offset, m.timestamp_ms, m.key, m.value,

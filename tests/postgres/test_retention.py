@@ -6,7 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from pipeline.postgres.day_partitions import PARTITIONED_TABLES, PartitionManager, partition_name
+from pipeline.postgres.day_partitions import (
+    DAY_TABLES,
+    PARTITIONED_TABLES,
+    PartitionManager,
+    partition_name,
+)
 from pipeline.settings import Settings
 from tests.conftest import env_of, tailpipe
 
@@ -33,3 +38,23 @@ async def test_cli_drops_only_old_days(settings: Settings, db: asyncpg.Connectio
     )
     bad = tailpipe("retention", "--keep-days", "0", env=env_of(settings))
     assert bad.returncode == 2
+
+
+async def test_the_identities_are_kept_for_the_dedup_window_not_the_rows_days(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """A retry is caught for TAILPIPE_DEDUP_WINDOW after its event time: the identities' days
+    past that window go, whatever `--keep-days` keeps of the rows."""
+    assert tailpipe("migrate", env=env_of(settings)).returncode == 0
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=n) for n in range(5)]
+    await PartitionManager(DAY_TABLES).ensure(db, days)
+    env = {**env_of(settings), "TAILPIPE_DEDUP_WINDOW": "36h"}  # two days
+    result = tailpipe("retention", "--keep-days", "30", env=env)
+    assert result.returncode == 0, result.stderr
+    dropped = {line.removeprefix("dropped ") for line in result.stdout.splitlines()
+               if line.startswith("dropped ")}  # fmt: skip
+    assert dropped == {partition_name("ingest_keys", d) for d in days[3:]}
+    short = tailpipe("retention", "--keep-days", "30", env={**env, "TAILPIPE_DEDUP_WINDOW": "5m"})
+    assert short.returncode == 2
+    assert "TAILPIPE_DEDUP_WINDOW" in short.stderr

@@ -41,7 +41,8 @@ def test_what_a_column_cannot_hold_is_not_told(attributes: dict[str, object]) ->
     """A bad attribute must not fail the flush: the row's integer column and the outcome's
     index key would refuse it, and the partition would stop."""
     says = told(attributes, 5_000)
-    assert says.outcome is None and says.cpu_ms is None
+    assert says.outcome is None
+    assert says.cpu_ms is None
     assert says.wall_ms in (None, 5)
 
 
@@ -54,7 +55,8 @@ def test_completed_fills_only_what_is_missing() -> None:
     assert completed(Told("unreported", None, None), Told(None, None, None)) is None
     before = Told("unreported", None, 5)
     after = completed(before, root)
-    assert after is not None and filled(before, after) == ["outcome", "cpu_ms"]
+    assert after is not None
+    assert filled(before, after) == ["outcome", "cpu_ms"]
 
 
 def _cloudflare(**changes: object) -> Invocation:
@@ -102,7 +104,8 @@ def test_counted_then_completed_equals_counted_complete(
     count_invocation(whole, _cloudflare(outcome=outcome, cpu_ms=cpu, wall_ms=wall), ts, "shop-api")
     key = (ts - ts % HOUR_MS, "shop-api", "fetch")
     got, want = late.hourly[key], whole.hourly[key]
-    assert +got.outcomes == want.outcomes and got.outcomes["unreported"] == 0
+    assert +got.outcomes == want.outcomes
+    assert got.outcomes["unreported"] == 0
     for name in ("requests", "errors", "wall_sum", "wall_max", "cpu_sum", "cpu_max"):
         assert getattr(got, name) == getattr(want, name), name
     assert got.wall.to_json() == want.wall.to_json()

@@ -58,6 +58,7 @@ def test_rows_dead_letters_rollups_and_redactions() -> None:
     assert lines[-1] == {
         "messages": 2,
         "dead_letters": 1,
+        "duplicates": 0,
         "sanitized": {},
         "redactions": {"bearer": 1, "query": 1},
     }
