@@ -74,10 +74,20 @@ class Positions:
             self.stored.pop(key, None)
             self.next.pop(key, None)
 
-    def sought(self, offsets: Mapping[Key, int]) -> None:
+    def sought(self, offsets: Mapping[Key, int], everywhere: bool = False) -> None:
         """Reading restarts at these offsets, the stored ones: rows taken before the seek
-        leave the filling batch (the writer's batches are its own; `flush.advance` refuses a
-        part that starts below its stored offset there)."""
-        self.filling.drop(set(offsets))
+        leave the filling batch, and with `everywhere` every batch not stored.
+
+        On assignment the writer's batches are its own (it may be storing one), and rows
+        taken there came from the group's committed offset, which is never past the stored
+        one: `flush.advance` refuses a part that starts below it. When a flush found a
+        partition lost, the writer itself seeks (`Rebalance.recover`), and the rows taken
+        while it read the stored offsets continue from past what it dropped: a part starting
+        above the stored offset would pass the compare-and-set and skip the rows between. So
+        they go from every batch."""
+        if everywhere:
+            self.drop(set(offsets))
+        else:
+            self.filling.drop(set(offsets))
         for key, offset in offsets.items():
             self.stored[key] = self.next[key] = offset

@@ -93,7 +93,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._positions.forget(lost - owned)
         self._positions.drop(owned)
         if owned:
-            await self.seek(owned)
+            await self.seek(owned, everywhere=True)
 
     async def _within_log(self, stored: dict[Key, int]) -> dict[Key, int]:
         """Where to read each partition with a stored offset from; a stranded one is left out.
@@ -143,7 +143,9 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             usable[key] = offset
         return usable
 
-    async def seek(self, tps: set[Key]) -> None:
+    async def seek(self, tps: set[Key], everywhere: bool = False) -> None:
+        """Seek to the stored offsets; the rows taken before leave the filling batch, or with
+        `everywhere` (the writer is the caller) every batch not stored (`Positions.sought`)."""
         if self.control.is_closed():
             self.control = await connect(self.settings)
         by_topic: dict[str, list[int]] = {}
@@ -156,7 +158,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             # Rows taken while the stored offsets were being read came from the group's
             # committed position: where a stored offset exists we seek to it, and they go.
             # Without one, the committed position is the right start.
-            self._positions.sought(stored)
+            self._positions.sought(stored, everywhere)
             self._positions.restart((topic, p) for p in partitions if (topic, p) not in stored)
             for (t, p), offset in starts.items():
                 self._kafka.seek(TopicPartition(t, p), offset)

@@ -63,3 +63,30 @@ def test_seek_forget_and_restart() -> None:
     p.forget([A])
     assert A not in p.stored
     assert A not in p.next
+
+
+def test_a_seek_after_a_lost_flush_takes_what_was_read_meanwhile_out_of_every_batch() -> None:
+    """A flush finds A lost; the writer drops A and reads its stored offset, which can take
+    seconds (the broker away). Meanwhile the poll loop goes on from past what was dropped
+    (aiokafka's prefetched records) and hands batches off. Had they kept A, the next flush
+    would store a part of A starting above the stored offset, which the compare-and-set lets
+    through: the rows between would be skipped (found by `make chaos` with Kafka restarts)."""
+    p = Positions()
+    fill(p.filling, A, range(100, 110))
+    failed = p.hand_off()
+    assert failed is not None
+    p.drop({A})  # `Rebalance.recover`, before its seek
+    fill(p.filling, A, range(110, 120))  # read meanwhile, handed off
+    assert p.hand_off() is not None
+    fill(p.filling, A, range(120, 125))
+    fill(p.filling, B, range(0, 3))
+    p.sought({A: 100}, everywhere=True)
+    assert all(A not in batch.parts for batch in p.in_flight())
+    assert B in p.filling.parts
+    assert (p.stored[A], p.next[A]) == (100, 100)
+    # On assignment (the writer may be storing a batch) only the filling batch is touched.
+    fill(p.filling, A, range(100, 104))
+    handed = p.hand_off()
+    assert handed is not None
+    p.sought({A: 100})
+    assert A in handed.parts
