@@ -38,8 +38,9 @@ from pipeline.postgres.connect import quote_ident
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ("tailpipe", "dump", "dump-live-trgm", "quix", "kafka")
-"""What `--only` selects from; `tailpipe` stands for every replica count of `--replicas`."""
+NAMES = ("tailpipe", "tailpipe-nodedup", "dump", "dump-live-trgm", "quix", "kafka")
+"""What `--only` selects from; `tailpipe` stands for every replica count of `--replicas`;
+`tailpipe-nodedup` is one replica with `TAILPIPE_DEDUP=off`, what deduplication costs."""
 QUIX_VERSION = "3.28.1"
 QUIX_VENV = ROOT / ".local" / "bench" / "quix-venv"
 QUIX_TABLE = "quix_events"
@@ -118,6 +119,14 @@ def runs(
                 child_env(tp, TAILPIPE_METRICS_PORT="0"), "offsets", _raw_rows(n),
                 migrate=schema_sql, extra={"replicas": count},
             ))  # fmt: skip
+    if "tailpipe-nodedup" in names:
+        off = settings("tailpipe-nodedup")
+        out.append(Run(
+            "tailpipe-nodedup", "tailpipe run x1, TAILPIPE_DEDUP=off", off,
+            [[sys.executable, "-m", "pipeline", "run"]],
+            child_env(off, TAILPIPE_METRICS_PORT="0", TAILPIPE_DEDUP="off"), "offsets",
+            _raw_rows(n), migrate=schema_sql, extra={"replicas": 1},
+        ))  # fmt: skip
     for name, label, sql, check in (
         ("dump", "plain dump", schema_sql, _raw_rows_then_search_index(n)),
         ("dump-live-trgm", "plain dump, live trigram", (*schema_sql, LIVE_TRGM), _raw_rows(n)),

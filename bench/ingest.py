@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/ingest.py [--messages 1000000] [--workload eight-scripts|one-script]
         [--script-keys]
-        [--replicas 1,2] [--only tailpipe,dump,dump-live-trgm,quix,kafka] [--settle 5]
+        [--replicas 1,2] [--only tailpipe,tailpipe-nodedup,dump,dump-live-trgm,quix,kafka]
+        [--settle 5]
         [--only-pipeline] [--profile out.svg] [--keep] [--timeout 1800] [--schema-sql SQL]
 
 One invocation fills one fresh topic of 6 partitions with `--messages` synthetic trace items
@@ -14,6 +15,7 @@ Then it runs each consumer in turn, each as child processes with its own consume
 
   tailpipe       `tailpipe run`, one replica (`--replicas 1,2`: then two in one group too),
                  until `pipeline_offsets` covers every message;
+  tailpipe-nodedup  the same, one replica, with TAILPIPE_DEDUP=off: what deduplication costs;
   dump           `bench/dump.py`: aiokafka getmany + orjson + tailpipe's raw rows built
                  straight from the items, binary COPY, one transaction per fetched batch;
                  the search index, built per ended day, is built and measured after it;

@@ -69,6 +69,14 @@ def targets(results: Results, replicas: list[int]) -> list[dict[str, Any]]:
             250.0,
         ),
     ]
+    found.append(
+        _target(
+            "deduplication costs <= 10% (tailpipe / dedup off)",
+            _ratio(tailpipe, rate("tailpipe-nodedup")),
+            ">=",
+            0.9,
+        )
+    )
     if 2 in replicas:
         two = _ratio(rate(tailpipe_name(2)), tailpipe)
         found.append(_target("tailpipe 2 replicas >= 1.6x one", two, ">=", 1.6))
