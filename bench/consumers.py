@@ -143,7 +143,11 @@ def runs(
         read = settings("kafka")
         command = [sys.executable, str(ROOT / "bench" / "kafka_read.py"), "--messages", str(n)]
         out.append(Run("kafka", "Kafka read alone", read, [command], child_env(read), "progress"))
-    return out
+    # In the order `--only` gave, so that a pair can be measured both ways round (the first
+    # run after the fill has found the page cache in another state); the replica counts of
+    # `tailpipe` keep theirs.
+    order = {name: i for i, name in enumerate(names)}
+    return sorted(out, key=lambda run: order.get(run.name, order.get("tailpipe", 0)))
 
 
 def _quix(settings: Settings, n: int, python: Path) -> Run:

@@ -196,7 +196,7 @@ def _names(value: str) -> list[str]:
     unknown = sorted(set(names) - set(NAMES))
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"choose among {', '.join(NAMES)}; got {value!r}")
-    return [name for name in NAMES if name in names]
+    return list(dict.fromkeys(names))  # in the order given: runs are measured in it
 
 
 def _counts(value: str) -> list[int]:

@@ -36,9 +36,11 @@ COLUMN_TYPES: dict[str, tuple[str, ...]] = {
         _TS, "text", "bytea", "bytea", "bytea", "text", "smallint", "bigint", "smallint", "text",
         "text", "jsonb", "jsonb", "jsonb", "jsonb", "text", "integer", "bigint", "integer",
     ),
+    "ingest_keys": (_TS, "bigint"),
 }  # fmt: skip
 """Per raw table, its columns' types (`format_type`), in the order of its columns in
-`flush.RAW_TABLES` (`EVENT_COLUMNS`, `LOG_COLUMNS`, `SPAN_COLUMNS`)."""
+`flush.RAW_TABLES` (`EVENT_COLUMNS`, `LOG_COLUMNS`, `SPAN_COLUMNS`); and the identities'
+(`pipeline.postgres.dedup`: ts, digest)."""
 SLICE_ROWS = 2_000
 """Rows per COPY data message (about 0.5 MiB of log rows): asyncpg drains the socket between
 them, so memory holds one slice's bytes."""

@@ -4,16 +4,19 @@ Each invocation and span of the batch has an identity, (event time, 64-bit diges
 (`pipeline.transform.dedup`). Right after the offsets' compare-and-set, in the same
 transaction, the batch claims its identities:
 
-    INSERT INTO ingest_keys ... ON CONFLICT DO NOTHING
+    COPY ingest_keys (ts, digest) FROM STDIN (FORMAT binary)   -- in a savepoint
 
-and when every one was new (nearly every batch) that single statement was the whole cost.
-Otherwise some were stored before, or come twice in this batch: the insert is undone (a
-savepoint), the stored ones are found with one probe, each identity is kept for its first
-occurrence in offset order, the batch is built again without the others
-(`Transformer.rebuild`), and the claim is made again. A duplicate therefore adds no rows, no
-rollup counts and no alert. The identities are committed with the rows and the offsets, or not
-at all: a replica killed between storing an item and storing its retry leaves either both
-uncommitted or the first committed with its identity, never a retry let through.
+and when every one was new (nearly every batch) that single COPY was the whole cost: the
+primary key is the check. Otherwise some were stored before, or come twice in this batch: the
+COPY fails with a unique violation and its savepoint is rolled back, the stored ones are found
+with one probe, each identity is kept for its first occurrence in offset order, the batch is
+built again without the others (`Transformer.rebuild`), and the rest is copied again. A binary
+COPY (the native encoder of `copy_stream`), not `INSERT ... ON CONFLICT DO NOTHING`: measured
+on 300,000 identities in batches of 20,000, 3.7 against 8.5 µs per identity of wall time.
+A duplicate therefore adds no rows, no rollup counts and no alert. The identities are
+committed with the rows and the offsets, or not at all: a replica killed between storing an
+item and storing its retry leaves either both uncommitted or the first committed with its
+identity, never a retry let through.
 
 Retries meet on one partition (every producer keys a message by its item's identity), so one
 replica decides them in order; two replicas cannot both claim one identity either way, the
@@ -36,17 +39,14 @@ from collections import Counter
 
 import asyncpg
 
+from pipeline.postgres import copy_stream
 from pipeline.transform.batch import Batch, Identity, TopicPartition
 from pipeline.transform.dedup import KINDS
 from pipeline.transform.transformer import Transformer
 
 TABLE = "ingest_keys"
 
-_CLAIM = """
-INSERT INTO ingest_keys (ts, digest)
-SELECT * FROM unnest($1::timestamptz[], $2::bigint[])
-ON CONFLICT DO NOTHING
-"""
+_COLUMNS = ("ts", "digest")
 _STORED = """
 SELECT k.ts, k.digest
 FROM unnest($1::timestamptz[], $2::bigint[]) AS i(ts, digest)
@@ -57,10 +57,6 @@ DELETE FROM ingest_keys AS k
 USING unnest($1::timestamptz[], $2::bigint[]) AS i(ts, digest)
 WHERE k.ts = i.ts AND k.digest = i.digest
 """
-
-
-class _Undo(Exception):
-    pass
 
 
 class ClaimRaced(Exception):
@@ -77,11 +73,9 @@ async def claim(conn: asyncpg.Connection, batch: Batch, transformer: Transformer
     if not mine:
         return Counter()
     try:
-        async with conn.transaction():
-            if await _insert(conn, mine) == len(mine):
-                return Counter()
-            raise _Undo
-    except _Undo:
+        await _copy(conn, mine)
+        return Counter()
+    except asyncpg.UniqueViolationError:
         pass
     rows = await conn.fetch(_STORED, [i.ts for _, i in mine], [i.digest for _, i in mine])
     taken = {(r["ts"], r["digest"]) for r in rows}
@@ -95,30 +89,39 @@ async def claim(conn: asyncpg.Connection, batch: Batch, transformer: Transformer
         else:
             taken.add(identity)  # the first occurrence claims it; later ones are duplicates
     transformer.rebuild(batch, {}, duplicates)
-    rest = _identities(batch)
-    inserted = await _insert(conn, rest)
-    if inserted != len(rest):
-        raise ClaimRaced(f"claimed {inserted} of {len(rest)} identities found unclaimed")
+    try:
+        await _copy(conn, _identities(batch))
+    except asyncpg.UniqueViolationError as taken_meanwhile:
+        raise ClaimRaced(str(taken_meanwhile)) from taken_meanwhile
     return found
 
 
-async def release(conn: asyncpg.Connection, claimed: set[tuple[object, int]], batch: Batch) -> None:
+Claimed = list[list[Identity]]
+"""The identity lists of a batch's parts as claimed: a building again makes new lists, so
+holding these costs nothing per identity (`claimed`), and only a release reads them."""
+
+
+async def release(conn: asyncpg.Connection, claimed: Claimed, batch: Batch) -> None:
     """Give back the identities claimed for what the batch no longer stores (messages turned
     into dead letters since the claim)."""
     kept = {(i.ts, i.digest) for _, i in _identities(batch)}
-    gone = claimed - kept
+    gone = {(i.ts, i.digest) for part in claimed for i in part} - kept
     if gone:
         await conn.execute(_RELEASE, [ts for ts, _ in gone], [d for _, d in gone])
 
 
-def claimed(batch: Batch) -> set[tuple[object, int]]:
-    return {(i.ts, i.digest) for _, i in _identities(batch)}
+def claimed(batch: Batch) -> Claimed:
+    return [part.identities for part in batch.parts.values()]
 
 
 def _identities(batch: Batch) -> list[tuple[TopicPartition, Identity]]:
     return [(tp, i) for tp, part in batch.parts.items() for i in part.identities]
 
 
-async def _insert(conn: asyncpg.Connection, mine: list[tuple[TopicPartition, Identity]]) -> int:
-    status = await conn.execute(_CLAIM, [i.ts for _, i in mine], [i.digest for _, i in mine])
-    return int(status.rsplit(" ", 1)[1])
+async def _copy(conn: asyncpg.Connection, mine: list[tuple[TopicPartition, Identity]]) -> None:
+    """COPY the identities, in a savepoint: a unique violation leaves the flush usable."""
+    if not mine:
+        return
+    async with conn.transaction():
+        rows = [(i.ts, i.digest) for _, i in mine]
+        await copy_stream.copy_rows(conn, TABLE, _COLUMNS, rows)

@@ -46,12 +46,13 @@ _SEP = b"\x00"
 
 
 def digest(*parts: bytes | str) -> int:
-    """BLAKE2b-64 of the parts, each ended by a NUL, as a signed 64-bit integer (`bigint`)."""
-    h = blake2b(digest_size=8)
-    for part in parts:
-        h.update(part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part)
-        h.update(_SEP)
-    return int.from_bytes(h.digest(), "big", signed=True)
+    """BLAKE2b-64 of the parts, each ended by a NUL, as a signed 64-bit integer (`bigint`).
+    One buffer and one call: the hash's own setup costs more than these few bytes."""
+    data = b"".join(
+        (part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part) + _SEP
+        for part in parts
+    )
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "big", signed=True)
 
 
 def is_digest_key(key: bytes | None) -> bool:
@@ -59,8 +60,12 @@ def is_digest_key(key: bytes | None) -> bool:
     return key is not None and len(key) == KEY_HEX_CHARS and _HEX.issuperset(key)
 
 
-def of_invocation(inv: Invocation, key: bytes | None, message: MessageDigest, item: int) -> int:
-    """The digest of the `item`-th invocation of a message (see the module's docstring)."""
+def of_invocation(
+    inv: Invocation, key: bytes | None, message: MessageDigest | None, item: int
+) -> int:
+    """The digest of the `item`-th invocation of a message (see the module's docstring).
+    `message` is None for a message of one item under a digest key (`keyed`), the common
+    case, which needs nothing of the message's bytes."""
     script = inv.script or ""
     if inv.source == "otlp":
         invocation_id = inv.extra.get("faas.invocation_id")
@@ -71,10 +76,15 @@ def of_invocation(inv: Invocation, key: bytes | None, message: MessageDigest, it
             return digest(b"otlp-part", invocation_id, script, first, str(len(inv.logs)))
         if inv.trace_id is not None:
             return digest(b"otlp-span", inv.trace_id, inv.span_id or "", script)
-    if message.items == 1 and is_digest_key(key):
+    if message is None:
         assert key is not None
         return digest(b"item", key, script, inv.event_type)
     return digest(b"message", message.value(), str(item))
+
+
+def keyed(key: bytes | None, items: int) -> bool:
+    """Whether a message's one item is identified by its key (else by the message)."""
+    return items == 1 and is_digest_key(key)
 
 
 def of_span(span: Span) -> int:
@@ -84,12 +94,11 @@ def of_span(span: Span) -> int:
 class MessageDigest:
     """A message's bytes, digested once and only if an item needs it."""
 
-    __slots__ = ("_data", "_digest", "items")
+    __slots__ = ("_data", "_digest")
 
-    def __init__(self, data: bytes, items: int) -> None:
+    def __init__(self, data: bytes) -> None:
         self._data = data
         self._digest: bytes | None = None
-        self.items = items
 
     def value(self) -> bytes:
         if self._digest is None:

@@ -27,7 +27,7 @@ from pipeline.transform.batch import (
     TopicPartition,
 )
 from pipeline.transform.completion import awaits_root_span
-from pipeline.transform.dedup import INVOCATION, MessageDigest, of_invocation
+from pipeline.transform.dedup import INVOCATION, MessageDigest, keyed, of_invocation
 from pipeline.transform.extract import Extractor
 from pipeline.transform.fingerprint import fingerprint, template
 from pipeline.transform.redact.engine import redact_json_text, redact_text
@@ -134,7 +134,7 @@ class Transformer:
         dedup = self.dedup
         skip = part.duplicates
         if built is not None:
-            message = MessageDigest(value, len(built)) if dedup else None
+            message = None if not dedup or keyed(key, len(built)) else MessageDigest(value)
             for item, native in enumerate(built):
                 if skip and (offset, INVOCATION, item) in skip:
                     continue
@@ -143,7 +143,7 @@ class Transformer:
                 origin = (topic, partition, offset, item)
                 batch.rows += self._native_rows(part, native, ts_ms, origin, counts)
                 _seen(batch, ts_ms)
-                if message is not None:
+                if dedup:
                     ident = of_invocation(inv, key, message, item)
                     part.identities.append(
                         Identity(part.events[-1][0], ident, offset, INVOCATION, item)
@@ -152,7 +152,7 @@ class Transformer:
         if spans:
             batch.rows += add_spans(part, spans, (topic, partition, offset), counts, dedup)
             _seen(batch, min(span.start_us for span in spans) // 1000)
-        message = MessageDigest(value, len(invocations)) if dedup else None
+        message = None if not dedup or keyed(key, len(invocations)) else MessageDigest(value)
         for item, invocation in enumerate(invocations):
             if skip and (offset, INVOCATION, item) in skip:
                 continue
@@ -163,7 +163,7 @@ class Transformer:
                 part, invocation, ts_ms, (topic, partition, offset, item), counts
             )
             _seen(batch, ts_ms)
-            if message is not None:
+            if dedup:
                 ident = of_invocation(invocation, key, message, item)
                 part.identities.append(
                     Identity(part.events[-1][0], ident, offset, INVOCATION, item)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.native import load_copy_encoder
-from pipeline.postgres import copy_stream, flush
+from pipeline.postgres import copy_stream, dedup, flush
 from pipeline.postgres.day_partitions import PartitionManager
 from pipeline.settings import Settings
 
@@ -29,7 +29,7 @@ WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
 async def test_the_column_types_are_the_migrated_schemas(
     migrated: Settings, db: asyncpg.Connection
 ) -> None:
-    for table, _, columns in flush.RAW_TABLES:
+    for table, _, columns in (*flush.RAW_TABLES, (dedup.TABLE, "", ("ts", "digest"))):
         found = {r[0]: r[1] for r in await db.fetch(_SELECT_TYPES, table)}
         assert tuple(found[c] for c in columns) == copy_stream.COLUMN_TYPES[table], table
 

@@ -18,6 +18,7 @@ from pipeline.kafka import clients, synth
 from pipeline.kafka.publisher import BulkPublisher
 from pipeline.settings import Settings
 from tests.api.test_traces import FIXTURE, TRACE, logs_of_the_same_invocation, moved
+from tests.formats.test_identity import shuffled
 from tests.replica.test_completion import NOW_NS
 from tests.support.faults import wait_for
 from tests.support.replica import (
@@ -28,7 +29,6 @@ from tests.support.replica import (
     produce,
     wait_stored,
 )
-from tests.transform.test_dedup import shuffled
 
 DUPLICATES = 'tailpipe_duplicates_total{kind="invocation"}'
 SPAN_DUPLICATES = 'tailpipe_duplicates_total{kind="span"}'

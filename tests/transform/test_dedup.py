@@ -21,6 +21,7 @@ from pipeline.transform.extract import Extractor
 from pipeline.transform.inspect import inspect
 from pipeline.transform.transformer import Transformer
 from tests.conftest import ROOT
+from tests.formats.test_identity import shuffled
 
 OTLP = ROOT / "tests" / "fixtures" / "otlp"
 START = 1_764_374_400_000
@@ -37,17 +38,6 @@ def identities(*messages: tuple[bytes | None, bytes]) -> list[Identity]:
     for offset, (key, value) in enumerate(messages):
         t.add(batch, "t", 0, offset, START, key, value)
     return [i for part in batch.parts.values() for i in part.identities]
-
-
-def shuffled(value: Any, rng: random.Random) -> Any:
-    """The same JSON with every object's keys in another order."""
-    if isinstance(value, dict):
-        keys = list(value)
-        rng.shuffle(keys)
-        return {k: shuffled(value[k], rng) for k in keys}
-    if isinstance(value, list):
-        return [shuffled(v, rng) for v in value]
-    return value
 
 
 def as_a_producer_sends(item: dict[str, Any], text: bytes) -> tuple[bytes, bytes]:
