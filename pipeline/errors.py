@@ -20,6 +20,8 @@ named with their module::
     └── FlushAborted                   a flush stored nothing, for a reason that decides what
         │                              the replica does next (`replica.storing.Storing._failed`)
         ├── postgres.flush.PartitionsLost  another replica owns these partitions: drop, re-seek
+        ├── postgres.dedup.ClaimRaced  another flush claimed an identity of this batch
+        │                              meanwhile: retry, and find it stored
         ├── postgres.writer.DeadLettersHeld  the dead-letter store failed: hold those partitions
         └── postgres.writer.GuardTripped  too many recent messages would be dead letters: stop
 

@@ -39,6 +39,7 @@ from collections import Counter
 
 import asyncpg
 
+from pipeline.errors import FlushAborted
 from pipeline.postgres import copy_stream
 from pipeline.transform.batch import Batch, Identity, TopicPartition
 from pipeline.transform.dedup import KINDS
@@ -59,7 +60,7 @@ WHERE k.ts = i.ts AND k.digest = i.digest
 """
 
 
-class ClaimRaced(Exception):
+class ClaimRaced(FlushAborted):
     """Another transaction claimed one of the batch's identities between the probe and the
     claim (a producer that put copies of one item on two partitions, read by two replicas):
     the flush is retried, and then finds it stored."""

@@ -58,7 +58,7 @@ def failure_kind(exc: BaseException) -> str:
     """The `kind` label of a flush that did not commit (`tailpipe_flush_failures_total`)."""
     if isinstance(exc, flush.PartitionsLost):
         return "partitions_lost"
-    if isinstance(exc, asyncpg.UniqueViolationError):
+    if isinstance(exc, asyncpg.UniqueViolationError | dedup.ClaimRaced):
         return "duplicate"
     if isinstance(exc, DeadLettersHeld):
         return "dead_letter_store"

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline.alerts.outbox import Outbox
 from pipeline.alerts.rules import Rules
 from pipeline.errors import DependencyError
-from pipeline.postgres import flush
+from pipeline.postgres import dedup, flush
 from pipeline.postgres.connect import connect
 from pipeline.postgres.day_partitions import DAY_TABLES, PartitionManager, ahead
 from pipeline.postgres.writer import DeadLettersHeld, GuardTripped, Writer, Written, failure_kind
@@ -149,6 +149,8 @@ class Storing:
                 # stored offset rather than retry the same rows forever.
                 log.error("flush refused duplicate rows (%s); re-seeking stored offsets", exc)
                 await self._rebalance.recover(set(batch.parts))
+            elif isinstance(exc, dedup.ClaimRaced):
+                log.warning("%s; the flush is retried", exc)
             elif isinstance(exc, DeadLettersHeld):
                 delay = self.outages.failed("s3", exc.cause)
                 self._hold(exc.partitions, delay)
