@@ -140,6 +140,11 @@ class Settings:
         duration,
         doc="how long after its event time an item's retry is still caught (at least 1h)",
     )
+    stream_timeout: float = _setting(
+        21_600.0,
+        duration,
+        doc="a streamed invocation with no event for this long is closed as `unknown`",
+    )
     shutdown_grace: float = _setting(
         30.0, duration, doc="seconds a replica may take to flush and stop on SIGTERM"
     )
@@ -170,6 +175,10 @@ class Settings:
     log_level: str = _setting("info", choice(LEVELS), doc="debug, info, warning or error")
 
     def __post_init__(self) -> None:
+        if self.stream_timeout < 1:
+            raise SettingsError(
+                "TAILPIPE_STREAM_TIMEOUT", "a duration of at least 1s", self.stream_timeout
+            )
         if self.dedup_window < 3600:
             raise SettingsError(
                 "TAILPIPE_DEDUP_WINDOW", "a duration of at least 1h", self.dedup_window

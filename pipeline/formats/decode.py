@@ -9,6 +9,9 @@ Accepted (docs/events.md has examples and the field mapping):
   (`pipeline.formats.otlp_logs`; Cloudflare's preflight gives no invocation);
 - OTLP traces, an OTLP/JSON `ExportTraceServiceRequest`: no invocation, its spans
   (`pipeline.formats.otlp_traces`; `decoded` returns both);
+- streaming tail events, `{"tailStream": [...], "script": ...}` from `tailpipe collect` or a bare
+  envelope: no invocation, its `StreamEvent`s (`pipeline.formats.tail_stream`), which the flush
+  puts together;
 - a JSON array of any of these (a Tail Worker forwarding its whole batch);
 - several of these concatenated: NDJSON lines, or `wrangler tail --format json`'s pretty-printed
   stream (`pipeline.formats.jsonstream`).
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from pipeline.errors import DecodeError
-from pipeline.formats import logpush, otlp_logs, otlp_traces, trace_items
+from pipeline.formats import logpush, otlp_logs, otlp_traces, tail_stream, trace_items
 from pipeline.formats.fields import (
     MAX_DEPTH,
     MAX_DURATION_MS,
@@ -47,6 +50,7 @@ from pipeline.formats.fields import (
 from pipeline.formats.invocation import JSON, ExceptionInfo, Invocation, LogLine, Span
 from pipeline.formats.jsonstream import split
 from pipeline.formats.sanitize import loads, storable, storable_span, suspect
+from pipeline.formats.tail_stream import StreamEvent
 from pipeline.native import load_trace_items
 
 # Keys that only trace items have; with none of these, nor Logpush's, nor `envelope`, an
@@ -86,21 +90,28 @@ class Decoded:
     spans: list[Span] = field(default_factory=list)
     sanitized: list[str] = field(default_factory=list)
     """The span columns repaired to be storable, once per value."""
+    stream: list[StreamEvent] = field(default_factory=list)
+    """Streaming tail events (`pipeline.formats.tail_stream`), repaired as they decode."""
+    repair: bool = False
+    """The value may hold text PostgreSQL cannot: what decodes is repaired."""
 
 
 def decoded(value: bytes) -> Decoded:
     """A message's invocations and spans, each storable as it is."""
-    spans: list[Span] = []
+    parts = Decoded([], repair=suspect(value))
+    spans = parts.spans
     try:
         document = _loads(value)
     except orjson.JSONDecodeError as error:
-        found, lenient = _decode_lenient(value, error, spans)
+        parts.repair = True
+        found, lenient = _decode_lenient(value, error, parts)
     else:
         _check_depth(value, document, "")
-        found, lenient = _decode_document(document, "", spans), False
-    if not (lenient or suspect(value)):
-        return Decoded(found, spans)
-    out = Decoded([storable(inv) for inv in found])
+        found, lenient = _decode_document(document, "", parts), False
+    if not (lenient or parts.repair):
+        parts.invocations = found
+        return parts
+    out = Decoded([storable(inv) for inv in found], stream=parts.stream)
     for span in spans:
         clean, fixed = storable_span(span)
         out.spans.append(clean)
@@ -109,7 +120,7 @@ def decoded(value: bytes) -> Decoded:
 
 
 def _decode_lenient(
-    value: bytes, error: orjson.JSONDecodeError, spans: list[Span]
+    value: bytes, error: orjson.JSONDecodeError, parts: Decoded
 ) -> tuple[list[Invocation], bool]:
     """What the fast path refused: one value with a lone surrogate, or several values."""
     if "surrogate" in str(error):
@@ -119,12 +130,12 @@ def _decode_lenient(
             pass  # not one value: several, each tried below
         else:
             _check_depth(value, document, "")
-            return _decode_document(document, "", spans), True
-    return _decode_concatenated(value, error, spans)
+            return _decode_document(document, "", parts), True
+    return _decode_concatenated(value, error, parts)
 
 
 def _decode_concatenated(
-    value: bytes, error: orjson.JSONDecodeError, spans: list[Span]
+    value: bytes, error: orjson.JSONDecodeError, parts: Decoded
 ) -> tuple[list[Invocation], bool]:
     """Several values in one message, or one value that is not JSON as it stands."""
     chunks = split(value)
@@ -143,7 +154,7 @@ def _decode_concatenated(
             raise DecodeError(at(prefix, ""), f"invalid JSON: {error if single else bad}") from None
         any_lenient = any_lenient or lenient
         _check_depth(chunk.data, document, prefix)
-        found += _decode_document(document, prefix, spans)
+        found += _decode_document(document, prefix, parts)
     return found, any_lenient
 
 
@@ -154,9 +165,9 @@ def _check_depth(raw: bytes, document: JSON, prefix: str) -> None:
         raise DecodeError(deep_field(document, prefix), f"nested deeper than {MAX_DEPTH} levels")
 
 
-def _decode_document(document: JSON, prefix: str, spans: list[Span]) -> list[Invocation]:
+def _decode_document(document: JSON, prefix: str, parts: Decoded) -> list[Invocation]:
     if type(document) is dict:
-        one = _decode_object(document, prefix, spans)
+        one = _decode_object(document, prefix, parts)
         return [] if one is None else [one]
     if type(document) is list:
         found = []
@@ -167,7 +178,7 @@ def _decode_document(document: JSON, prefix: str, spans: list[Span]) -> list[Inv
                     at(where, ""),
                     f"expected a trace item, Logpush record or envelope, got {describe(element)}",
                 )
-            one = _decode_object(element, where, spans)
+            one = _decode_object(element, where, parts)
             if one is not None:
                 found.append(one)
         return found
@@ -178,19 +189,25 @@ def _decode_document(document: JSON, prefix: str, spans: list[Span]) -> list[Inv
     )
 
 
-def _decode_object(obj: dict[str, JSON], prefix: str, spans: list[Span]) -> Invocation | None:
+def _decode_object(obj: dict[str, JSON], prefix: str, parts: Decoded) -> Invocation | None:
     # Most messages are trace items: `outcome` settles it in one lookup. An envelope also has
     # `outcome`, so `envelope` goes first.
     if "envelope" in obj or "outcome" in obj:
         return trace_items.invocation(obj, prefix)
     if not logpush.KEYS.isdisjoint(obj):
         return logpush.invocation(obj, prefix)
+    if tail_stream.KEY in obj:
+        parts.stream += tail_stream.events(obj, prefix, parts.repair)
+        return None
+    if "invocationId" in obj and "event" in obj:  # a bare streaming tail event
+        parts.stream.append(tail_stream.envelope(obj, prefix, None, parts.repair))
+        return None
     if not _TRACE_KEYS.isdisjoint(obj):
         return trace_items.invocation(obj, prefix)  # reports the missing outcome
     if otlp_logs.KEY in obj:
         return otlp_logs.invocation(obj, prefix)  # None: Cloudflare's preflight
     if otlp_traces.KEY in obj:
-        spans += otlp_traces.spans(obj, prefix)
+        parts.spans += otlp_traces.spans(obj, prefix)
         return None
     raise DecodeError(
         at(prefix, ""),

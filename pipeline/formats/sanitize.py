@@ -161,6 +161,11 @@ def _json(value: Any) -> Any:
     return value
 
 
+def storable_json(value: Any) -> Any:
+    """A JSON value with its strings (keys too) repaired; the same object when none needed it."""
+    return _json(value)
+
+
 def dumps(value: JSON, lenient: bool) -> bytes:
     """Compact JSON of a value `loads` returned. orjson cannot write a lone surrogate, so a
     lenient value is written by the standard library with everything past ASCII escaped: its

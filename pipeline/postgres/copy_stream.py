@@ -38,8 +38,12 @@ COLUMN_TYPES: dict[str, tuple[str, ...]] = {
     ),
     "ingest_keys": (_TS, "bigint"),
 }  # fmt: skip
+COLUMN_TYPES["stream_logs"] = (*COLUMN_TYPES["tail_logs"], "text")
+for _attr in ("events", "logs", "spans"):
+    COLUMN_TYPES[_attr] = COLUMN_TYPES[f"tail_{_attr}"]
 """Per raw table, its columns' types (`format_type`), in the order of its columns in
-`flush.RAW_TABLES` (`EVENT_COLUMNS`, `LOG_COLUMNS`, `SPAN_COLUMNS`); and the identities'
+`flush.RAW_TABLES` (`EVENT_COLUMNS`, `LOG_COLUMNS`, `SPAN_COLUMNS`); a streamed invocation's
+lines (`stream_logs`: `tail_logs` and its `invocation_id`); and the identities'
 (`pipeline.postgres.dedup`: ts, digest)."""
 SLICE_ROWS = 2_000
 """Rows per COPY data message (about 0.5 MiB of log rows): asyncpg drains the socket between
@@ -53,11 +57,15 @@ class _NotEncoded(Exception):
 
 
 async def copy_rows(
-    conn: asyncpg.Connection, table: str, columns: tuple[str, ...], rows: list[Row]
+    conn: asyncpg.Connection,
+    table: str,
+    columns: tuple[str, ...],
+    rows: list[Row],
+    types: str | None = None,
 ) -> str:
-    """COPY `rows` into `columns` of `table` (one of `COLUMN_TYPES`, in its order); returns
-    which encoder wrote them, `native` or `asyncpg`."""
-    encode = _ENCODERS[table]
+    """COPY `rows` into `columns` of `table` (of the types `COLUMN_TYPES[types or table]`, in
+    their order); returns which encoder wrote them, `native` or `asyncpg`."""
+    encode = _ENCODERS[types or table]
     if encode is not None:
         try:
             async with conn.transaction():

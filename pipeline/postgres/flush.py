@@ -20,7 +20,7 @@ import itertools
 import operator
 import re
 from collections.abc import Mapping
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import NamedTuple
 
 import asyncpg
@@ -96,12 +96,15 @@ async def advance(
         raise PartitionsLost(lost)
 
 
+STREAM_LOG_COLUMNS = (*LOG_COLUMNS, "invocation_id")
 RAW_TABLES = (
     ("tail_events", "events", EVENT_COLUMNS),
     ("tail_logs", "logs", LOG_COLUMNS),
     ("tail_spans", "spans", SPAN_COLUMNS),
+    ("tail_logs", "stream_logs", STREAM_LOG_COLUMNS),
 )
-"""Each raw table, the `Part` list holding its rows, and their columns."""
+"""Each raw table, the `Part` list holding its rows, and their columns: a streamed
+invocation's lines are `tail_logs` rows that also name their invocation."""
 
 ORIGIN_COLUMNS = ("topic", "kafka_partition", "kafka_offset")
 _COPY_LINE = re.compile(r"COPY \S+, line (\d+)")
@@ -116,14 +119,20 @@ def days_of(batch: Batch) -> set[date]:
     """The UTC days the batch's raw rows fall on: their partitions must exist before COPY."""
     days: set[date] = set()
     for part in batch.parts.values():
-        for rows in (part.events, part.logs, part.spans):
+        for rows in (part.events, part.logs, part.spans, part.stream_logs):
             days.update(row[0].date() for row in rows)
+        for pend in part.stream.values():  # their rows are made in the flush (`stream.settle`)
+            days.update(line[0].date() for line in pend.lines)
+            days.add(datetime.fromtimestamp(pend.first[2] / 1000, UTC).date())
     return days
 
 
 def rows_written(batch: Batch) -> dict[str, int]:
     parts = batch.parts.values()
-    return {table: sum(len(getattr(p, attr)) for p in parts) for table, attr, _ in RAW_TABLES}
+    written: dict[str, int] = {}
+    for table, attr, _ in RAW_TABLES:
+        written[table] = written.get(table, 0) + sum(len(getattr(p, attr)) for p in parts)
+    return written
 
 
 async def copy_rows(conn: asyncpg.Connection, batch: Batch) -> None:
@@ -133,7 +142,7 @@ async def copy_rows(conn: asyncpg.Connection, batch: Batch) -> None:
     for table, attr, columns in RAW_TABLES:
         if any(getattr(p, attr) for p in parts):
             rows = list(itertools.chain.from_iterable(getattr(p, attr) for p in parts))
-            await copy_stream.copy_rows(conn, table, columns, rows)
+            await copy_stream.copy_rows(conn, table, columns, rows, attr)
 
 
 class _Undo(Exception):

@@ -20,11 +20,11 @@ import asyncpg
 from pipeline.deadletters.record import decode_object
 from pipeline.deadletters.store import StoreUnavailable, open_store
 from pipeline.errors import DecodeError
-from pipeline.postgres import completion, dedup, flush
+from pipeline.postgres import completion, flush
 from pipeline.postgres.connect import connect
 from pipeline.postgres.day_partitions import DAY_TABLES, PartitionManager
 from pipeline.postgres.rollup_upserts import merge_rollups
-from pipeline.postgres.writer import copy_refusing
+from pipeline.postgres.writer import store_rows
 from pipeline.settings import Settings
 from pipeline.transform.batch import Batch, DeadLetter
 from pipeline.transform.transformer import Transformer
@@ -145,11 +145,7 @@ class Replayer:
                 todo = [(t, p, d) for t, p, d in letters if d.offset not in replayed]
                 stored = await _already_stored(conn, todo)
                 batch = self._batch([m for m in todo if (m[0], m[1], m[2].offset) not in stored])
-                if self.transformer.dedup:
-                    await dedup.claim(conn, batch, self.transformer)
-                    held = dedup.claimed(batch)
-                if await copy_refusing(conn, batch, self.transformer) and self.transformer.dedup:
-                    await dedup.release(conn, held, batch)
+                await store_rows(conn, batch, self.transformer)
                 delta, _ = await completion.complete(conn, batch)
                 await merge_rollups(conn, batch, also=delta)
                 still = [d for part in batch.parts.values() for d in part.dead]

@@ -33,11 +33,13 @@ from pipeline.deadletters.guard import Guard
 from pipeline.deadletters.record import encode, object_key, partition_prefix, record
 from pipeline.deadletters.store import Store, StoreUnavailable
 from pipeline.errors import FlushAborted
-from pipeline.postgres import completion, dedup, flush
+from pipeline.postgres import completion, dedup, flush, stream
 from pipeline.postgres.connect import rejects_data
 from pipeline.postgres.rollup_upserts import merge_rollups
 from pipeline.transform.batch import Batch, Part, TopicPartition
+from pipeline.transform.pending import State
 from pipeline.transform.redact.engine import redact_text
+from pipeline.transform.rollup import Rollups
 from pipeline.transform.transformer import Transformer
 
 
@@ -84,14 +86,49 @@ class Written:
     """Invocations and spans left out as stored before (a sender's retry), by kind."""
     completed: int = 0
     """Invocations stored earlier or in this batch that its root spans completed."""
+    stream: stream.Outcome = field(default_factory=stream.Outcome)
+    """Streamed invocations completed, closed at their timeout, and the events they lost."""
 
 
-async def copy_refusing(conn: asyncpg.Connection, batch: Batch, transformer: Transformer) -> int:
+@dataclass(slots=True)
+class Stored:
+    """What `store_rows` did besides storing the rows."""
+
+    duplicates: Counter[str]
+    rejected: int
+    stream: stream.Outcome
+
+
+async def store_rows(conn: asyncpg.Connection, batch: Batch, transformer: Transformer) -> Stored:
+    """The rows of a flush, in its transaction, after the offsets: the identities claimed (the
+    batch built again without what was stored before), the streamed invocations settled
+    against their state, the rows copied (messages PostgreSQL refuses made dead letters, their
+    identities given back), the streamed state stored back. Shared by the replica's flush and
+    `dlq replay`."""
+    duplicates: Counter[str] = Counter()
+    if transformer.dedup:
+        duplicates = await dedup.claim(conn, batch, transformer)
+        held = dedup.claimed(batch)
+    states = await stream.read(conn, batch)
+    rejected = await copy_refusing(conn, batch, transformer, states)
+    if transformer.dedup and rejected:
+        await dedup.release(conn, held, batch)
+    return Stored(duplicates, rejected, await stream.store(conn, batch))
+
+
+async def copy_refusing(
+    conn: asyncpg.Connection,
+    batch: Batch,
+    transformer: Transformer,
+    states: dict[str, State] | None = None,
+) -> int:
     """COPY the batch's rows; while PostgreSQL refuses some, turn the messages they came from
-    into dead letters (the batch is rebuilt in place). Returns how many messages were refused.
-    Inside the caller's transaction; each attempt in a savepoint."""
+    into dead letters (the batch is rebuilt in place, its streamed invocations settled again
+    against `states`). Returns how many messages were refused. Inside the caller's
+    transaction; each attempt in a savepoint."""
     refused = 0
     while True:
+        stream.settle_batch(batch, states or {})
         try:
             async with conn.transaction():
                 await flush.copy_rows(conn, batch)
@@ -113,12 +150,15 @@ class Writer:
         transformer: Transformer,
         guard: Guard,
         rules: Rules | None = None,
+        stream_timeout: float = 21_600.0,
     ) -> None:
         self.dead_letters = dead_letters
         self.transformer = transformer
         self.guard = guard
         self.rules = rules
         self.dedup = transformer.dedup
+        self.stream_timeout = stream_timeout
+        """Seconds without an event after which a streamed invocation is closed."""
 
     async def write(
         self, conn: asyncpg.Connection, batch: Batch, stored: Mapping[TopicPartition, int]
@@ -126,13 +166,7 @@ class Writer:
         """Store the batch (rebuilt in place when PostgreSQL refuses some of its messages)."""
         async with conn.transaction():
             await flush.advance(conn, batch, stored)
-            duplicates: Counter[str] = Counter()
-            if self.dedup:
-                duplicates = await dedup.claim(conn, batch, self.transformer)
-                held = dedup.claimed(batch)
-            rejected = await copy_refusing(conn, batch, self.transformer)
-            if self.dedup and rejected:
-                await dedup.release(conn, held, batch)
+            rows = await store_rows(conn, batch, self.transformer)
             dead = sum(len(p.dead) for p in batch.parts.values())
             if self.guard.would_trip(batch.messages, dead):
                 p = self.guard.policy
@@ -141,11 +175,16 @@ class Writer:
                     f"messages would be dead letters (limit {p.max_share:.0%}); "
                     "stopped consuming: fix the producer or the pipeline, then restart"
                 )
-            written = Written(flush.rows_written(batch), rejected=rejected, duplicates=duplicates)
+            written = Written(
+                flush.rows_written(batch), rejected=rows.rejected, duplicates=rows.duplicates,
+                stream=rows.stream,
+            )  # fmt: skip
             written.letters = await self._dead_letters(conn, batch, written)
             await flush.index_dead_letters(conn, written.letters)
             delta, written.completed = await completion.complete(conn, batch)
-            written.alerts = await merge_rollups(conn, batch, self.rules, also=delta)
+            idle = await stream.close_idle(conn, batch, self.stream_timeout, written.stream)
+            also = Rollups.combine([delta, idle])
+            written.alerts = await merge_rollups(conn, batch, self.rules, also=also)
         self.guard.record(batch.messages, dead)
         written.redactions.update(batch.redactions)
         return written

@@ -139,7 +139,9 @@ class Consumer:
         self.started = True
         async with open_store(settings) as dead_letters:
             storing = Storing(
-                settings, Writer(dead_letters, self.transformer, self.guard, self.rules),
+                settings,
+                Writer(dead_letters, self.transformer, self.guard, self.rules,
+                       settings.stream_timeout),
                 self._queue, self._idle, self._kafka, self.positions, self._pauses, rebalance,
                 metrics=self.metrics, outages=self.outages, outbox=self.outbox,
                 totals=self.totals, rules=self.rules,

@@ -60,6 +60,8 @@ class Metrics:
     alerts: Counter
     completed: Counter
     duplicates: Counter
+    stream_closed: Counter
+    stream_dropped: Counter
     flush_failures: Counter
     last_flush: Gauge
     build_info: Gauge
@@ -178,6 +180,17 @@ class Metrics:
                 "invocations and spans not stored again: a sender's retry of what was stored"
                 " (TAILPIPE_DEDUP), by kind", ["kind"], registry=r,
             ),
+            stream_closed=Counter(
+                "tailpipe_stream_invocations_closed_total",
+                "streamed invocations stored whole, by how they ended: outcome (the runtime's),"
+                " timeout (no event for TAILPIPE_STREAM_TIMEOUT: stored as unknown)",
+                ["how"], registry=r,
+            ),
+            stream_dropped=Counter(
+                "tailpipe_stream_dropped_events_total",
+                "events the runtime dropped from a streaming tail (its streamDiagnostic"
+                " droppedEvents), counted when their invocation is stored", registry=r,
+            ),
             flush_failures=Counter(
                 "tailpipe_flush_failures_total",
                 "flush attempts that did not commit, by kind: postgres (transient, retried), "
@@ -207,6 +220,8 @@ class Metrics:
             metrics.decode_failures.labels(reason)
         for kind in DUPLICATE_KINDS:
             metrics.duplicates.labels(kind)
+        for how in ("outcome", "timeout"):
+            metrics.stream_closed.labels(how)
         for table, _, _ in RAW_TABLES:  # tail_spans too, before any span came
             metrics.rows.labels(table)
         return metrics
@@ -223,7 +238,14 @@ class Metrics:
         for table, n in written.rows.items():
             if n:
                 self.rows.labels(table).inc(n)
-        self.invocations.inc(written.rows.get("tail_events", 0))
+        closed = written.stream
+        self.invocations.inc(written.rows.get("tail_events", 0) + closed.timed_out)
+        if closed.completed:
+            self.stream_closed.labels("outcome").inc(closed.completed)
+        if closed.timed_out:
+            self.stream_closed.labels("timeout").inc(closed.timed_out)
+        if closed.dropped:
+            self.stream_dropped.inc(closed.dropped)
         for rule, n in written.redactions.items():
             self.redactions.labels(rule).inc(n)
         for reason, n in written.dead.items():

@@ -13,9 +13,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeline.transform.rollup import Rollups
+
+if TYPE_CHECKING:
+    from pipeline.transform.pending import Pending, Settled
 
 Row = tuple[Any, ...]
 TopicPartition = tuple[str, int]
@@ -80,11 +83,23 @@ class Part:
     """(trace id, time) of each OTLP invocation stored without its outcome or times, and of
     each root span: where the flush looks for the pairs that complete an invocation
     (`pipeline.postgres.completion`). Empty unless the part holds OTLP data."""
+    stream: dict[str, Pending] = field(default_factory=dict)
+    """The streamed invocations its events belong to, by invocation id, until the flush
+    settles them against their stored state (`pipeline.transform.stream`)."""
+    stream_logs: list[Row] = field(default_factory=list)
+    """Their lines, as `settle` made them: `tail_logs` rows with their invocation id."""
+    settled_as: Settled | None = None
+    """What the flush's `stream.settle` made of `stream`: None until it ran."""
+    stream_dropped: int = 0
+    """Events the runtime said it dropped, of the invocations this part completed."""
     messages: int = 0
     bytes: int = 0
 
     def rows(self) -> int:
-        return len(self.events) + len(self.logs) + len(self.spans) + len(self.dead)
+        return (
+            len(self.events) + len(self.logs) + len(self.spans) + len(self.dead)
+            + len(self.stream_logs)
+        )  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -25,6 +25,8 @@ digest, BLAKE2b over the fields below, tells apart what happened in the same mil
   records told alone) also by its first line and line count, since one invocation may be cut
   into several. Without one: the records' trace and span id (an SDK's log group).
 - **A span:** its trace and span id.
+- **A streaming tail event:** its `invocationId` and `sequence`, which the runtime numbers
+  within an invocation; however a forwarder batches and re-posts them, each is stored once.
 
 Pure: no clock, no I/O. The identities travel with the rows in the batch's `Part`.
 """
@@ -38,7 +40,8 @@ from pipeline.formats.invocation import Invocation, Span
 
 INVOCATION = 0
 SPAN = 1
-KINDS = ("invocation", "span")
+EVENT = 2
+KINDS = ("invocation", "span", "event")
 """Label values of `tailpipe_duplicates_total`, by the kind numbers above."""
 
 _HEX = frozenset(b"0123456789abcdef")
@@ -89,6 +92,10 @@ def keyed(key: bytes | None, items: int) -> bool:
 
 def of_span(span: Span) -> int:
     return digest(b"span", span.trace_id, span.span_id)
+
+
+def of_stream_event(invocation_id: str, sequence: int) -> int:
+    return digest(b"stream", invocation_id, str(sequence))
 
 
 class MessageDigest:

@@ -48,16 +48,19 @@ def add_spans(
     origin: tuple[str, int, int],
     counts: Counter[str],
     dedup: bool = False,
+    items: list[int] | None = None,
 ) -> int:
     """Add the spans of one message (`origin`: topic, partition, offset) to the part: a row
     each, counted in its operation's hour; with `dedup`, their identities too, and none of the
-    part's known duplicates. The number of rows."""
+    part's known duplicates. `items`: each span's place in its message, when not its index
+    (a streamed span is its `spanClose` event). The number of rows."""
     topic, partition, offset = origin
     rows = part.spans
     operations = part.rollups.operations
     skip = part.duplicates
     added = 0
-    for item, span in enumerate(spans):
+    for index, span in enumerate(spans):
+        item = index if items is None else items[index]
         if skip and (offset, SPAN, item) in skip:
             continue
         added += 1

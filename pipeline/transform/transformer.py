@@ -15,7 +15,8 @@ from pipeline.alerts.detect import note
 from pipeline.alerts.rules import Rule, Rules
 from pipeline.errors import DecodeError
 from pipeline.formats.decode import NATIVE_LIMITS, NATIVE_RECORDS, decoded
-from pipeline.formats.invocation import UNNAMED, Invocation
+from pipeline.formats.invocation import UNNAMED, Invocation, LogLine
+from pipeline.formats.tail_stream import StreamEvent
 from pipeline.native import NativeRows, load_trace_rows, load_utc_datetime
 from pipeline.transform.batch import (
     Batch,
@@ -27,9 +28,17 @@ from pipeline.transform.batch import (
     TopicPartition,
 )
 from pipeline.transform.completion import awaits_root_span
-from pipeline.transform.dedup import INVOCATION, MessageDigest, keyed, of_invocation
+from pipeline.transform.dedup import (
+    EVENT,
+    INVOCATION,
+    MessageDigest,
+    keyed,
+    of_invocation,
+    of_stream_event,
+)
 from pipeline.transform.extract import Extractor
 from pipeline.transform.fingerprint import fingerprint, template
+from pipeline.transform.pending import Pending
 from pipeline.transform.redact.engine import redact_json_text, redact_text
 from pipeline.transform.redact.triggers import TRIGGER_MASKS
 from pipeline.transform.rollup import HOUR_MS, ErrorGroup, count_extracted, count_invocation
@@ -108,6 +117,7 @@ class Transformer:
         counts = part.redactions
         built = None
         spans = None
+        stream = None
         try:
             found = (
                 None
@@ -118,7 +128,7 @@ class Transformer:
                 # The native core's rows, else its invocations; None where its decoder declines
                 # (or is missing), so the reference decodes without a second native parse.
                 whole = decoded(value)
-                invocations, spans = whole.invocations, whole.spans
+                invocations, spans, stream = whole.invocations, whole.spans, whole.stream
                 if whole.sanitized:
                     part.sanitized.update(whole.sanitized)
             elif found[0]:
@@ -149,6 +159,9 @@ class Transformer:
                         Identity(part.events[-1][0], ident, offset, INVOCATION, item)
                     )
             return
+        if stream:
+            batch.rows += self._stream(part, stream, (topic, partition, offset), counts)
+            _seen(batch, min(ev.timestamp_ms for ev in stream))
         if spans:
             batch.rows += add_spans(part, spans, (topic, partition, offset), counts, dedup)
             _seen(batch, min(span.start_us for span in spans) // 1000)
@@ -200,6 +213,78 @@ class Transformer:
                          m.headers, why)  # fmt: skip
         batch.parts, batch.rows, batch.bytes = out.parts, out.rows, out.bytes
         batch.messages, batch.oldest_event_ms = out.messages, out.oldest_event_ms
+
+    def _stream(
+        self,
+        part: Part,
+        events: list[StreamEvent],
+        origin: tuple[str, int, int],
+        counts: Counter[str],
+    ) -> int:
+        """The streamed events of one message into their invocations' `Pending`s: lines and
+        exceptions redacted, checked and counted as they arrive (`transform.stream`). The
+        number of events taken."""
+        topic, partition, offset = origin
+        skip = part.duplicates
+        added = 0
+        said: dict[str, list[LogLine]] = {}
+        for item, ev in enumerate(events):
+            if skip and (offset, EVENT, item) in skip:
+                continue
+            added += 1
+            if self.dedup:
+                ident = of_stream_event(ev.invocation_id, ev.sequence)
+                part.identities.append(Identity(_ts(ev.timestamp_ms), ident, offset, EVENT, item))
+            if ev.sanitized:
+                part.sanitized.update(ev.sanitized)
+            pend = part.stream.get(ev.invocation_id)
+            if pend is None:
+                pend = part.stream[ev.invocation_id] = Pending(
+                    ev.invocation_id, ev.script or UNNAMED, (offset, item, ev.timestamp_ms)
+                )
+            elif ev.script and pend.script == UNNAMED:
+                pend.script = ev.script
+            script = pend.script
+            ids = (
+                bytes.fromhex(ev.trace_id) if ev.trace_id else None,
+                bytes.fromhex(ev.span_id) if ev.span_id and ev.trace_id else None,
+            )
+            line, exc = ev.line, ev.error
+            if line is not None:
+                text = redact_text(line.text, counts)
+                pend.lines.append(
+                    (_ts(ev.timestamp_ms), line.level, text,
+                     redact_json_text(line.data, counts), line.kind, None, None, None,
+                     topic, partition, offset, item, ev.sequence, *ids)
+                )  # fmt: skip
+                pend.levels[line.level] += 1
+                pend.logs += 1
+                pend.truncated = pend.truncated or ev.truncated
+                said.setdefault(ev.invocation_id, []).append(line)
+                search = self._error_search
+                if search is not None and line.level == "error" and search(text):
+                    note(part.rollups.alerts, self._error_rule, f"error_log:{script}",
+                         script, ev.timestamp_ms, f"{script}: {text}",
+                         {"script": script, "level": "error"})  # fmt: skip
+            elif exc is not None:
+                message = redact_text(exc.message, counts)
+                stack = redact_text(exc.stack, counts) if exc.stack else None
+                fp = fingerprint(exc.group_name, message)
+                pend.lines.append(
+                    (_ts(ev.timestamp_ms), "exception", f"{exc.name}: {message}", None, None,
+                     exc.name, stack, fp, topic, partition, offset, item, ev.sequence, *ids)
+                )  # fmt: skip
+                pend.levels["exception"] += 1
+                pend.exceptions += 1
+                _count_error(part, exc.name, message, stack, fp, ev.timestamp_ms, script)
+            else:
+                pend.add(ev, offset, item, counts)
+        for invocation_id, lines in said.items():
+            pend = part.stream[invocation_id]
+            ts_ms = lines[0].timestamp_ms or 0
+            told = Invocation(pend.script, "unknown", ts_ms, "unreported", logs=tuple(lines))
+            count_extracted(part.rollups, self._extract(told), ts_ms, pend.script)
+        return added
 
     def _native_rows(
         self,
@@ -335,7 +420,6 @@ def _exception_rows(
     """The invocation's exceptions as log rows after its `seq` lines, counted in the error
     groups and their hours. `context`: the invocation's (ts, script, event type, outcome)."""
     ts, script = context[0], context[1]
-    errors = part.rollups.errors
     for exc in inv.exceptions:
         message = redact_text(exc.message, counts)
         stack = redact_text(exc.stack, counts) if exc.stack else None
@@ -359,13 +443,25 @@ def _exception_rows(
             )
         )
         seq += 1
-        group = errors.get(fp)
-        if group is None:
-            group = errors[fp] = ErrorGroup(
-                exc.name, template(message), exc_ms, exc_ms, message, stack
-            )
-        group.add_occurrence(exc_ms, script, message, stack)
-        part.rollups.error_hours[(exc_ms - exc_ms % HOUR_MS, fp)] += 1
+        _count_error(part, exc.name, message, stack, fp, exc_ms, script)
+
+
+def _count_error(
+    part: Part,
+    name: str,
+    message: str,
+    stack: str | None,
+    fp: str,
+    exc_ms: int,
+    script: str,
+) -> None:
+    """One exception counted in its error group and the group's hour."""
+    errors = part.rollups.errors
+    group = errors.get(fp)
+    if group is None:
+        group = errors[fp] = ErrorGroup(name, template(message), exc_ms, exc_ms, message, stack)
+    group.add_occurrence(exc_ms, script, message, stack)
+    part.rollups.error_hours[(exc_ms - exc_ms % HOUR_MS, fp)] += 1
 
 
 def _redo(

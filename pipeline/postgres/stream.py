@@ -1,0 +1,154 @@
+"""Streamed invocations in the flush: their open state read, settled, stored, timed out.
+
+In the flush's transaction, after the offsets' compare-and-set and the identities' claim:
+
+    read the states of the batch's invocations (FOR UPDATE) ─> settle each part against them
+    (`transform.stream.settle`: lines, spans, completed rows, rollups) ─> COPY ─(refused: the
+    part is built again and settled again, from the same states)─> store the states back
+    ─> close the partitions' invocations idle past the timeout
+
+The states are read once: a part built again (bisection, duplicates) settles against what
+PostgreSQL holds, which nothing else may change meanwhile, because the compare-and-set holds
+the partitions' offset rows and only a partition's owner touches its invocations. So a state
+advances exactly when the offsets of the events it includes do, and a kill -9 anywhere leaves
+both as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+
+from pipeline.postgres import copy_stream
+from pipeline.transform.batch import Batch
+from pipeline.transform.pending import State
+from pipeline.transform.rollup import Rollups, count_invocation
+from pipeline.transform.stream import close, event_row, settle
+from pipeline.transform.transformer import EVENT_COLUMNS
+
+TABLE = "stream_invocations"
+_READ = f"""
+SELECT invocation_id, state::text AS state FROM {TABLE}
+WHERE invocation_id = ANY($1::text[]) FOR UPDATE
+"""
+_STORE = f"""
+INSERT INTO {TABLE} (invocation_id, topic, kafka_partition, state, closed, touched_at)
+SELECT i, t, p, s::jsonb, c, now()
+FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bool[]) AS u(i, t, p, s, c)
+ON CONFLICT (invocation_id) DO UPDATE
+SET state = EXCLUDED.state, closed = EXCLUDED.closed, touched_at = now()
+"""
+_FORGET = f"DELETE FROM {TABLE} WHERE invocation_id = ANY($1::text[])"
+_IDLE = f"""
+SELECT invocation_id, state::text AS state, closed FROM {TABLE}
+WHERE topic = $1 AND kafka_partition = ANY($2::int[])
+  AND touched_at < now() - make_interval(secs => $3)
+ORDER BY touched_at
+LIMIT $4
+FOR UPDATE
+"""
+MAX_CLOSED_PER_FLUSH = 1_000
+"""Idle invocations a flush closes at most: the rest wait for the next flush."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the streamed part of one flush did."""
+
+    completed: int = 0
+    timed_out: int = 0
+    dropped: int = 0
+    """Events the runtime said it dropped, of the invocations completed or closed."""
+
+
+async def read(conn: asyncpg.Connection, batch: Batch) -> dict[str, State]:
+    """The stored states of the batch's streamed invocations, locked until the commit."""
+    wanted = [i for part in batch.parts.values() for i in part.stream]
+    if not wanted:
+        return {}
+    rows = await conn.fetch(_READ, wanted)
+    return {r["invocation_id"]: orjson.loads(r["state"]) for r in rows}
+
+
+def settle_batch(batch: Batch, states: dict[str, State]) -> None:
+    """Settle every part not settled yet (a part built again is new, so it is settled again)."""
+    for (topic, partition), part in batch.parts.items():
+        if part.stream and part.settled_as is None:
+            part.settled_as = settle(part, topic, partition, states)
+            batch.rows += len(part.stream_logs)
+
+
+async def store(conn: asyncpg.Connection, batch: Batch) -> Outcome:
+    """Write back what the settled parts leave open, forget what they completed."""
+    out = Outcome()
+    keep: list[tuple[str, str, int, State]] = []
+    forget: list[str] = []
+    for (topic, partition), part in batch.parts.items():
+        settled = part.settled_as
+        if settled is None:
+            continue
+        out.completed += settled.completed
+        out.dropped += part.stream_dropped
+        for invocation_id, state in settled.states.items():
+            if state is None:
+                forget.append(invocation_id)
+            else:
+                keep.append((invocation_id, topic, partition, state))
+    if keep:
+        await _store(conn, keep)
+    if forget:
+        await conn.execute(_FORGET, forget)
+    return out
+
+
+async def close_idle(
+    conn: asyncpg.Connection, batch: Batch, timeout_s: float, out: Outcome
+) -> Rollups:
+    """Close the invocations of the batch's partitions that had no event for `timeout_s`, as
+    `unknown` (a tombstone stays one more timeout), and forget old tombstones. Returns what
+    their rows add to the rollups."""
+    delta = Rollups()
+    partitions: dict[str, list[int]] = {}
+    for topic, partition in batch.parts:
+        partitions.setdefault(topic, []).append(partition)
+    for topic, numbers in partitions.items():
+        rows = await conn.fetch(_IDLE, topic, numbers, timeout_s, MAX_CLOSED_PER_FLUSH)
+        if not rows:
+            continue
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        events, tombstones, gone = [], [], []
+        for r in rows:
+            if r["closed"]:
+                gone.append(r["invocation_id"])
+                continue
+            state: State = orjson.loads(r["state"])
+            tomb, inv = close(state, now_ms)
+            origin = tuple(state["origin"])
+            events.append(event_row(tomb, (origin[0], origin[1], origin[2], origin[3]),
+                                    r["invocation_id"]))  # fmt: skip
+            count_invocation(delta, inv, state["ts_ms"], state["script"])
+            tombstones.append((r["invocation_id"], topic, origin[1], tomb))
+            out.timed_out += 1
+            out.dropped += state["dropped"]
+        if events:
+            await copy_stream.copy_rows(conn, "tail_events", EVENT_COLUMNS, events)
+            await _store(conn, tombstones, closed=True)
+        if gone:
+            await conn.execute(_FORGET, gone)
+    return delta
+
+
+async def _store(
+    conn: asyncpg.Connection, rows: Iterable[tuple[str, str, int, State]], closed: bool = False
+) -> None:
+    found = list(rows)
+    await conn.execute(
+        _STORE,
+        [r[0] for r in found], [r[1] for r in found], [r[2] for r in found],
+        [orjson.dumps(r[3]).decode() for r in found],
+        [closed or bool(r[3].get("closed")) for r in found],
+    )  # fmt: skip
