@@ -1,7 +1,7 @@
 -- Streaming Tail Workers (pipeline/formats/tail_stream.py, pipeline/transform/stream.py).
 --
 -- An invocation told in streamed events arrives in many messages over up to hours; its lines
--- are stored as they come, its `tail_events` row when its onset and outcome are both known.
+-- are stored as they come, its `tail_events` row when all its events up to the outcome are in.
 -- Meanwhile what is known of it waits here, written in the flush's transaction with the
 -- offsets, so a restart or a rebalance loses none of it. One row per invocation still open
 -- (and a tombstone, `closed`, for one closed at its timeout, so that a late event adds no

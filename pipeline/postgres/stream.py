@@ -26,7 +26,7 @@ import orjson
 from pipeline.postgres import copy_stream
 from pipeline.transform.batch import Batch
 from pipeline.transform.pending import State
-from pipeline.transform.rollup import Rollups, count_invocation
+from pipeline.transform.rollup import Rollups
 from pipeline.transform.stream import close, event_row, settle
 from pipeline.transform.transformer import EVENT_COLUMNS
 
@@ -126,12 +126,10 @@ async def close_idle(
                 gone.append(r["invocation_id"])
                 continue
             state: State = orjson.loads(r["state"])
-            tomb, inv = close(state, now_ms)
-            origin = tuple(state["origin"])
-            events.append(event_row(tomb, (origin[0], origin[1], origin[2], origin[3]),
-                                    r["invocation_id"]))  # fmt: skip
-            count_invocation(delta, inv, state["ts_ms"], state["script"])
-            tombstones.append((r["invocation_id"], topic, origin[1], tomb))
+            tomb = close(state, now_ms, delta)
+            at, partition, offset, item = state["origin"]
+            events.append(event_row(tomb, (at, partition, offset, item), r["invocation_id"]))
+            tombstones.append((r["invocation_id"], topic, partition, tomb))
             out.timed_out += 1
             out.dropped += state["dropped"]
         if events:

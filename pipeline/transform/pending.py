@@ -32,8 +32,8 @@ class Pending:
     first: tuple[int, int, int]
     """(offset, item, ts ms) of its first event in the batch: the origin of a new state."""
     last: tuple[int, int] = (0, 0)
-    """(offset, item) of its onset or outcome, whichever came last in the batch: the origin
-    of its `tail_events` row if the batch completes it."""
+    """(offset, item) of its latest event in the batch: the origin of its `tail_events` row
+    if the batch completes it."""
     onset: dict[str, JSON] | None = None
     status: int | None = None
     outcome: tuple[str, int | None, int | None] | None = None
@@ -46,35 +46,34 @@ class Pending:
     exceptions: int = 0
     dropped: int = 0
     truncated: bool = False
-    attributes: dict[str, JSON] = field(default_factory=dict)
+    attributes: list[list[JSON]] = field(default_factory=list)
+    """[sequence, span id, attributes] of each `attributes` event: which span they belong to
+    is known when every event has come (`stream.settle`)."""
     opened: dict[str, list[JSON]] = field(default_factory=dict)
-    """span id -> [name, parent span id, start µs, attributes]."""
-    closed: list[tuple[str, int, str, int, int]] = field(default_factory=list)
-    """(span id, end µs, outcome, offset, item) of each spanClose."""
+    """span id -> [name, parent span id, start µs, attributes] of each spanOpen."""
+    ends: dict[str, list[JSON]] = field(default_factory=dict)
+    """span id -> [end µs, outcome, sequence] of each spanClose."""
+    seen: int = 0
+    """Its events in the batch: with the outcome's `sequence`, whether all have come."""
+    final: int | None = None
+    """The outcome's `sequence`: the runtime numbers an invocation's events from 0."""
 
     def add(self, ev: StreamEvent, offset: int, item: int, counts: Counter[str]) -> None:
         kind = ev.type
         if kind == "onset" and ev.onset is not None:
             self.onset = onset_state(ev.onset, counts)
-            self.last = (offset, item)
         elif kind == "outcome" and ev.outcome is not None:
             self.outcome = (ev.outcome, ev.cpu_ms, ev.wall_ms)
-            self.last = (offset, item)
+            self.final = ev.sequence
         elif kind == "return":
             self.status = ev.status
         elif kind == "spanOpen" and ev.opened is not None:
             self.opened[ev.opened] = [ev.name, ev.span_id, ev.timestamp_ms * 1000,
                                       ev.attributes or {}]  # fmt: skip
         elif kind == "spanClose" and ev.span_id is not None:
-            self.closed.append(
-                (ev.span_id, ev.timestamp_ms * 1000, ev.outcome or "unknown", offset, item)
-            )
+            self.ends[ev.span_id] = [ev.timestamp_ms * 1000, ev.outcome or "unknown", ev.sequence]
         elif kind == "attributes" and ev.attributes:
-            span = self.opened.get(ev.span_id) if ev.span_id is not None else None
-            if span is not None:
-                span[3] = {**span[3], **ev.attributes}
-            else:
-                self.attributes.update(ev.attributes)
+            self.attributes.append([ev.sequence, ev.span_id, ev.attributes])
         elif kind == "streamDiagnostic":
             self.dropped += ev.dropped
         self.truncated = self.truncated or ev.truncated
@@ -96,9 +95,8 @@ def onset_state(onset: Invocation, counts: Counter[str]) -> dict[str, JSON]:
 
 @dataclass(slots=True)
 class Settled:
-    """What `settle` made of one part's invocations: the states to store (None: delete), the
-    spans whose open was dropped, and how many it completed."""
+    """What `settle` made of one part's invocations: the states to store (None: delete), and
+    how many it completed."""
 
     states: dict[str, State | None] = field(default_factory=dict)
     completed: int = 0
-    dropped_spans: int = 0

@@ -10,15 +10,17 @@ WebSocket session can stay open for hours. So the two halves of the work are apa
   object per invocation in `stream_invocations`, read in the flush's transaction): the lines
   become `tail_logs` rows with what is known of their invocation (its trigger, and an outcome
   of `unreported` until it comes), closed spans become `tail_spans` rows, an invocation whose
-  onset and outcome are both known becomes its `tail_events` row and is counted in the
-  rollups, and what stays open becomes the new state. `close` ends one whose outcome never
-  came, as `unknown`.
+  every event has come (its onset, its outcome and each `sequence` before the outcome's, less
+  those the runtime said it dropped) becomes its `tail_events` row and is counted in the
+  rollups, and what stays open becomes the new state. Posts come in any order: the row waits
+  until it can be made whole, once. `close` ends one that had no event for the timeout, as
+  `unknown` unless its outcome had come.
 
 The state is the invocation so far, in JSON: its onset (redacted), return status, outcome and
-times if they came before the onset, counts of lines, exceptions and dropped events,
-attributes, and its spans still open (at most `MAX_OPEN_SPANS`). A closed invocation keeps a
-tombstone (`closed`) so that an event arriving after its timeout adds its lines but never a
-second row.
+times, counts of events, lines, exceptions and dropped events, lines by level until the onset
+names their trigger, its `attributes` events and its spans (at most `MAX_HELD` each), stored
+with it when it is whole. An invocation closed at its timeout keeps a tombstone (`closed`), so
+that an event arriving after adds its lines but never a second row.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from pipeline.transform.pending import Pending, Row, Settled, State
 from pipeline.transform.rollup import HOUR_MS, HourlyMetrics, Rollups, count_invocation
 from pipeline.transform.spans import add_spans
 
-MAX_OPEN_SPANS = 256
-"""Spans kept open per invocation; past it a span's open is dropped and counted as dropped."""
+MAX_HELD = 1_000
+"""Spans, span ends and `attributes` events held per invocation until it is whole; past it
+the rest are not kept (an invocation of a thousand spans is told by its first thousand)."""
 UNREPORTED = "unreported"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -48,11 +51,15 @@ def settle(part: Part, topic: str, partition: int, states: dict[str, State]) -> 
         state = merged(states.get(pend.invocation_id), pend, topic, partition)
         onset = state.get("onset")
         event_type = onset["event_type"] if onset else "unknown"
-        ts_ms = state["ts_ms"]
-        context_ts = _ts(ts_ms)
         outcome = state.get("outcome")
-        done = not state.get("closed") and onset is not None and outcome is not None
-        shown = outcome[0] if done and outcome else UNREPORTED
+        closed = bool(state.get("closed"))
+        # Every event numbered up to the outcome's has come (or was dropped by the runtime,
+        # which says how many): none can follow but a retry, which deduplication leaves out.
+        # Posts arrive in any order, so until then the row waits, to be made whole, once.
+        whole = state.get("final") is not None and state["seen"] + state["dropped"] > state["final"]
+        done = not closed and onset is not None and outcome is not None and whole
+        shown = outcome[0] if (done or closed) and outcome else UNREPORTED
+        context_ts = _ts(state["ts_ms"])
         for line in pend.lines:
             part.stream_logs.append(
                 (
@@ -65,16 +72,30 @@ def settle(part: Part, topic: str, partition: int, states: dict[str, State]) -> 
                     pend.invocation_id,
                 )
             )
-        hour = _hour(part.rollups, ts_ms, state["script"], event_type)
-        hour.levels.update(pend.levels)
-        _spans(part, state, pend, topic, partition, out)
+        _levels(part.rollups, state, pend, onset is not None or closed)
         if done:
-            out.states[pend.invocation_id] = None
             _row(part, state, (topic, partition, *pend.last), pend.invocation_id)
             out.completed += 1
+            out.states[pend.invocation_id] = None
         else:
-            out.states[pend.invocation_id] = state
+            out.states[pend.invocation_id] = None if closed and whole else state
     return out
+
+
+def _levels(rollups: Rollups, state: State, pend: Pending | None, known: bool) -> None:
+    """Lines are counted by level under their invocation's hour and trigger: held in the
+    state until its onset says which (a line may come first)."""
+    levels = Counter(state.pop("levels", None) or {})
+    if pend is not None:
+        levels.update(pend.levels)
+    if not levels:
+        return
+    if not known:
+        state["levels"] = dict(levels)
+        return
+    onset = state.get("onset") or {}
+    hour = _hour(rollups, state["ts_ms"], state["script"], onset.get("event_type", "unknown"))
+    hour.levels.update(levels)
 
 
 def merged(old: State | None, pend: Pending, topic: str, partition: int) -> State:
@@ -84,7 +105,7 @@ def merged(old: State | None, pend: Pending, topic: str, partition: int) -> Stat
         if old is not None
         else {"script": pend.script, "ts_ms": pend.first[2], "origin": [topic, partition,
               pend.first[0], pend.first[1]], "logs": 0, "exceptions": 0, "dropped": 0,
-              "truncated": False, "attributes": {}, "spans": {}}
+              "truncated": False, "attributes": [], "spans": {}, "ends": {}}
     )  # fmt: skip
     if pend.onset is not None and state.get("onset") is None:
         state["onset"] = pend.onset
@@ -95,52 +116,60 @@ def merged(old: State | None, pend: Pending, topic: str, partition: int) -> Stat
         state["outcome"] = list(pend.outcome)
     if pend.status is not None:
         state["status"] = pend.status
+    state["seen"] = state.get("seen", 0) + pend.seen
+    if pend.final is not None:
+        state["final"] = pend.final
     state["logs"] += pend.logs
     state["exceptions"] += pend.exceptions
     state["dropped"] += pend.dropped
     state["truncated"] = state["truncated"] or pend.truncated
     if pend.attributes:
-        state["attributes"] = {**state["attributes"], **pend.attributes}
+        state["attributes"] = [*state["attributes"], *pend.attributes][:MAX_HELD]
+    if pend.opened:
+        state["spans"] = {**state["spans"], **dict(list(pend.opened.items())[:MAX_HELD])}
+    if pend.ends:
+        state["ends"] = {**state["ends"], **dict(list(pend.ends.items())[:MAX_HELD])}
     return state
 
 
-def close(state: State, now_ms: int) -> tuple[State, Invocation]:
-    """An invocation whose outcome did not come in time: its row's state (outcome `unknown`
-    unless one came before its onset) and what the rollups count. The returned state is its
-    tombstone."""
+def close(state: State, now_ms: int, rollups: Rollups) -> State:
+    """An invocation whose outcome did not come in time, counted in `rollups` with its lines
+    (outcome `unknown` unless one came before its onset): its tombstone, from which its row
+    is made (`event_row`)."""
     if state.get("outcome") is None:
         state = {**state, "outcome": ["unknown", None, None]}
-    return {**state, "closed": now_ms}, invocation_of(state)
+    tomb: State = {**state, "closed": now_ms}
+    _levels(rollups, tomb, None, True)
+    count_invocation(rollups, invocation_of(tomb), tomb["ts_ms"], tomb["script"])
+    return tomb
 
 
-def _spans(
-    part: Part, state: State, pend: Pending, topic: str, partition: int, out: Settled
-) -> None:
-    spans: dict[str, list[JSON]] = dict(state["spans"])
-    spans.update(pend.opened)
+def _finish(state: State) -> tuple[dict[str, JSON], list[tuple[Span, int]]]:
+    """A whole invocation's attributes, and its closed spans with their spanClose's sequence:
+    each `attributes` event goes to the span it was told in, else to the invocation, in the
+    order the runtime numbered them."""
+    spans = {k: [*v[:3], dict(v[3])] for k, v in state["spans"].items()}
+    own: dict[str, JSON] = {}
+    for _, span_id, attributes in sorted(state["attributes"], key=lambda a: a[0]):
+        target = spans[span_id][3] if span_id in spans else own
+        target.update(attributes)
     onset = state.get("onset") or {}
     trace = onset.get("trace_id")
-    found: list[Span] = []
-    items: list[tuple[int, int]] = []
-    for span_id, end_us, outcome, offset, item in pend.closed:
-        opened = spans.pop(span_id, None)
-        if opened is None or trace is None:
-            continue  # its open was dropped, or came to no trace
+    found: list[tuple[Span, int]] = []
+    if trace is None:
+        return own, found
+    for span_id, (end_us, outcome, sequence) in state["ends"].items():
+        opened = spans.get(span_id)
+        if opened is None:
+            continue  # its open was dropped by the runtime
         name, parent, start_us, attributes = opened
         span = Span(
             trace, span_id, parent, name or "unknown", 0, start_us, max(0, end_us - start_us),
             1 if outcome == "ok" else 2, None if outcome == "ok" else outcome, state["script"],
             None, attributes, {}, [], [],
         )  # fmt: skip
-        found.append(span)
-        items.append((offset, item))
-    if found:
-        for span, (offset, item) in zip(found, items, strict=True):
-            add_spans(part, [span], (topic, partition, offset), Counter(), items=[item])
-    if len(spans) > MAX_OPEN_SPANS:
-        out.dropped_spans += len(spans) - MAX_OPEN_SPANS
-        spans = dict(list(spans.items())[-MAX_OPEN_SPANS:])
-    state["spans"] = spans
+        found.append((span, sequence))
+    return own, found
 
 
 def invocation_of(state: State) -> Invocation:
@@ -161,8 +190,9 @@ def event_row(state: State, origin: tuple[str, int, int, int], invocation_id: st
     inv = invocation_of(state)
     onset = state.get("onset") or {}
     extra: dict[str, JSON] = {**(onset.get("extra") or {}), "invocationId": invocation_id}
-    if state["attributes"]:
-        extra["attributes"] = state["attributes"]
+    attributes = _finish(state)[0]
+    if attributes:
+        extra["attributes"] = attributes
     if state["dropped"]:
         extra["droppedEvents"] = state["dropped"]
     return (
@@ -177,7 +207,13 @@ def event_row(state: State, origin: tuple[str, int, int, int], invocation_id: st
 
 
 def _row(part: Part, state: State, origin: tuple[str, int, int, int], inv_id: str) -> None:
+    """The whole invocation's `tail_events` row and its spans' rows, counted in the rollups.
+    Every row has the origin of the event that made it whole (in this batch, so that a row
+    PostgreSQL refuses names a message of the batch), a span the sequence of its close."""
     part.events.append(event_row(state, origin, inv_id))
+    topic, partition, offset, _ = origin
+    for span, sequence in _finish(state)[1]:
+        add_spans(part, [span], (topic, partition, offset), Counter(), items=[sequence])
     count_invocation(part.rollups, invocation_of(state), state["ts_ms"], state["script"])
     part.stream_dropped += state["dropped"]
 

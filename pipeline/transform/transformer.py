@@ -244,6 +244,8 @@ class Transformer:
                 )
             elif ev.script and pend.script == UNNAMED:
                 pend.script = ev.script
+            pend.seen += 1
+            pend.last = (offset, item)
             script = pend.script
             ids = (
                 bytes.fromhex(ev.trace_id) if ev.trace_id else None,
