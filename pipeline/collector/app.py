@@ -1,15 +1,17 @@
 """`tailpipe collect`: the HTTP front door for producers that cannot speak Kafka.
 
-Tail Workers post their `events` to `/v1/tail`; Logpush jobs post gzip'd NDJSON batches of
-`workers_trace_events` to `/v1/logpush`; Workers Observability destinations and OTel SDKs post
-OTLP/HTTP logs exports to `/v1/logs` and traces exports to `/v1/traces`
-(pipeline/collector/otlp_receiver.py, which answers as the OTLP spec says: 200 with an
-`ExportLogsServiceResponse` or `ExportTraceServiceResponse`, errors as `google.rpc.Status`). A
-request is authenticated, read under the size cap, parsed and validated whole, and each item is
-published to the topic as its own message, keyed by its identity (an OTLP message: by its
-invocation or trace). The answer is 202 only once Kafka acknowledged every item; when Kafka
-cannot take them the answer is 503 with `Retry-After`, so the sender keeps the data and tries
-again. Delivery is therefore at least once: a sender retrying after a timeout may publish twice.
+Tail Workers post their `events` to `/v1/tail`; streaming Tail Workers post the event envelopes
+of `tailStream` to `/v1/tail-stream` (pipeline/collector/tail_stream.py: grouped by invocation);
+Logpush jobs post gzip'd NDJSON batches of `workers_trace_events` to `/v1/logpush`; Workers
+Observability destinations and OTel SDKs post OTLP/HTTP logs exports to `/v1/logs` and traces
+exports to `/v1/traces` (pipeline/collector/otlp_receiver.py, which answers as the OTLP spec
+says: 200 with an `ExportLogsServiceResponse` or `ExportTraceServiceResponse`, errors as
+`google.rpc.Status`). A request is authenticated, read under the size cap, parsed and validated
+whole, and each item is published to the topic as its own message, keyed by its identity (a
+streaming tail or OTLP message: by its invocation or trace). The answer is 202 only once Kafka
+acknowledged every item; when Kafka cannot take them the answer is 503 with `Retry-After`, so
+the sender keeps the data and tries again. Delivery is therefore at least once: a sender
+retrying after a timeout may publish twice.
 
 `/healthz` says the process answers, `/readyz` that Kafka answered recently, `/metrics` is
 Prometheus (pipeline/collector/metrics.py: every request by route, method and status class,
@@ -23,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -35,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipeline import logconfig
-from pipeline.collector import body, items, otlp_receiver
+from pipeline.collector import body, items, otlp_receiver, tail_stream
 from pipeline.collector.auth import Tokens
 from pipeline.collector.metrics import Metrics
 from pipeline.collector.rejection import Rejection
@@ -48,7 +50,13 @@ log = logging.getLogger("tailpipe.collect")
 
 
 Parser = Callable[[bytes], items.Batch]
-ROUTES: dict[str, Parser] = {"/v1/tail": items.tail, "/v1/logpush": items.logpush}
+Binder = Callable[[Sequence[tuple[str, str]]], Parser]
+"""What a route makes of a request's query string: the parser of its body (or a Rejection)."""
+ROUTES: dict[str, Binder] = {
+    "/v1/tail": lambda query: items.tail,
+    "/v1/logpush": lambda query: items.logpush,  # the query holds Logpush's `header_` settings
+    tail_stream.ROUTE: tail_stream.parser,
+}
 
 
 class JSONResponse(Response):
@@ -65,7 +73,7 @@ class Collector:
         self.tokens = Tokens(settings.collect_tokens, settings.collect_secret_header)
         self.limit = settings.collect_max_body_bytes
         self.sink = KafkaSink(settings)
-        self.routes = [self.route(path, parse) for path, parse in ROUTES.items()]
+        self.routes = [self.route(path, bind) for path, bind in ROUTES.items()]
         self.routes += [
             Route(otlp_receiver.LOGS_ROUTE, self.otlp_logs, methods=["POST"]),
             Route(otlp_receiver.TRACES_ROUTE, self.otlp_traces, methods=["POST"]),
@@ -80,16 +88,17 @@ class Collector:
         )
         self.otlp = otlp_receiver.OtlpReceiver(self.tokens, self.limit, self.sink, self.metrics)
 
-    def route(self, path: str, parse: Parser) -> Route:
+    def route(self, path: str, bind: Binder) -> Route:
         async def endpoint(request: Request) -> Response:
-            return await self.ingest(request, path, parse)
+            return await self.ingest(request, path, bind)
 
         return Route(path, endpoint, methods=["POST"])
 
-    async def ingest(self, request: Request, route: str, parse: Parser) -> Response:
+    async def ingest(self, request: Request, route: str, bind: Binder) -> Response:
         try:
             if not self.tokens.allows(request.headers):
                 raise Rejection.unauthorized(self.tokens.header)
+            parse = bind(request.query_params.multi_items())
             try:
                 raw = await body.read(request.headers, request.stream(), self.limit)
             except ClientDisconnect:

@@ -54,7 +54,7 @@ def tail(body: bytes) -> Batch:
             raise Rejection(
                 400,
                 "invalid",
-                f"{where}: expected a trace item (a JSON object), got {_kind(event)}",
+                f"{where}: expected a trace item (a JSON object), got {kind(event)}",
                 item=index,
             )
         value = dumps(event, lenient)
@@ -79,7 +79,7 @@ def logpush(body: bytes) -> Batch:
             raise Rejection(
                 400,
                 "invalid",
-                f"line {number}: expected a JSON object per line, got {_kind(record)}",
+                f"line {number}: expected a JSON object per line, got {kind(record)}",
                 line=number,
             )
         records.append((number, line, record))
@@ -123,7 +123,8 @@ def _check(value: bytes, where: str, **position: int) -> None:
         ) from None
 
 
-def _kind(value: object) -> str:
+def kind(value: object) -> str:
+    """How a refusal names the JSON type of a value that is not what a route takes."""
     if value is None:
         return "null"
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
