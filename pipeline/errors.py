@@ -22,6 +22,8 @@ named with their module::
         ├── postgres.flush.PartitionsLost  another replica owns these partitions: drop, re-seek
         ├── postgres.dedup.ClaimRaced  another flush claimed an identity of this batch
         │                              meanwhile: retry, and find it stored
+        ├── postgres.stream.StateRaced  another flush stored a streamed invocation's state
+        │                              first: retry, and read it
         ├── postgres.writer.DeadLettersHeld  the dead-letter store failed: hold those partitions
         └── postgres.writer.GuardTripped  too many recent messages would be dead letters: stop
 

@@ -23,3 +23,7 @@ CREATE INDEX stream_invocations_idle ON stream_invocations (topic, kafka_partiti
 -- NULL for every other source; partial, so their rows cost nothing more.
 ALTER TABLE tail_logs ADD COLUMN invocation_id text;
 CREATE INDEX tail_logs_invocation ON tail_logs (invocation_id, ts) WHERE invocation_id IS NOT NULL;
+
+-- A streamed invocation's row, found by its id: from one of its lines (`/api/logs/recent`).
+CREATE INDEX tail_events_stream_invocation ON tail_events ((extra->>'invocationId'), ts)
+    WHERE source = 'stream';

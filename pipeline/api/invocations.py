@@ -60,17 +60,31 @@ REQUEST_ID = (
 Logpush's `RayID`, or the OTLP export's `cloudflare.ray_id` attribute."""
 
 LINE_COLUMNS = (
-    "encode(trace_id, 'hex') AS trace_id, encode(span_id, 'hex') AS span_id, invocation_ts"
+    "encode(trace_id, 'hex') AS trace_id, encode(span_id, 'hex') AS span_id, invocation_ts,"
+    " invocation_id"
 )
 """What `/api/logs/recent` reads besides the line itself to link it to its invocation."""
 
+_REQUEST = f"""e.method, e.url, e.status, {REQUEST_ID} AS request_id, e.script_version,
+           e.script_tags, e.ts AS e_ts, e.topic AS e_topic, e.kafka_partition AS e_partition,
+           e.kafka_offset AS e_offset, e.item AS e_item"""
+# A line's invocation: the row of its own origin, or a streamed invocation's row, found by
+# its id (schema/0018's partial index) once it is whole. Which branch runs is known per line
+# (a one-time filter), so the usual line costs one primary-key probe, as before.
 _REQUEST_OF_LINE = f"""
 LEFT JOIN LATERAL (
-    SELECT e.method, e.url, e.status, {REQUEST_ID} AS request_id, e.script_version,
-           e.script_tags
+    SELECT {_REQUEST}
     FROM tail_events e
-    WHERE e.kafka_offset = l.kafka_offset AND e.kafka_partition = l.kafka_partition
+    WHERE l.invocation_id IS NULL
+      AND e.kafka_offset = l.kafka_offset AND e.kafka_partition = l.kafka_partition
       AND e.item = l.item AND e.topic = l.topic AND e.ts = l.invocation_ts
+    UNION ALL
+    SELECT {_REQUEST}
+    FROM tail_events e
+    WHERE l.invocation_id IS NOT NULL AND e.source = 'stream'
+      AND (e.extra->>'invocationId') = l.invocation_id
+      AND e.ts >= l.invocation_ts - interval '1 day' AND e.ts <= l.invocation_ts + interval '1 day'
+    LIMIT 1
 ) AS e ON true
 """
 
@@ -79,7 +93,8 @@ def with_requests(lines_sql: str, order: str) -> str:
     """`lines_sql` (a page of `tail_logs` rows with `LINE_COLUMNS`) with each line's request
     joined, in `order` again."""
     return (
-        "SELECT l.*, e.method, e.url, e.status, e.request_id, e.script_version, e.script_tags"
+        "SELECT l.*, e.method, e.url, e.status, e.request_id, e.script_version, e.script_tags,"
+        " e.e_ts, e.e_topic, e.e_partition, e.e_offset, e.e_item"
         f" FROM ({lines_sql}) AS l"
         f" {_REQUEST_OF_LINE} {order}"
     )
@@ -124,7 +139,12 @@ def path_of(url: str | None) -> str | None:
 def line_links(r: Any) -> dict[str, Any]:
     """A `/api/logs/recent` row's link to its invocation and what it shows of the request."""
     invocation = None
-    if r["invocation_ts"] is not None:
+    if r["invocation_id"] is not None:  # streamed: its row, once the invocation is whole
+        if r["e_ts"] is not None:
+            at = InvocationId(r["e_ts"], r["e_partition"], r["e_offset"], r["e_item"],
+                              r["e_topic"])  # fmt: skip
+            invocation = str(at)
+    elif r["invocation_ts"] is not None:
         at = InvocationId(r["invocation_ts"], r["kafka_partition"], r["kafka_offset"], r["item"],
                           r["topic"])  # fmt: skip
         invocation = str(at)
@@ -188,6 +208,12 @@ LIMIT 1
 _TRACE_SPANS = """
 SELECT count(*) FROM tail_spans WHERE trace_id = decode($1, 'hex') AND ts >= $2 AND ts <= $3
 """
+_STREAM_LINES = """
+SELECT ts, level, message, data::text AS data, kind, exception_name, stack, fingerprint, seq
+FROM tail_logs
+WHERE invocation_id = $1 AND ts >= $2 AND ts <= $3
+ORDER BY seq
+"""
 _LINES = """
 SELECT ts, level, message, data::text AS data, kind, exception_name, stack, fingerprint, seq
 FROM tail_logs
@@ -239,6 +265,7 @@ async def invocation(request: Request, invocation: InvocationParam) -> dict[str,
             )
             if root is not None:
                 filled = _fill(shown, orjson.loads(root["attributes"] or "{}"), root["duration_us"])
+    extra = orjson.loads(event["extra"]) if event["extra"] is not None else None
     return {
         "id": str(at),
         **{k: event[k] for k in ("ts", "script", "event_type", "method", "url",
@@ -252,7 +279,8 @@ async def invocation(request: Request, invocation: InvocationParam) -> dict[str,
         "trace_spans": spans,
         "path": path_of(event["url"]),
         "script_tags": event["script_tags"] or [],
-        "extra": orjson.loads(event["extra"]) if event["extra"] is not None else None,
+        "extra": extra,
+        "dropped_events": _dropped(extra),
         "origin": {"topic": at.topic, "partition": at.partition, "offset": at.offset,
                    "item": at.item},
         "logs": [_line(r) for r in lines if r["level"] != "exception"],
@@ -260,6 +288,12 @@ async def invocation(request: Request, invocation: InvocationParam) -> dict[str,
         "complete": lines_found >= expected,
         "parts": [str(_id_of(p)) for p in parts],
     }  # fmt: skip
+
+
+def _dropped(extra: Any) -> int:
+    """The events the runtime said it dropped (`droppedEvents`, a streamed invocation's)."""
+    found = extra.get("droppedEvents") if isinstance(extra, dict) else None
+    return found if isinstance(found, int) and found > 0 else 0
 
 
 def _invocation_id(event: Any) -> str | None:
@@ -279,8 +313,13 @@ def _id_of(event: Any) -> InvocationId:
 
 async def _lines_of(conn: Any, event: Any) -> list[Any]:
     """A stored invocation's lines, found through `tail_logs (script, ts)` over its own time,
-    widened to a day either side only if a line is missing (its clock was off)."""
+    widened to a day either side only if a line is missing (its clock was off). A streamed
+    invocation's came in other messages than its row: found by its invocation id."""
     at = _id_of(event)
+    if event["source"] == "stream":
+        end = at.ts + timedelta(milliseconds=event["wall_ms"] or 0)
+        invocation_id = orjson.loads(event["extra"] or "{}").get("invocationId")
+        return list(await conn.fetch(_STREAM_LINES, invocation_id, at.ts - WIDE, end + WIDE))
     key = (at.offset, at.partition, at.item, at.topic)
     end = at.ts + timedelta(milliseconds=event["wall_ms"] or 0)
     lines: list[Any] = await conn.fetch(_LINES, event["script"], at.ts - SLACK, end + SLACK, *key)

@@ -280,7 +280,12 @@ class InvocationDetail(BaseModel):
         " trace (an OTLP traces export) filled in"
     )
     truncated: bool
-    source: str = Field(description="trace, logpush, envelope or otlp")
+    dropped_events: int = Field(
+        0,
+        description="events of it the runtime dropped before they reached tailpipe (a streaming"
+        " tail's `streamDiagnostic`: its queue overflowed); its lines and spans are short",
+    )
+    source: str = Field(description="trace, logpush, envelope, otlp or stream")
     script_version: str | None
     entrypoint: str | None
     dispatch_namespace: str | None

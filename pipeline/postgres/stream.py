@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 import asyncpg
 import orjson
 
+from pipeline.errors import FlushAborted
 from pipeline.postgres import copy_stream
-from pipeline.transform.batch import Batch
+from pipeline.transform.batch import Batch, TopicPartition
 from pipeline.transform.pending import State
 from pipeline.transform.rollup import Rollups
 from pipeline.transform.stream import close, event_row, settle
@@ -41,6 +42,13 @@ SELECT i, t, p, s::jsonb, c, now()
 FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bool[]) AS u(i, t, p, s, c)
 ON CONFLICT (invocation_id) DO UPDATE
 SET state = EXCLUDED.state, closed = EXCLUDED.closed, touched_at = now()
+"""
+_INSERT = f"""
+INSERT INTO {TABLE} (invocation_id, topic, kafka_partition, state, closed, touched_at)
+SELECT i, t, p, s::jsonb, c, now()
+FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bool[]) AS u(i, t, p, s, c)
+ON CONFLICT (invocation_id) DO NOTHING
+RETURNING invocation_id
 """
 _FORGET = f"DELETE FROM {TABLE} WHERE invocation_id = ANY($1::text[])"
 _IDLE = f"""
@@ -75,31 +83,57 @@ async def read(conn: asyncpg.Connection, batch: Batch) -> dict[str, State]:
 
 
 def settle_batch(batch: Batch, states: dict[str, State]) -> None:
-    """Settle every part not settled yet (a part built again is new, so it is settled again)."""
-    for (topic, partition), part in batch.parts.items():
-        if part.stream and part.settled_as is None:
-            part.settled_as = settle(part, topic, partition, states)
-            batch.rows += len(part.stream_logs)
+    """Settle the batch's streamed invocations, part after part, each against the states the
+    parts before it left (a producer that does not key an invocation's events by its id can
+    put them on several partitions). A part built again is new: then every part with streamed
+    events was built again (`writer.copy_refusing`), and all settle again from `states`."""
+    parts = [(tp, p) for tp, p in sorted(batch.parts.items()) if p.stream]
+    if not parts or all(p.settled_as is not None for _, p in parts):
+        return
+    work = dict(states)
+    for (topic, partition), part in parts:
+        part.settled_as = settled = settle(part, topic, partition, work)
+        batch.rows += len(part.stream_logs)
+        for invocation_id, state in settled.states.items():
+            if state is None:
+                work.pop(invocation_id, None)
+            else:
+                work[invocation_id] = state
 
 
-async def store(conn: asyncpg.Connection, batch: Batch) -> Outcome:
-    """Write back what the settled parts leave open, forget what they completed."""
+def streamed(batch: Batch) -> dict[TopicPartition, set[tuple[int, int, int]]]:
+    """The parts with streamed events, to be built again together (no duplicates added)."""
+    return {tp: set() for tp, part in batch.parts.items() if part.stream}
+
+
+class StateRaced(FlushAborted):
+    """Another flush stored the state of one of this batch's invocations first (its events on
+    two partitions, read by two replicas): the flush is retried, and then reads it."""
+
+
+async def store(conn: asyncpg.Connection, batch: Batch, read: dict[str, State]) -> Outcome:
+    """Write back what the settled parts leave open, forget what they completed. A state
+    that was not there when the flush read them is inserted only if still absent: else
+    another flush got there first (`StateRaced`)."""
     out = Outcome()
-    keep: list[tuple[str, str, int, State]] = []
-    forget: list[str] = []
-    for (topic, partition), part in batch.parts.items():
+    final: dict[str, tuple[str, int, State | None]] = {}
+    for (topic, partition), part in sorted(batch.parts.items()):
         settled = part.settled_as
         if settled is None:
             continue
         out.completed += settled.completed
         out.dropped += part.stream_dropped
         for invocation_id, state in settled.states.items():
-            if state is None:
-                forget.append(invocation_id)
-            else:
-                keep.append((invocation_id, topic, partition, state))
+            final[invocation_id] = (topic, partition, state)
+    keep = [(i, t, p, s) for i, (t, p, s) in final.items() if s is not None and i in read]
+    new = [(i, t, p, s) for i, (t, p, s) in final.items() if s is not None and i not in read]
+    forget = [i for i, (_, _, s) in final.items() if s is None and i in read]
     if keep:
         await _store(conn, keep)
+    if new:
+        inserted = await conn.fetch(_INSERT, *_arrays(new))
+        if len(inserted) != len(new):
+            raise StateRaced(f"{len(new) - len(inserted)} streamed invocations stored meanwhile")
     if forget:
         await conn.execute(_FORGET, forget)
     return out
@@ -143,10 +177,14 @@ async def close_idle(
 async def _store(
     conn: asyncpg.Connection, rows: Iterable[tuple[str, str, int, State]], closed: bool = False
 ) -> None:
-    found = list(rows)
-    await conn.execute(
-        _STORE,
-        [r[0] for r in found], [r[1] for r in found], [r[2] for r in found],
-        [orjson.dumps(r[3]).decode() for r in found],
-        [closed or bool(r[3].get("closed")) for r in found],
+    await conn.execute(_STORE, *_arrays(list(rows), closed))
+
+
+def _arrays(
+    rows: list[tuple[str, str, int, State]], closed: bool = False
+) -> tuple[list[str], list[str], list[int], list[str], list[bool]]:
+    return (
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+        [orjson.dumps(r[3]).decode() for r in rows],
+        [closed or bool(r[3].get("closed")) for r in rows],
     )  # fmt: skip

@@ -60,7 +60,7 @@ def failure_kind(exc: BaseException) -> str:
     """The `kind` label of a flush that did not commit (`tailpipe_flush_failures_total`)."""
     if isinstance(exc, flush.PartitionsLost):
         return "partitions_lost"
-    if isinstance(exc, asyncpg.UniqueViolationError | dedup.ClaimRaced):
+    if isinstance(exc, asyncpg.UniqueViolationError | dedup.ClaimRaced | stream.StateRaced):
         return "duplicate"
     if isinstance(exc, DeadLettersHeld):
         return "dead_letter_store"
@@ -113,7 +113,7 @@ async def store_rows(conn: asyncpg.Connection, batch: Batch, transformer: Transf
     rejected = await copy_refusing(conn, batch, transformer, states)
     if transformer.dedup and rejected:
         await dedup.release(conn, held, batch)
-    return Stored(duplicates, rejected, await stream.store(conn, batch))
+    return Stored(duplicates, rejected, await stream.store(conn, batch, states))
 
 
 async def copy_refusing(
@@ -139,7 +139,7 @@ async def copy_refusing(
             found = await flush.find_rejected(conn, batch)
             if not found:  # refused together, accepted one by one: nothing to isolate
                 raise
-            transformer.rebuild(batch, found)
+            transformer.rebuild(batch, found, stream.streamed(batch))
             refused += len(found)
 
 

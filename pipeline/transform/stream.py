@@ -144,7 +144,9 @@ def close(state: State, now_ms: int, rollups: Rollups) -> State:
     return tomb
 
 
-def _finish(state: State) -> tuple[dict[str, JSON], list[tuple[Span, int]]]:
+def _finish(
+    state: State, invocation_id: str | None = None
+) -> tuple[dict[str, JSON], list[tuple[Span, int]]]:
     """A whole invocation's attributes, and its closed spans with their spanClose's sequence:
     each `attributes` event goes to the span it was told in, else to the invocation, in the
     order the runtime numbered them."""
@@ -166,7 +168,7 @@ def _finish(state: State) -> tuple[dict[str, JSON], list[tuple[Span, int]]]:
         span = Span(
             trace, span_id, parent, name or "unknown", 0, start_us, max(0, end_us - start_us),
             1 if outcome == "ok" else 2, None if outcome == "ok" else outcome, state["script"],
-            None, attributes, {}, [], [],
+            invocation_id, attributes, {}, [], [],
         )  # fmt: skip
         found.append((span, sequence))
     return own, found
@@ -212,7 +214,7 @@ def _row(part: Part, state: State, origin: tuple[str, int, int, int], inv_id: st
     PostgreSQL refuses names a message of the batch), a span the sequence of its close."""
     part.events.append(event_row(state, origin, inv_id))
     topic, partition, offset, _ = origin
-    for span, sequence in _finish(state)[1]:
+    for span, sequence in _finish(state, inv_id)[1]:
         add_spans(part, [span], (topic, partition, offset), Counter(), items=[sequence])
     count_invocation(part.rollups, invocation_of(state), state["ts_ms"], state["script"])
     part.stream_dropped += state["dropped"]

@@ -247,3 +247,31 @@ async def test_an_invocation_with_no_outcome_is_closed_as_unknown_at_its_timeout
     assert replicas[0].scrape()[f'{CLOSED}{{how="timeout"}}'] == 1
     await assert_rollups_match_raw_rows(db)
     assert replicas[0].terminate() == 0
+
+
+@pytest.mark.parametrize("together", [True, False])
+async def test_events_of_one_invocation_on_two_partitions_make_one_row(
+    together: bool, settings_2: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    """A producer writing to Kafka itself may key an invocation's events otherwise than by its
+    id: they land on two partitions, settled one after the other in one batch, or by two
+    flushes (`stream.StateRaced` if two replicas race to store its first state)."""
+    posts = long_invocation(int(time.time() * 1000) - 60_000)
+    # By the default partitioner over two partitions: k0 goes to 1, k3 to 0.
+    keyed = [
+        (key, post(events)[1]) for key, events in zip((b"k0", b"k3", b"k0"), posts, strict=True)
+    ]
+    replicas.append(Replica(settings_2))
+    if together:
+        await publish(settings_2, keyed)
+    else:
+        for n, message in enumerate(keyed, start=1):
+            await publish(settings_2, [message])
+            await wait_stored(db, settings_2.topic, n, 90)
+    await wait_stored(db, settings_2.topic, len(keyed), 90)
+    rows = await db.fetch("SELECT event_type, outcome, log_count FROM tail_events")
+    assert [tuple(r) for r in rows] == [("websocket", "ok", 3)]
+    assert await count(db, "SELECT count(*) FROM stream_invocations") == 0
+    assert await count(db, "SELECT count(*) FROM tail_logs") == 3
+    await assert_rollups_match_raw_rows(db)
+    assert replicas[0].terminate() == 0

@@ -52,6 +52,9 @@ export async function invocationPanel(id, signal, close) {
     facts,
     inv.truncated ? h("p", { class: "hint" }, "The runtime cut this invocation's logs short.")
       : null,
+    inv.dropped_events ? h("p", { class: "hint", "data-role": "dropped" },
+      `The runtime dropped ${inv.dropped_events} events of this invocation before they reached`
+      + " tailpipe (its streaming tail's queue was full): lines and spans are missing.") : null,
     inv.complete ? null
       : h("p", { class: "hint" }, "Some lines were not found: their clock was far off."),
     lines.length ? table(["Time", "Level", "Message"], lines, { "data-table": "invocation" })
