@@ -104,6 +104,10 @@ def test_rendered_toml_reads_back_to_the_same_settings(tmp_path: Path) -> None:
             "verify-ca, verify-full, got 'sometimes'",
         ),
         (
+            {"TAILPIPE_STREAM_TIMEOUT": "500ms"},
+            "TAILPIPE_STREAM_TIMEOUT: expected a duration of at least 1s, got 0.5",
+        ),
+        (
             {"TAILPIPE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
             "TAILPIPE_KAFKA_SASL_MECHANISM: expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 "
             "with SASL_SSL, got ''",
