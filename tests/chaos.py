@@ -13,13 +13,21 @@ stopped and started again.
   for some answers and sends again (the answer lost), and it sends 10% of its requests again
   after they were accepted. Every copy after the first is re-serialised, its items in
   another order. Deduplication must store each item once.
+- A streaming sender posting a streaming Tail Worker's events to the collector's
+  `/v1/tail-stream`, as its forwarder does (tests/support/stream_traffic.py): each invocation's
+  events spread over several requests mixing invocations, some out of order, some open for
+  several seconds (across flushes and kills), retried like the other sender's, and 10% of its
+  requests sent again after they were accepted, re-batched. Each invocation must be one row,
+  its lines stored once each, and nothing left open.
 
 At the end every fault is repaired, the replicas drain the topic, and the run is accounted
 for: every message in the topic is stored or dead-lettered, each invocation is stored once, the
 hourly rollups equal a recomputation from the raw rows, no dead letter is stored twice, and no
-object is unknown to the index.
+object is unknown to the index; every streamed invocation whose events were all accepted is one
+row saying what its events said, its lines are stored once each, and none is left open.
 
-    python -m tests.chaos [--duration 120] [--replicas 2] [--rate 2000] [--seed 1]
+    python -m tests.chaos [--duration 120] [--replicas 2] [--rate 2000] [--stream-rate 300]
+                          [--seed 1]
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from pipeline.kafka import clients, synth
 from pipeline.postgres.connect import connect
 from pipeline.settings import Settings, load
 from tests.conftest import ROOT, env_of, tailpipe, unique
+from tests.support import stream_traffic
 from tests.support.faults import (
     TcpProxy,
     kafka_down,
@@ -76,7 +85,13 @@ ITEMS_PER_REQUEST = 20
 
 
 class Run:
-    def __init__(self, settings: Settings, proxy: TcpProxy, rng: random.Random) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        proxy: TcpProxy,
+        rng: random.Random,
+        streamed: stream_traffic.StreamSent,
+    ) -> None:
         self.kafka = asyncio.Lock()
         """Held by the direct producer while it publishes, and by the Kafka fault while the
         broker is down: a producer writing to Kafka itself is not the subject here."""
@@ -86,6 +101,8 @@ class Run:
         self.replicas: list[Replica] = []
         self.retired: list[Replica] = []
         self.faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
+        self.streamed = streamed
+        """Which streamed invocations a kill -9 finds open."""
 
     def start(self) -> None:
         env = {"TAILPIPE_S3_ENDPOINT": f"http://127.0.0.1:{self.proxy.port}"}
@@ -101,6 +118,7 @@ class Run:
         print(f"  {time.strftime('%H:%M:%S')} fault: {kind}", flush=True)
         if kind == "kill9":
             victim = self.pick()
+            self.streamed.note_kill()
             victim.kill()
             self.retired.append(victim)
             self.start()
@@ -129,6 +147,7 @@ class Run:
             self.proxy.hold()
             await asyncio.sleep(self.rng.uniform(1, 4))
             victim = self.pick()
+            self.streamed.note_kill()
             victim.kill()
             self.retired.append(victim)
             self.proxy.release()
@@ -251,8 +270,15 @@ async def keys_in_topic(settings: Settings, n: int) -> dict[tuple[int, int], byt
 
 
 async def account(
-    settings: Settings, produced: Produced, sent: Sent, in_topic: int
-) -> dict[str, Any]:
+    settings: Settings,
+    produced: Produced,
+    sent: Sent,
+    streamed: stream_traffic.StreamSent,
+    in_topic: int,
+) -> tuple[dict[str, Any], list[str]]:
+    # The topic's messages first: the streamed ones are accounted for by their invocations.
+    keys = await keys_in_topic(settings, in_topic)
+    stream_keys = {i.encode() for i in streamed.invocations}
     conn = await connect(settings)
     try:
         try:
@@ -262,25 +288,30 @@ async def account(
             rollups = f"NOT equal: {unequal}"
         stored = await stored_messages(conn)
         dead = await dead_letters_in_store(settings, conn)
-        events = await conn.fetchval("SELECT count(*) FROM tail_events")
+        events = await conn.fetchval("SELECT count(*) FROM tail_events WHERE source <> 'stream'")
         indexed = {r[0] for r in await conn.fetch("SELECT object_key FROM dead_letters")}
         partitions = [r[0] for r in await conn.fetch(
             "SELECT partition FROM pipeline_offsets WHERE topic = $1", settings.topic)]  # fmt: skip
         offsets = await stored_total(conn, settings.topic)
+        streaming = {m for m, key in keys.items() if key in stream_keys}
+        stream_report, problems = await stream_traffic.account(
+            conn, streamed, len(streaming), len(streaming & dead.keys())
+        )
     finally:
         await conn.close()
     # A message with no rows and no dead letter is a duplicate when a message with its key
-    # (its item's identity) has rows: a copy deduplication left out. Else it is missing.
-    keys = await keys_in_topic(settings, in_topic)
+    # (its item's identity) has rows: a copy deduplication left out. Else it is missing. A
+    # streamed invocation's messages (keyed by its id) make one row between them: they are
+    # accounted for by its invocation, above.
     stored_keys = {keys[m] for m in stored if keys.get(m) is not None}
-    unaccounted = set(keys) - stored - dead.keys()
+    unaccounted = set(keys) - stored - dead.keys() - streaming
     copies = {m for m in unaccounted if keys[m] is not None and keys[m] in stored_keys}
     in_store: set[str] = set()
     async with open_store(settings) as store:
         for p in partitions:
             prefix = partition_prefix(store.prefix, settings.topic, p)
             in_store |= set(await store.keys_after(prefix, None))
-    return {
+    report = {
         "produced (direct)": produced.count,
         "items sent (collector)": sent.items,
         "requests sent": sent.requests,
@@ -293,16 +324,18 @@ async def account(
         "expected dead (poison + unstorable + refused)": produced.dead,
         "left out as copies of stored items": len(copies),
         "missing": len(unaccounted - copies),
-        "invocations stored": events,
+        "invocations stored (not streamed)": events,
         "duplicate invocations": events - produced.invocations - sent.items,
         "rollups against the raw rows": rollups,
         "stored and dead-lettered": len(stored & dead.keys()),
         "dead letters twice": sum(1 for n in dead.values() if n > 1),
         "objects not indexed": len(in_store - indexed),
+        **stream_report,
     }
+    return report, problems
 
 
-async def main(duration: float, replicas: int, rate: float, seed: int) -> int:
+async def main(duration: float, replicas: int, rate: float, stream_rate: float, seed: int) -> int:
     base = load()
     schema = unique("chaos")
     settings = replace(
@@ -322,7 +355,8 @@ async def main(duration: float, replicas: int, rate: float, seed: int) -> int:
     endpoint = urlsplit(settings.s3_endpoint)
     rng = random.Random(seed)
     async with TcpProxy(endpoint.hostname or "127.0.0.1", endpoint.port or 80) as proxy:
-        run = Run(settings, proxy, rng)
+        streamed = stream_traffic.StreamSent()
+        run = Run(settings, proxy, rng, streamed)
         for _ in range(replicas):
             run.start()
         stop = asyncio.Event()
@@ -332,10 +366,15 @@ async def main(duration: float, replicas: int, rate: float, seed: int) -> int:
         logs.mkdir(parents=True, exist_ok=True)
         with collector(env_of(settings), TOKEN, logs) as url:
             sending = asyncio.create_task(send(url, rate / 4, stop, seed + 1, sent))
+            stream_url = url.removesuffix("/v1/tail") + "/v1/tail-stream"
+            streaming = asyncio.create_task(
+                stream_traffic.send(stream_url, TOKEN, stream_rate, stop, seed + 2, streamed)
+            )
             await _faults(run, rng, duration, replicas, rate, seed)
             stop.set()
             produced = await feeding
             await sending
+            await streaming
         in_topic = await topic_end(settings)
         print(f"  repaired; draining {in_topic} messages", flush=True)
         conn = await connect(settings)
@@ -348,7 +387,7 @@ async def main(duration: float, replicas: int, rate: float, seed: int) -> int:
             await conn.close()
         for replica in run.replicas:
             replica.terminate()
-    report = await account(settings, produced, sent, in_topic)
+    report, problems = await account(settings, produced, sent, streamed, in_topic)
     report["faults"] = run.faults
     ok = (
         report["stored offsets"] == report["messages in the topic"]
@@ -359,6 +398,7 @@ async def main(duration: float, replicas: int, rate: float, seed: int) -> int:
         and report["stored and dead-lettered"] == 0
         and report["dead letters twice"] == 0
         and report["objects not indexed"] == 0
+        and stream_traffic.passed(report)
     )
     print(f"\n{'chaos accounting':40} {'count':>10}")
     for name, value in report.items():
@@ -366,8 +406,11 @@ async def main(duration: float, replicas: int, rate: float, seed: int) -> int:
             print(f"{name:44} {value:>10,}" if isinstance(value, int) else f"{name:44} {value}")
     print(f"{'faults injected':40} {sum(run.faults.values()):>10}  "
           + ", ".join(f"{k} {v}" for k, v in run.faults.items()))  # fmt: skip
+    for problem in problems:
+        print(f"  {problem}")
     print("\nOK: produced = stored + dead-lettered, nothing twice" if ok else "\nFAILED")
-    print(f"JSON: {save({**report, 'ok': ok, 'seed': seed}).relative_to(ROOT)}")
+    saved = save({**report, "stream problems": problems, "ok": ok, "seed": seed})
+    print(f"JSON: {saved.relative_to(ROOT)}")
     if ok:  # a failed run's schema stays, to look into
         conn = await connect(base)
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -398,6 +441,9 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of faults")
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--rate", type=float, default=2000.0, help="messages per second")
+    parser.add_argument(
+        "--stream-rate", type=float, default=300.0, help="streamed tail events per second"
+    )
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
     a = parser.parse_args()
-    sys.exit(asyncio.run(main(a.duration, a.replicas, a.rate, a.seed)))
+    sys.exit(asyncio.run(main(a.duration, a.replicas, a.rate, a.stream_rate, a.seed)))

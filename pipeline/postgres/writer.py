@@ -21,6 +21,7 @@ asyncpg or OS error (transient: retry the same batch).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -159,6 +160,8 @@ class Writer:
         self.dedup = transformer.dedup
         self.stream_timeout = stream_timeout
         """Seconds without an event after which a streamed invocation is closed."""
+        self._sweep_every = min(stream_timeout / 4, 60.0)
+        self._next_sweep = 0.0
 
     async def write(
         self, conn: asyncpg.Connection, batch: Batch, stored: Mapping[TopicPartition, int]
@@ -182,12 +185,24 @@ class Writer:
             written.letters = await self._dead_letters(conn, batch, written)
             await flush.index_dead_letters(conn, written.letters)
             delta, written.completed = await completion.complete(conn, batch)
-            idle = await stream.close_idle(conn, batch, self.stream_timeout, written.stream)
-            also = Rollups.combine([delta, idle])
+            also = delta
+            if self._sweep_due():
+                idle = await stream.close_idle(conn, batch, self.stream_timeout, written.stream)
+                also = Rollups.combine([delta, idle])
             written.alerts = await merge_rollups(conn, batch, self.rules, also=also)
         self.guard.record(batch.messages, dead)
         written.redactions.update(batch.redactions)
         return written
+
+    def _sweep_due(self) -> bool:
+        """Whether this flush looks for idle streamed invocations: at most every quarter of
+        the timeout (a minute at most), so a flush pays that query once a minute, and a
+        replica that reads no streamed event still closes what its partitions left open."""
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return False
+        self._next_sweep = now + self._sweep_every
+        return True
 
     async def _dead_letters(
         self, conn: asyncpg.Connection, batch: Batch, written: Written
