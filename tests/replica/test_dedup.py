@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import time
 from typing import Any
 
 import asyncpg
@@ -143,3 +144,27 @@ async def test_with_dedup_off_a_retry_is_stored_again(
     assert events == produced.invocations + len(again)
     assert await db.fetchval("SELECT count(*) FROM ingest_keys") == 0
     await assert_rollups_match_raw_rows(db)
+
+
+async def test_a_retry_raises_no_alert_again(
+    topic: Settings, db: asyncpg.Connection, replicas: list[Replica]
+) -> None:
+    """An invocation that alerts (it ended with `exceededCpu`, an outcome rule; and an error
+    line), sent again after its first copy was committed: each alert keeps one occurrence."""
+    now = int(time.time() * 1000) - 60_000
+    item = {"scriptName": "billing", "outcome": "exceededCpu", "eventTimestamp": now,
+            "event": {"request": {"url": "https://billing.example/run", "method": "POST"}},
+            "logs": [{"timestamp": now, "level": "error",
+                      "message": ["ERROR: charge failed"]}]}  # fmt: skip
+    again = json.dumps(shuffled(item, random.Random(3)), indent=2).encode()
+    replicas.append(Replica(topic))
+    await publish(topic, [(item_key(item), orjson.dumps(item))])
+    await wait_stored(db, topic.topic, 1, 90)
+    alerts = "SELECT rule, occurrences FROM critical_alerts ORDER BY rule"
+    first = [tuple(r) for r in await db.fetch(alerts)]
+    assert ("outcome", 1) in first
+    await publish(topic, [(item_key(orjson.loads(again)), again)])
+    await wait_stored(db, topic.topic, 2, 90)
+    assert [tuple(r) for r in await db.fetch(alerts)] == first
+    assert replicas[0].scrape().get(DUPLICATES) == 1
+    assert replicas[0].terminate() == 0
