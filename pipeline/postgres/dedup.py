@@ -36,6 +36,7 @@ but could not hold spans, and could be kept only as long as the rows.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 
 import asyncpg
 
@@ -70,16 +71,18 @@ async def claim(conn: asyncpg.Connection, batch: Batch, transformer: Transformer
     """Claim the batch's identities, leaving out (by building the batch again) what was
     stored before or comes twice; the duplicates left out, by kind. In the flush's
     transaction."""
-    mine = _identities(batch)
-    if not mine:
+    rows = _rows(batch)
+    if not rows:
         return Counter()
     try:
-        await _copy(conn, mine)
+        await _copy(conn, rows)
         return Counter()
     except asyncpg.UniqueViolationError:
         pass
-    rows = await conn.fetch(_STORED, [i.ts for _, i in mine], [i.digest for _, i in mine])
-    taken = {(r["ts"], r["digest"]) for r in rows}
+    # The slow path: which identities, of which partitions, were stored before.
+    mine = [(tp, i) for tp, part in batch.parts.items() for i in part.identities]
+    stored = await conn.fetch(_STORED, [i.ts for _, i in mine], [i.digest for _, i in mine])
+    taken = {(r["ts"], r["digest"]) for r in stored}
     duplicates: dict[TopicPartition, set[tuple[int, int, int]]] = {}
     found: Counter[str] = Counter()
     for tp, i in sorted(mine, key=lambda m: (m[0], m[1].offset, m[1].kind, m[1].item)):
@@ -91,7 +94,7 @@ async def claim(conn: asyncpg.Connection, batch: Batch, transformer: Transformer
             taken.add(identity)  # the first occurrence claims it; later ones are duplicates
     transformer.rebuild(batch, {}, duplicates)
     try:
-        await _copy(conn, _identities(batch))
+        await _copy(conn, _rows(batch))
     except asyncpg.UniqueViolationError as taken_meanwhile:
         raise ClaimRaced(str(taken_meanwhile)) from taken_meanwhile
     return found
@@ -105,7 +108,7 @@ holding these costs nothing per identity (`claimed`), and only a release reads t
 async def release(conn: asyncpg.Connection, claimed: Claimed, batch: Batch) -> None:
     """Give back the identities claimed for what the batch no longer stores (messages turned
     into dead letters since the claim)."""
-    kept = {(i.ts, i.digest) for _, i in _identities(batch)}
+    kept = set(_rows(batch))
     gone = {(i.ts, i.digest) for part in claimed for i in part} - kept
     if gone:
         await conn.execute(_RELEASE, [ts for ts, _ in gone], [d for _, d in gone])
@@ -115,14 +118,14 @@ def claimed(batch: Batch) -> Claimed:
     return [part.identities for part in batch.parts.values()]
 
 
-def _identities(batch: Batch) -> list[tuple[TopicPartition, Identity]]:
-    return [(tp, i) for tp, part in batch.parts.items() for i in part.identities]
+def _rows(batch: Batch) -> list[tuple[datetime, int]]:
+    """The batch's identities as `ingest_keys` rows, (ts, digest)."""
+    return [(i.ts, i.digest) for part in batch.parts.values() for i in part.identities]
 
 
-async def _copy(conn: asyncpg.Connection, mine: list[tuple[TopicPartition, Identity]]) -> None:
+async def _copy(conn: asyncpg.Connection, rows: list[tuple[datetime, int]]) -> None:
     """COPY the identities, in a savepoint: a unique violation leaves the flush usable."""
-    if not mine:
+    if not rows:
         return
     async with conn.transaction():
-        rows = [(i.ts, i.digest) for _, i in mine]
         await copy_stream.copy_rows(conn, TABLE, _COLUMNS, rows)
