@@ -154,10 +154,7 @@ class Transformer:
                 batch.rows += self._native_rows(part, native, ts_ms, origin, counts)
                 _seen(batch, ts_ms)
                 if dedup:
-                    ident = of_invocation(inv, key, message, item)
-                    part.identities.append(
-                        Identity(part.events[-1][0], ident, offset, INVOCATION, item)
-                    )
+                    _identify(part, inv, key, message, offset, item)
             return
         if stream:
             batch.rows += self._stream(part, stream, (topic, partition, offset), counts)
@@ -177,10 +174,7 @@ class Transformer:
             )
             _seen(batch, ts_ms)
             if dedup:
-                ident = of_invocation(invocation, key, message, item)
-                part.identities.append(
-                    Identity(part.events[-1][0], ident, offset, INVOCATION, item)
-                )
+                _identify(part, invocation, key, message, offset, item)
 
     def rebuild(
         self,
@@ -401,6 +395,19 @@ class Transformer:
         count_extracted(part.rollups, self._extract(inv), ts_ms, script)
         if self._rules is not None:
             _outcome_alert(part, self._rules, inv, ts_ms, script)
+
+
+def _identify(
+    part: Part,
+    inv: Invocation,
+    key: bytes | None,
+    message: MessageDigest | None,
+    offset: int,
+    item: int,
+) -> None:
+    """The identity of the invocation whose row was just added (`transform.dedup`)."""
+    ident = of_invocation(inv, key, message, item)
+    part.identities.append(Identity(part.events[-1][0], ident, offset, INVOCATION, item))
 
 
 def _seen(batch: Batch, ts_ms: int) -> None:
