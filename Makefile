@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STACK := $(PY) deploy/local/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help venv stack-up stack-down stack-status migrate check run test bench bench-api bench-alerts bench-otlp chaos lint fmt clean
+.PHONY: help venv stack-up stack-down stack-status migrate check run test bench bench-api bench-alerts bench-otlp bench-stream chaos lint fmt clean
 
 help:
 	@echo "make run          bring up the local stack, migrate, check, run the pipeline"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench        ingest benchmark vs a plain dump and Quix (BENCH_ARGS='--messages 200000')"
 	@echo "make bench-api    query API latency over 5M log rows (loads them once, into bench_api)"
 	@echo "make bench-otlp   the collector's OTLP logs and traces throughput (BENCH_OTLP_ARGS='--requests 100')"
+	@echo "make bench-stream streaming tail events against the same invocations as trace items"
 	@echo "make chaos        random faults (kill -9, PostgreSQL and S3 down) then an accounting"
 	@echo "make stack-up | stack-down | stack-status"
 	@echo "make lint | fmt | clean"
@@ -82,6 +83,11 @@ bench-alerts: stack-up
 BENCH_OTLP_ARGS ?=
 bench-otlp: stack-up
 	$(PY) bench/otlp.py $(BENCH_OTLP_ARGS)
+
+# Streamed invocations (streaming Tail Workers) against the same ones as classic trace items:
+# one replica each, one run; the ratio of invocations/s (BENCH_STREAM_ARGS='--order classic,stream').
+bench-stream: stack-up
+	$(PY) bench/stream.py $(BENCH_STREAM_ARGS)
 
 # The failure scenarios at random for CHAOS_ARGS (default 120 s of faults), then an accounting:
 # produced = stored + dead-lettered, nothing twice. JSON in .local/chaos/.
