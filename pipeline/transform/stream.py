@@ -125,10 +125,10 @@ def merged(old: State | None, pend: Pending, topic: str, partition: int) -> Stat
     state["truncated"] = state["truncated"] or pend.truncated
     if pend.attributes:
         state["attributes"] = [*state["attributes"], *pend.attributes][:MAX_HELD]
-    if pend.opened:
-        state["spans"] = {**state["spans"], **dict(list(pend.opened.items())[:MAX_HELD])}
-    if pend.ends:
-        state["ends"] = {**state["ends"], **dict(list(pend.ends.items())[:MAX_HELD])}
+    for key, found in (("spans", pend.opened), ("ends", pend.ends)):
+        if found:
+            held = {**state[key], **found}
+            state[key] = held if len(held) <= MAX_HELD else dict(list(held.items())[:MAX_HELD])
     return state
 
 

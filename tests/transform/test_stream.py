@@ -18,7 +18,7 @@ from pipeline.transform.batch import Batch
 from pipeline.transform.extract import Extractor
 from pipeline.transform.pending import State
 from pipeline.transform.rollup import Rollups
-from pipeline.transform.stream import close, settle
+from pipeline.transform.stream import MAX_HELD, close, settle
 from pipeline.transform.transformer import Transformer
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tail_stream" / "workerd-2026-11-23.jsonl"
@@ -121,3 +121,37 @@ def test_an_invocation_closed_at_its_timeout_keeps_what_it_knew() -> None:
     kept = again.states[onset["invocationId"]]
     assert kept is not None
     assert kept["closed"] == 1
+
+
+def test_what_an_invocation_holds_is_bounded() -> None:
+    """An invocation of 1,500 spans, told over three batches: its state never holds more than
+    `MAX_HELD` spans, and it is stored with the first `MAX_HELD`."""
+    trace, root = "1" * 32, "2" * 16
+
+    def envelope(seq: int, event: dict[str, Any], span: str = root) -> dict[str, Any]:
+        return {"invocationId": "big", "spanContext": {"traceId": trace, "spanId": span},
+                "timestamp": 1_764_930_036_440 + seq, "sequence": seq, "event": event}  # fmt: skip
+
+    events = [envelope(0, {"type": "onset", "spanId": root, "info": {"type": "fetch"}})]
+    for n in range(1500):
+        span = f"{n + 1:016x}"
+        events.append(envelope(len(events), {"type": "spanOpen", "name": "kv_get", "spanId": span}))
+        events.append(envelope(len(events), {"type": "spanClose", "outcome": "ok"}, span))
+    events.append(envelope(len(events), {"type": "outcome", "outcome": "ok"}))
+    states: dict[str, State] = {}
+    spans = 0
+    for start in range(0, len(events), 1001):
+        batch = Batch()
+        body = {"tailStream": events[start : start + 1001], "script": "s"}
+        TRANSFORMER.add(batch, "t", 0, start, 0, None, json.dumps(body).encode())
+        part = batch.parts[("t", 0)]
+        settled = settle(part, "t", 0, states)
+        spans += len(part.spans)
+        state = settled.states["big"]
+        if state is not None:
+            assert len(state["spans"]) <= MAX_HELD
+            assert len(state["ends"]) <= MAX_HELD
+            states["big"] = state
+        else:
+            assert len(part.events) == 1
+    assert spans == MAX_HELD
