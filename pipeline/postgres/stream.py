@@ -25,10 +25,11 @@ import orjson
 
 from pipeline.errors import FlushAborted
 from pipeline.postgres import copy_stream
-from pipeline.transform.batch import Batch, TopicPartition
+from pipeline.transform.batch import Batch, Part, TopicPartition
 from pipeline.transform.pending import State
 from pipeline.transform.rollup import Rollups
-from pipeline.transform.stream import close, event_row, settle
+from pipeline.transform.spans import SPAN_COLUMNS
+from pipeline.transform.stream import close, settle
 from pipeline.transform.transformer import EVENT_COLUMNS
 
 TABLE = "stream_invocations"
@@ -145,33 +146,32 @@ async def close_idle(
     """Close the invocations of the batch's partitions that had no event for `timeout_s`, as
     `unknown` (a tombstone stays one more timeout), and forget old tombstones. Returns what
     their rows add to the rollups."""
-    delta = Rollups()
+    closed = Part(0, 0)
     partitions: dict[str, list[int]] = {}
     for topic, partition in batch.parts:
         partitions.setdefault(topic, []).append(partition)
     for topic, numbers in partitions.items():
         rows = await conn.fetch(_IDLE, topic, numbers, timeout_s, MAX_CLOSED_PER_FLUSH)
-        if not rows:
-            continue
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
-        events, tombstones, gone = [], [], []
+        tombstones, gone = [], []
         for r in rows:
             if r["closed"]:
                 gone.append(r["invocation_id"])
                 continue
             state: State = orjson.loads(r["state"])
-            tomb = close(state, now_ms, delta)
-            at, partition, offset, item = state["origin"]
-            events.append(event_row(tomb, (at, partition, offset, item), r["invocation_id"]))
-            tombstones.append((r["invocation_id"], topic, partition, tomb))
+            tomb = close(state, now_ms, closed, r["invocation_id"])
+            tombstones.append((r["invocation_id"], topic, state["origin"][1], tomb))
             out.timed_out += 1
             out.dropped += state["dropped"]
-        if events:
-            await copy_stream.copy_rows(conn, "tail_events", EVENT_COLUMNS, events)
+        if tombstones:
             await _store(conn, tombstones, closed=True)
         if gone:
             await conn.execute(_FORGET, gone)
-    return delta
+    if closed.events:
+        await copy_stream.copy_rows(conn, "tail_events", EVENT_COLUMNS, closed.events)
+    if closed.spans:
+        await copy_stream.copy_rows(conn, "tail_spans", SPAN_COLUMNS, closed.spans)
+    return closed.rollups
 
 
 async def _store(

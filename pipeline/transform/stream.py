@@ -132,15 +132,16 @@ def merged(old: State | None, pend: Pending, topic: str, partition: int) -> Stat
     return state
 
 
-def close(state: State, now_ms: int, rollups: Rollups) -> State:
-    """An invocation whose outcome did not come in time, counted in `rollups` with its lines
-    (outcome `unknown` unless one came before its onset): its tombstone, from which its row
-    is made (`event_row`)."""
+def close(state: State, now_ms: int, part: Part, invocation_id: str) -> State:
+    """An invocation that had no event for the timeout: its row and its spans' rows into
+    `part` (origin: its first event's message), counted in its rollups with its lines, outcome
+    `unknown` unless its outcome came. Its tombstone is returned."""
     if state.get("outcome") is None:
         state = {**state, "outcome": ["unknown", None, None]}
     tomb: State = {**state, "closed": now_ms}
-    _levels(rollups, tomb, None, True)
-    count_invocation(rollups, invocation_of(tomb), tomb["ts_ms"], tomb["script"])
+    _levels(part.rollups, tomb, None, True)
+    at, partition, offset, item = tomb["origin"]
+    _row(part, tomb, (at, partition, offset, item), invocation_id)
     return tomb
 
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.formats.sanitize import loads
-from pipeline.transform.batch import Batch
+from pipeline.transform.batch import Batch, Part
 from pipeline.transform.extract import Extractor
 from pipeline.transform.pending import State
 from pipeline.transform.rollup import Rollups
@@ -105,11 +105,14 @@ def test_an_invocation_closed_at_its_timeout_keeps_what_it_knew() -> None:
     state = settled.states[onset["invocationId"]]
     assert state is not None
     assert part.events == []
-    rollups = Rollups()
-    tomb = close(state, 1, rollups)
+    closed = Part(0, 0)
+    tomb = close(state, 1, closed, onset["invocationId"])
     assert (tomb["outcome"][0], tomb["closed"]) == ("unknown", 1)
-    assert [(k[2], v.requests, dict(v.outcomes)) for k, v in rollups.hourly.items()] == [
+    assert [(k[2], v.requests, dict(v.outcomes)) for k, v in closed.rollups.hourly.items()] == [
         ("fetch", 1, {"unknown": 1})
+    ]
+    assert [(row[2], row[3], row[18:21]) for row in closed.events] == [
+        ("fetch", "unknown", ("t", 0, 0))
     ]
     # A late event after the close adds its line, no row.
     line = {**onset, "sequence": 1, "event": {"type": "log", "level": "log", "message": ["x"]}}
