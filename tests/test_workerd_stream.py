@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,6 +51,7 @@ from tests.support.replica import assert_rollups_match_raw_rows, stored_total
 from tests.support.workers import (
     Process,
     collector,
+    http_server,
     listening,
     replica,
     scratch,
@@ -171,16 +172,11 @@ def receiving() -> Iterator[tuple[Receiver, str]]:
         def log_message(self, format: str, *args: Any) -> None:
             pass  # one line per POST on stderr is noise
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield receiver, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        receiver.released.set()  # a /slow still held ends now
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with http_server(Handler) as url:
+        try:
+            yield receiver, url
+        finally:
+            receiver.released.set()  # a /slow still held ends now
 
 
 @dataclass

@@ -81,6 +81,20 @@ def wait_for(check: Callable[[], bool], deadline_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served on a free loopback port from a thread; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 def listening(port: int) -> bool:
     """Whether something accepts TCP connections on the loopback port. A bare connect, no
     request: a request to the producer would itself be an invocation its tails report."""
