@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline import datafile, parse
+from pipeline.alerts.conditions import MAX_COUNT, SEVERITIES, Condition, parse_conditions
 from pipeline.errors import SettingsError
 
-SEVERITIES = ("critical", "warning")
-MAX_COUNT = 2**31 - 1
-"""The largest count a rule takes (`min_requests`, `below`): what PostgreSQL's int holds."""
+__all__ = ["MAX_COUNT", "SEVERITIES", "Rule", "Rules"]
+
 MAX_ANOMALY_DAYS = 366
 """The anomaly baseline reads one row per day and script: at most a year of them."""
 
@@ -69,6 +69,8 @@ class Rules:
     anomaly_min_rate_std: float = 0.02
     anomaly_min_p95_std_ms: float = 50.0
     rate_limit_below: dict[str, int] = field(default_factory=dict)
+    conditions: tuple[Condition, ...] = ()
+    """Aggregate conditions per script, each an alert with a state (`alerts.conditions`)."""
 
     def enabled(self) -> list[str]:
         """The names of the rules that can raise an alert."""
@@ -84,19 +86,27 @@ class Rules:
         if path:
             label, user = datafile.user(path)
             label = parse.shown(label)
-            unknown = set(user) - set(doc)
+            unknown = set(user) - set(doc) - {"condition"}
             if unknown:
                 raise SettingsError(
                     label, f"rules among {', '.join(sorted(doc))}", sorted(unknown)[0]
                 )
             for name, table in user.items():
-                if not isinstance(table, dict):
+                if name != "condition" and not isinstance(table, dict):
                     raise SettingsError(f"{label}: [{name}]", "a table of settings", table)
-            doc = {name: {**doc[name], **user.get(name, {})} for name in doc}
+            merged = {name: {**doc[name], **user.get(name, {})} for name in doc}
+            # A user's conditions replace the packaged ones (there are none today).
+            doc = {**merged, "condition": user.get("condition", doc.get("condition", []))}
         return cls.from_document(label, doc)
 
     @classmethod
     def from_document(cls, label: str, doc: dict[str, Any]) -> Rules:
+        conditions = parse_conditions(label, doc.get("condition"))
+        names = {n for n in doc if n != "condition"}
+        clash = next((c.name for c in conditions if c.name in names), None)
+        if clash is not None:
+            raise SettingsError(f"{label}: [[condition]] name", "a name no rule has", clash)
+
         def table(name: str) -> dict[str, Any]:
             found = doc.get(name, {})
             if not isinstance(found, dict):
@@ -191,6 +201,7 @@ class Rules:
             anomaly_min_rate_std=number("anomaly", "min_rate_std", 0.02),
             anomaly_min_p95_std_ms=number("anomaly", "min_p95_std_ms", 50),
             rate_limit_below=dict(below),
+            conditions=conditions,
         )
 
 
