@@ -162,6 +162,9 @@ class Settings:
     alert_publish_interval: float = _setting(
         1.0, duration, doc="seconds between outbox sweeps (a flush that alerts wakes it)"
     )
+    alert_evaluate_interval: float = _setting(
+        15.0, duration, doc="seconds between evaluations of the rules' [[condition]] tables"
+    )
     alert_forward_attempts: int = _setting(
         5, positive_int, doc="deliveries tried per alert and destination before giving up"
     )

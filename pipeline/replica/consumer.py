@@ -24,6 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from pipeline.alerts.evaluator import Evaluator
 from pipeline.alerts.outbox import Outbox
 from pipeline.alerts.rules import Rules
 from pipeline.backoff import Backoff
@@ -153,6 +154,10 @@ class Consumer:
                 self.positions.in_flight, self.totals, self.outbox, self.rules,
             )  # fmt: skip
             watch = asyncio.create_task(self._watch.run(), name="tailpipe-watch")
+            conditions = self.rules.conditions if self.rules is not None else ()
+            evaluator = asyncio.create_task(
+                Evaluator(settings, conditions, self.outbox).run(), name="tailpipe-conditions"
+            )
             try:
                 await self._poll()
                 try:
@@ -164,7 +169,7 @@ class Consumer:
                         extra={"shutdown_grace_s": self.policy.shutdown_grace_s},
                     )
             finally:
-                for task in (writer, outbox, watch):
+                for task in (writer, outbox, watch, evaluator):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
