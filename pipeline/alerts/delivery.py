@@ -102,7 +102,8 @@ class Forwarder:
             body, headers = destination.request(alert, int(time.time()))
             retry_after: float | None = None
             try:
-                response = await self.client.post(destination.url, content=body, headers=headers)
+                url = destination.target(alert)
+                response = await self.client.post(url, content=body, headers=headers)
                 status = response.status_code
                 if status < 300:
                     self.tally.delivered += 1

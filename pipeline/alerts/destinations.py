@@ -1,15 +1,25 @@
-"""Where alerts are forwarded: Slack and Discord incoming webhooks, and generic HTTPS webhooks.
+"""Where alerts are forwarded: Slack and Discord incoming webhooks, generic HTTPS webhooks,
+PagerDuty (Events API v2) and Opsgenie.
 
 Destinations come from a TOML file (`TAILPIPE_ALERT_DESTINATIONS`)::
 
     [[destination]]
     name = "ops"                 # for logs and metrics
-    kind = "slack"               # slack | discord | webhook
-    url = "https://hooks.slack.com/services/..."
+    kind = "slack"               # slack | discord | webhook | pagerduty | opsgenie
+    url = "https://hooks.slack.com/services/..."   # pagerduty, opsgenie: their API by default
     severities = ["critical"]    # default: both
     scripts = ["api-*"]          # shell patterns; default: every script (and none)
     per_minute = 30              # rate limit; default 60
     secret = "..."               # webhook only: signs the body (HMAC-SHA256)
+    signing = "standard"         # webhook only: "tailpipe" (default) or Standard Webhooks,
+                                 # whose secret is "whsec_<base64>"
+    routing_key = "..."          # pagerduty: the integration's routing key
+    api_key = "..."              # opsgenie: the API integration's key
+
+An alert with a state (`details.state`, from a condition: `alerts/evaluator.py`) is "firing" or
+"resolved"; one without is firing. Every destination says which: Slack and Discord in the text,
+webhooks in the body; PagerDuty triggers and resolves under the alert's `dedup_key`, Opsgenie
+creates an alert aliased by it and closes that alias.
 
 Every value is checked for its type and range when the file is read: whatever the file holds,
 it is a list of valid destinations or a `SettingsError` naming the file, the destination and
@@ -19,20 +29,30 @@ sending.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fnmatch
 import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
 from pipeline import datafile, parse
 from pipeline.errors import SettingsError
 
-KINDS = ("slack", "discord", "webhook")
+KINDS = ("slack", "discord", "webhook", "pagerduty", "opsgenie")
 SEVERITIES = ("critical", "warning")
-KEYS = ("name", "kind", "url", "severities", "scripts", "per_minute", "secret")
+KEYS = ("name", "kind", "url", "severities", "scripts", "per_minute", "secret", "signing",
+        "routing_key", "api_key")  # fmt: skip
+SIGNINGS = ("tailpipe", "standard")
+DEFAULT_URLS = {
+    "pagerduty": "https://events.pagerduty.com/v2/enqueue",
+    "opsgenie": "https://api.opsgenie.com/v2/alerts",
+}
+"""The incident tools' APIs (Opsgenie's EU one is https://api.eu.opsgenie.com/v2/alerts)."""
 MAX_PER_MINUTE = 60_000
 SIGNATURE_HEADER = "X-Tailpipe-Signature"
 TIMESTAMP_HEADER = "X-Tailpipe-Timestamp"
@@ -47,6 +67,9 @@ class Destination:
     scripts: tuple[str, ...] = ()
     per_minute: int = 60
     secret: str = ""
+    signing: str = "tailpipe"
+    routing_key: str = ""
+    api_key: str = ""
 
     def __post_init__(self) -> None:
         where = f"alert destination {self.name}"
@@ -60,6 +83,14 @@ class Destination:
             raise SettingsError(
                 f"{where}: per_minute", f"an integer from 1 to {MAX_PER_MINUTE}", self.per_minute
             )
+        if self.signing not in SIGNINGS:
+            raise SettingsError(f"{where}: signing", " or ".join(SIGNINGS), self.signing)
+        if self.signing == "standard" and _standard_key(self.secret) is None:
+            raise SettingsError(f"{where}: secret", "whsec_ and a base64 key", "(hidden)")
+        if self.kind == "pagerduty" and not self.routing_key:
+            raise SettingsError(f"{where}: routing_key", "the integration's routing key", "")
+        if self.kind == "opsgenie" and not self.api_key:
+            raise SettingsError(f"{where}: api_key", "the integration's API key", "")
 
     def wants(self, alert: dict[str, Any]) -> bool:
         """Routing: this destination takes alerts of its severities and scripts."""
@@ -72,6 +103,13 @@ class Destination:
         script = script if isinstance(script, str) else ""
         return any(fnmatch.fnmatchcase(script, pattern) for pattern in self.scripts)
 
+    def target(self, alert: dict[str, Any]) -> str:
+        """Where to POST `alert`: the destination's URL, or Opsgenie's close of its alias."""
+        if self.kind == "opsgenie" and state(alert) == "resolved":
+            alias = quote(_alias(alert), safe="")
+            return f"{self.url}/{alias}/close?identifierType=alias"
+        return self.url
+
     def request(self, alert: dict[str, Any], now_s: int) -> tuple[bytes, dict[str, str]]:
         """The body and headers to POST for `alert`."""
         headers = {"Content-Type": "application/json"}
@@ -79,11 +117,87 @@ class Destination:
             return orjson.dumps({"text": text(alert)}), headers
         if self.kind == "discord":
             return orjson.dumps({"content": text(alert)[:2000]}), headers
+        if self.kind == "pagerduty":
+            return orjson.dumps(pagerduty(alert, self.routing_key)), headers
+        if self.kind == "opsgenie":
+            headers["Authorization"] = f"GenieKey {self.api_key}"
+            return orjson.dumps(opsgenie(alert)), headers
         body = orjson.dumps(alert)
-        if self.secret:
+        if self.secret and self.signing == "standard":
+            headers.update(standard_webhook(self.secret, str(alert.get("id", "")), now_s, body))
+        elif self.secret:
             headers[TIMESTAMP_HEADER] = str(now_s)
             headers[SIGNATURE_HEADER] = "sha256=" + signature(self.secret, now_s, body)
         return body, headers
+
+
+def state(alert: dict[str, Any]) -> str:
+    """ "firing" or "resolved": an alert without a state (a one-shot rule's) is firing."""
+    details = alert.get("details")
+    found = details.get("state") if isinstance(details, dict) else None
+    return "resolved" if found == "resolved" else "firing"
+
+
+def pagerduty(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
+    """An Events API v2 event: trigger, or resolve under the same `dedup_key`."""
+    key = _alias(alert)
+    if state(alert) == "resolved":
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": key}
+    details = alert.get("details") if isinstance(alert.get("details"), dict) else {}
+    return {
+        "routing_key": routing_key, "event_action": "trigger", "dedup_key": key,
+        "payload": {
+            "summary": str(alert.get("summary") or alert.get("rule") or "tailpipe alert")[:1024],
+            "source": str(alert.get("script") or "tailpipe"),
+            "severity": "critical" if alert.get("severity") == "critical" else "warning",
+            "timestamp": alert.get("last_at"), "component": alert.get("script"),
+            "group": alert.get("rule"), "class": alert.get("rule"),
+            "custom_details": {**(details or {}), "occurrences": alert.get("occurrences", 1)},
+        },
+    }  # fmt: skip
+
+
+def opsgenie(alert: dict[str, Any]) -> dict[str, Any]:
+    """The body of Opsgenie's create alert (firing), or of its close by alias (resolved)."""
+    if state(alert) == "resolved":
+        return {"source": "tailpipe", "note": str(alert.get("summary", ""))[:25000]}
+    details = alert.get("details") if isinstance(alert.get("details"), dict) else {}
+    where = f" [{alert['script']}]" if alert.get("script") else ""
+    return {
+        "message": f"{alert.get('rule')}{where}: {alert.get('summary', '')}"[:130],
+        "alias": _alias(alert), "description": text(alert)[:15000],
+        "priority": "P1" if alert.get("severity") == "critical" else "P3",
+        "source": "tailpipe", "entity": str(alert.get("script") or "")[:512],
+        "tags": [str(alert.get("rule")), str(alert.get("severity"))],
+        "details": {k: str(v)[:8000] for k, v in (details or {}).items()},
+    }  # fmt: skip
+
+
+def _alias(alert: dict[str, Any]) -> str:
+    """What PagerDuty and Opsgenie know the alert by: its dedup key (its id without one)."""
+    return str(alert.get("dedup_key") or alert.get("id") or "tailpipe")[:255]
+
+
+def standard_webhook(secret: str, message_id: str, now_s: int, body: bytes) -> dict[str, str]:
+    """The Standard Webhooks headers: `webhook-signature` is `v1,` and the base64 HMAC-SHA256
+    of `<id>.<timestamp>.<body>` under the secret's key, so receivers verify it with the stock
+    libraries (standardwebhooks, svix)."""
+    key = _standard_key(secret)
+    assert key is not None  # checked on creation
+    signed = f"{message_id}.{now_s}.".encode() + body
+    digest = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {"webhook-id": message_id, "webhook-timestamp": str(now_s),
+            "webhook-signature": f"v1,{digest}"}  # fmt: skip
+
+
+def _standard_key(secret: str) -> bytes | None:
+    if not secret.startswith("whsec_"):
+        return None
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return key or None
 
 
 def signature(secret: str, timestamp_s: int, body: bytes) -> str:
@@ -94,15 +208,18 @@ def signature(secret: str, timestamp_s: int, body: bytes) -> str:
 
 
 def text(alert: dict[str, Any]) -> str:
+    resolved = state(alert) == "resolved"
     icon = ":rotating_light:" if alert.get("severity") == "critical" else ":warning:"
+    if resolved:
+        icon = ":white_check_mark:"
+    level = "RESOLVED" if resolved else str(alert.get("severity", "?")).upper()
     where = f" [{alert['script']}]" if alert.get("script") else ""
     count = alert.get("occurrences", 1)
     times = f" (x{count})" if isinstance(count, int) and count > 1 else ""
     details = alert.get("details")
     query = details.get("query", "") if isinstance(details, dict) else ""
-    return (
-        f"{icon} {str(alert.get('severity', '?')).upper()} {alert.get('rule')}{where}: "
-        f"{alert.get('summary', '')}{times}" + (f"\n{query}" if query else "")
+    return f"{icon} {level} {alert.get('rule')}{where}: {alert.get('summary', '')}{times}" + (
+        f"\n{query}" if query else ""
     )
 
 
@@ -134,7 +251,7 @@ def _destination(label: str, n: int, table: object) -> Destination:
     kind = table.get("kind", "")
     if kind not in KINDS:
         raise SettingsError(f"{where}: kind", " or ".join(KINDS), kind)
-    url = parse.http_url(f"{where}: url", table.get("url", ""))
+    url = parse.http_url(f"{where}: url", table.get("url", DEFAULT_URLS.get(kind, "")))
     if not url:
         raise SettingsError(f"{where}: url", "an http:// or https:// URL", url)
     severities = _strings(f"{where}: severities", table.get("severities", list(SEVERITIES)))
@@ -155,6 +272,9 @@ def _destination(label: str, n: int, table: object) -> Destination:
         scripts=_strings(f"{where}: scripts", table.get("scripts", [])),
         per_minute=per_minute,
         secret=parse.text(f"{where}: secret", table.get("secret", "")),
+        signing=parse.text(f"{where}: signing", table.get("signing", "tailpipe")),
+        routing_key=parse.text(f"{where}: routing_key", table.get("routing_key", "")),
+        api_key=parse.text(f"{where}: api_key", table.get("api_key", "")),
     )
 
 
