@@ -109,8 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=_tcp_port, help="default: TAILPIPE_METRICS_PORT (the API: its port)"
     )
     p.add_argument("--timeout", type=_duration, default=3.0, help="seconds (or 500ms, ...)")
-    p = add("alerts", cmd_alerts, "forward the alerts topic to Slack, Discord and webhooks")
-    p.add_argument("action", choices=["forward"])
+    p = add(
+        "alerts", cmd_alerts,
+        "forward the alerts topic to chat, webhooks, PagerDuty and Opsgenie; or test a rule's",
+    )  # fmt: skip
+    p.add_argument("action", choices=["forward", "test"])
+    p.add_argument("rule", nargs="?", help="test: the rule or condition whose destinations")
     p = add("dlq", cmd_dlq, "list or replay dead letters (after a fix or a migration)")
     p.add_argument("action", choices=["list", "replay"])
     p.add_argument("--since", type=_duration, help="created in the last 24h, 7d, ...")

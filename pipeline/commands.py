@@ -188,6 +188,11 @@ def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
         raise SettingsError("TAILPIPE_ALERT_DESTINATIONS", "a destinations TOML file", "")
     targets = destinations.load(settings.alert_destinations)
     logconfig.configure(settings.log_format, settings.log_level)
+    if args.action == "test":
+        from pipeline.alerts import trial
+        from pipeline.alerts.rules import Rules
+
+        return trial.run(settings, Rules.load(settings.alert_rules), targets, args.rule)
 
     async def main() -> delivery.Tally:
         stop = asyncio.Event()
