@@ -37,10 +37,15 @@ MAX_COUNT = 2**31 - 1
 """The largest count a rule takes (`min_requests`, `below`): what PostgreSQL's int holds."""
 METRICS = (
     "error_rate", "requests", "outcome_count", "p95_wall_ms", "p99_wall_ms", "p95_cpu_ms",
-    "p99_cpu_ms",
+    "p99_cpu_ms", "silence_minutes",
 )  # fmt: skip
 """`error_rate`: non-ok outcomes over requests; `outcome_count`: invocations that ended with
-`outcome`; the percentiles: of wall or CPU time, from the rollups' sketches."""
+`outcome`; the percentiles: of wall or CPU time, from the rollups' sketches; `silence_minutes`:
+minutes since the script's last event (the group `*`: since the pipeline last stored anything),
+counted only when its usual rate over the window would have sent at least `EXPECTED` events in
+that time, so a script that sends twice a day is not missed after an hour."""
+EXPECTED = 3.0
+"""Events a script's usual rate must predict in its silence before the silence counts."""
 _KEYS = ("name", "metric", "above", "below", "window", "for", "resolve_after", "min_requests",
          "scripts", "outcome", "severity", "enabled")  # fmt: skip
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -56,6 +61,8 @@ class Aggregate:
     errors: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     percentiles: dict[str, float] = field(default_factory=dict)
+    silence_min: float | None = None
+    """Minutes since its last event (None: none in the window)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +91,11 @@ class Condition:
             return float(agg.requests)
         if metric == "outcome_count":
             return float(agg.outcomes.get(self.outcome or "", 0))
+        if metric == "silence_minutes":
+            if agg.silence_min is None:
+                return None
+            per_min = agg.requests / (self.window_h * 60)
+            return agg.silence_min if per_min * agg.silence_min >= EXPECTED else 0.0
         return agg.percentiles.get(metric)
 
     def holds(self, agg: Aggregate) -> bool:
@@ -126,6 +138,8 @@ def _condition(where: str, table: dict[str, Any]) -> Condition:
     if ("above" in table) == ("below" in table):
         raise SettingsError(f"{where} above", "either above or below", "both or neither")
     key = "above" if "above" in table else "below"
+    if metric == "silence_minutes" and key == "below":
+        raise SettingsError(f"{where} above", "above: the minutes of silence", "below")
     threshold = parse.number(f"{where} {key}", table[key], "a number")
     outcome = table.get("outcome")
     if (metric == "outcome_count") != (outcome is not None):

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -51,6 +52,20 @@ SELECT script, sum(requests)::bigint AS requests, sum(errors)::bigint AS errors,
 FROM tail_metrics_hourly
 WHERE event_type = '*' AND script <> '*' AND hour > $1 AND hour <= $2
 GROUP BY script
+"""
+# The newest event of each script in the window (tail_events (script, ts DESC): one probe each),
+# and when the pipeline last stored anything at all (the group `*`).
+_LAST_EVENTS = """
+SELECT s.script, (SELECT e.ts FROM tail_events e WHERE e.script = s.script AND e.ts > $2
+                  ORDER BY e.ts DESC LIMIT 1) AS last
+FROM unnest($1::text[]) AS s(script)
+"""
+_LAST_STORED = "SELECT max(updated_at) FROM pipeline_offsets"
+_ALL = """
+SELECT '*' AS script, coalesce(sum(requests), 0)::bigint AS requests,
+       coalesce(sum(errors), 0)::bigint AS errors
+FROM tail_metrics_hourly
+WHERE event_type = '*' AND script = '*' AND hour > $1 AND hour <= $2
 """
 _STATES = "SELECT group_key, status, since, fired_at FROM alert_states WHERE rule = $1"
 _SAVE = """
@@ -83,6 +98,9 @@ async def _condition(conn: asyncpg.Connection, c: Condition, now_ms: int) -> Cou
     hour = now_ms - now_ms % HOUR_MS
     rows = await conn.fetch(_WINDOW, _at(hour - c.window_h * HOUR_MS), _at(hour))
     windows = {r["script"]: _aggregate(r, c.metric) for r in rows}
+    if c.metric == "silence_minutes":
+        windows = await _silences(conn, windows, _at(hour - c.window_h * HOUR_MS), _at(hour),
+                                  now_ms)  # fmt: skip
     states = {
         r["group_key"]: AlertState(r["status"], _ms(r["since"]),
                                    _ms(r["fired_at"]) if r["fired_at"] else None)
@@ -135,6 +153,28 @@ def _notification(
         c.name, c.severity, script, f"{c.name}:{script}", change.at_ms if change.notify ==
         "resolved" else fired_ms, fired_ms, change.at_ms, summary[:300], details,
     )  # fmt: skip
+
+
+async def _silences(
+    conn: asyncpg.Connection,
+    windows: dict[str, Aggregate],
+    since: datetime,
+    until: datetime,
+    now_ms: int,
+) -> dict[str, Aggregate]:
+    """The windows with each script's minutes of silence, and the pipeline's as script `*`."""
+    out: dict[str, Aggregate] = {}
+    rows = await conn.fetch(_LAST_EVENTS, sorted(windows), since)
+    for r in rows:
+        agg = windows[r["script"]]
+        silence = (now_ms - _ms(r["last"])) / 60_000 if r["last"] is not None else None
+        out[r["script"]] = replace(agg, silence_min=silence)
+    total = await conn.fetchrow(_ALL, since, until)
+    stored = await conn.fetchval(_LAST_STORED)
+    if total is not None and stored is not None:
+        out["*"] = Aggregate(total["requests"], total["errors"],
+                             silence_min=(now_ms - _ms(stored)) / 60_000)  # fmt: skip
+    return out
 
 
 def _aggregate(row: asyncpg.Record, metric: str) -> Aggregate:

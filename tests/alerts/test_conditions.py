@@ -134,3 +134,20 @@ def test_each_metric_on_a_window() -> None:
     assert not cond("requests", 1, above=False).holds(Aggregate())
     assert cond("error_rate", 0.1, scripts=frozenset({"a"})).watches("a")
     assert not cond("error_rate", 0.1, scripts=frozenset({"a"})).watches("b")
+
+
+def test_silence_counts_only_against_the_usual_rate() -> None:
+    quiet = Condition("q", "silence_minutes", 15, True, window_h=24)
+    busy = Aggregate(24 * 60, silence_min=20.0)  # one a minute: 20 missed
+    rare = Aggregate(2, silence_min=300.0)  # two a day: 0.4 expected in 5 hours
+    assert quiet.value(busy) == 20.0
+    assert quiet.holds(busy)
+    assert quiet.value(rare) == 0.0
+    assert not quiet.holds(rare)
+    assert quiet.value(Aggregate(100)) is None  # no event in the window: no data
+
+
+def test_silence_takes_above_only(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load(tmp_path, "[[condition]]\nname = 'q'\nmetric = 'silence_minutes'\nbelow = 5\n")
+    assert "q above" in str(caught.value)

@@ -15,6 +15,7 @@ from pipeline.alerts.conditions import Condition
 from pipeline.alerts.evaluator import HOUR_MS, _at, evaluate
 from pipeline.alerts.state import Timing
 from pipeline.postgres.connect import connect
+from pipeline.postgres.day_partitions import PartitionManager
 from pipeline.settings import Settings
 from pipeline.transform.sketch import LatencySketch
 
@@ -109,3 +110,49 @@ async def test_two_evaluators_racing_notify_once(
         for c in conns:
             await c.close()
     assert [n["details"]["state"] for n in await notifications(db)] == ["firing", "resolved"]
+
+
+async def event_at(db: asyncpg.Connection, script: str, at_ms: int, offset: int) -> None:
+    """A stored invocation of `script` at `at_ms` (what the silence is measured from)."""
+    await PartitionManager().ensure(db, {_at(at_ms).date()})
+    await db.execute(
+        "INSERT INTO tail_events (ts, script, event_type, outcome, log_count, exception_count,"
+        " truncated, source, topic, kafka_partition, kafka_offset, item)"
+        " VALUES ($1, $2, 'scheduled', 'ok', 0, 0, false, 'trace', 't', 0, $3, 0)",
+        _at(at_ms), script, offset,
+    )  # fmt: skip
+
+
+async def test_a_script_gone_quiet_against_its_usual_rate_and_the_pipeline(
+    migrated: Settings, db: asyncpg.Connection
+) -> None:
+    """`cron-sync` sends about 25 an hour, `nightly` 2 a day: after 20 quiet minutes the first is
+    missed (8 expected), the second is not. The pipeline as a whole (`*`) is quiet once no
+    flush stored anything for longer than the threshold."""
+    quiet = Condition("gone-quiet", "silence_minutes", 15, True, 24, Timing(), 1)
+    now = T0 + 50 * MINUTE
+    for hours_ago in range(1, 24):
+        await rollup(db, now - hours_ago * HOUR_MS, "cron-sync", 25, 0)
+    await rollup(db, now - 5 * HOUR_MS, "nightly", 2, 0)
+    await rollup(db, now, "cron-sync", 10, 0)
+    await event_at(db, "cron-sync", now - 20 * MINUTE, 1)
+    await event_at(db, "nightly", now - 5 * HOUR_MS, 2)
+    totals = "SELECT hour, '*', '*', sum(requests), 0, '{}', '{}', 0, 0, 0, 0, '{}', '{}' FROM"
+    await db.execute(f"INSERT INTO tail_metrics_hourly {totals} tail_metrics_hourly GROUP BY hour")
+    await db.execute(
+        "INSERT INTO pipeline_offsets (topic, partition, next_offset, updated_at)"
+        " VALUES ('t', 0, 3, $1)", _at(now - 2 * MINUTE),
+    )  # fmt: skip
+    made = await evaluate(db, (quiet,), now)
+    assert made == {"firing": 1}
+    sent = await notifications(db)
+    assert [n["script"] for n in sent] == ["cron-sync"]
+    assert sent[0]["details"]["value"] == 20.0
+    # Nothing stored for 16 minutes: the whole pipeline is quiet too.
+    made = await evaluate(db, (quiet,), now + 14 * MINUTE)
+    assert made == {"firing": 1}
+    assert [n["script"] for n in await notifications(db)] == ["cron-sync", "*"]
+    # cron-sync sends again: resolved.
+    await event_at(db, "cron-sync", now + 15 * MINUTE, 3)
+    made = await evaluate(db, (quiet,), now + 15 * MINUTE)
+    assert made == {"resolved": 1}
