@@ -11,6 +11,7 @@ CREATE TABLE alert_states (
     since       timestamptz NOT NULL,
     fired_at    timestamptz,
     value       double precision,
+    memo        jsonb,      -- what a forecast keeps between rounds (pipeline/alerts/forecast.py)
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (rule, group_key)
 );

@@ -37,13 +37,15 @@ MAX_COUNT = 2**31 - 1
 """The largest count a rule takes (`min_requests`, `below`): what PostgreSQL's int holds."""
 METRICS = (
     "error_rate", "requests", "outcome_count", "p95_wall_ms", "p99_wall_ms", "p95_cpu_ms",
-    "p99_cpu_ms", "silence_minutes",
+    "p99_cpu_ms", "silence_minutes", "rate_limit_minutes",
 )  # fmt: skip
 """`error_rate`: non-ok outcomes over requests; `outcome_count`: invocations that ended with
 `outcome`; the percentiles: of wall or CPU time, from the rollups' sketches; `silence_minutes`:
 minutes since the script's last event (the group `*`: since the pipeline last stored anything),
 counted only when its usual rate over the window would have sent at least `EXPECTED` events in
-that time, so a script that sends twice a day is not missed after an hour."""
+that time, so a script that sends twice a day is not missed after an hour;
+`rate_limit_minutes`: per provider (its group; `scripts` then lists providers), the minutes
+until its rate limit runs out at the current rate (`alerts.forecast`), with `below`."""
 EXPECTED = 3.0
 """Events a script's usual rate must predict in its silence before the silence counts."""
 _KEYS = ("name", "metric", "above", "below", "window", "for", "resolve_after", "min_requests",
@@ -63,6 +65,8 @@ class Aggregate:
     percentiles: dict[str, float] = field(default_factory=dict)
     silence_min: float | None = None
     """Minutes since its last event (None: none in the window)."""
+    minutes_left: float | None = None
+    """A provider's forecast: minutes until its rate limit runs out (None: not running out)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +86,11 @@ class Condition:
 
     def value(self, agg: Aggregate) -> float | None:
         """The number the threshold is compared with; None without enough requests."""
+        metric = self.metric
+        if metric == "rate_limit_minutes":
+            return agg.minutes_left
         if agg.requests < self.min_requests or agg.requests == 0:
             return None
-        metric = self.metric
         if metric == "error_rate":
             return agg.errors / agg.requests
         if metric == "requests":
@@ -140,6 +146,8 @@ def _condition(where: str, table: dict[str, Any]) -> Condition:
     key = "above" if "above" in table else "below"
     if metric == "silence_minutes" and key == "below":
         raise SettingsError(f"{where} above", "above: the minutes of silence", "below")
+    if metric == "rate_limit_minutes" and key == "above":
+        raise SettingsError(f"{where} below", "below: the minutes left", "above")
     threshold = parse.number(f"{where} {key}", table[key], "a number")
     outcome = table.get("outcome")
     if (metric == "outcome_count") != (outcome is not None):

@@ -33,6 +33,7 @@ import orjson
 
 from pipeline.alerts.conditions import Aggregate, Condition
 from pipeline.alerts.detect import Candidate, Candidates
+from pipeline.alerts.forecast import Memo, advance, minutes_left
 from pipeline.alerts.outbox import Outbox
 from pipeline.alerts.state import NORMAL, AlertState, Change, step
 from pipeline.postgres.connect import connect
@@ -67,13 +68,19 @@ SELECT '*' AS script, coalesce(sum(requests), 0)::bigint AS requests,
 FROM tail_metrics_hourly
 WHERE event_type = '*' AND script = '*' AND hour > $1 AND hour <= $2
 """
-_STATES = "SELECT group_key, status, since, fired_at FROM alert_states WHERE rule = $1"
+_READINGS = """
+SELECT provider, remaining, remaining_at, latest_reset FROM rate_limit_readings_daily
+WHERE day = $1 AND remaining IS NOT NULL
+"""
+_STATES = """
+SELECT group_key, status, since, fired_at, memo::text AS memo FROM alert_states WHERE rule = $1
+"""
 _SAVE = """
-INSERT INTO alert_states (rule, group_key, status, since, fired_at, value)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO alert_states (rule, group_key, status, since, fired_at, value, memo)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
 ON CONFLICT (rule, group_key) DO UPDATE SET
     status = excluded.status, since = excluded.since, fired_at = excluded.fired_at,
-    value = excluded.value, updated_at = now()
+    value = excluded.value, memo = excluded.memo, updated_at = now()
 """
 _CHANGE = """
 INSERT INTO alert_changes (rule, group_key, before, after, at, notify, value)
@@ -96,16 +103,22 @@ async def evaluate(
 async def _condition(conn: asyncpg.Connection, c: Condition, now_ms: int) -> Counter[str]:
     await conn.execute(_LOCK, c.name)
     hour = now_ms - now_ms % HOUR_MS
-    rows = await conn.fetch(_WINDOW, _at(hour - c.window_h * HOUR_MS), _at(hour))
-    windows = {r["script"]: _aggregate(r, c.metric) for r in rows}
-    if c.metric == "silence_minutes":
-        windows = await _silences(conn, windows, _at(hour - c.window_h * HOUR_MS), _at(hour),
-                                  now_ms)  # fmt: skip
+    stored = await conn.fetch(_STATES, c.name)
     states = {
         r["group_key"]: AlertState(r["status"], _ms(r["since"]),
                                    _ms(r["fired_at"]) if r["fired_at"] else None)
-        for r in await conn.fetch(_STATES, c.name)
+        for r in stored
     }  # fmt: skip
+    memos = {r["group_key"]: Memo.from_json(orjson.loads(r["memo"] or "null")) for r in stored}
+    kept = dict(memos)
+    if c.metric == "rate_limit_minutes":
+        windows, memos = await _forecasts(conn, memos, now_ms)
+    else:
+        rows = await conn.fetch(_WINDOW, _at(hour - c.window_h * HOUR_MS), _at(hour))
+        windows = {r["script"]: _aggregate(r, c.metric) for r in rows}
+    if c.metric == "silence_minutes":
+        windows = await _silences(conn, windows, _at(hour - c.window_h * HOUR_MS), _at(hour),
+                                  now_ms)  # fmt: skip
     found: Candidates = {}
     made: Counter[str] = Counter()
     for script in sorted(windows.keys() | states.keys()):
@@ -114,12 +127,14 @@ async def _condition(conn: asyncpg.Connection, c: Condition, now_ms: int) -> Cou
         agg = windows.get(script, Aggregate())
         before = states.get(script, NORMAL)
         after, changes = step(before, c.holds(agg), now_ms, c.timing)
-        if not changes:
+        memo = memos.get(script)
+        if not changes and memo == kept.get(script):
             continue
         value = c.value(agg)
         fired_at = _at(after.fired_ms) if after.fired_ms is not None else None
+        memo_json = orjson.dumps(memo.to_json()).decode() if memo is not None else None
         await conn.execute(
-            _SAVE, c.name, script, after.status, _at(after.since_ms), fired_at, value
+            _SAVE, c.name, script, after.status, _at(after.since_ms), fired_at, value, memo_json
         )
         for change in changes:
             await conn.execute(_CHANGE, c.name, script, change.before, change.after,
@@ -139,6 +154,9 @@ def _notification(
     shown = "no data" if value is None else f"{value:.4g}"
     side = "above" if c.above else "below"
     told = f"{c.metric} {shown} ({side} {c.threshold:g} over the last {c.window_h}h)"
+    if c.metric == "rate_limit_minutes":
+        told = (f"rate limit: 0 in about {value:.0f} min at the current rate"
+                if value is not None else "rate limit no longer running out")  # fmt: skip
     if change.notify == "firing":
         summary = f"{script}: {c.name} firing: {told}"
     else:
@@ -153,6 +171,22 @@ def _notification(
         c.name, c.severity, script, f"{c.name}:{script}", change.at_ms if change.notify ==
         "resolved" else fired_ms, fired_ms, change.at_ms, summary[:300], details,
     )  # fmt: skip
+
+
+async def _forecasts(
+    conn: asyncpg.Connection, memos: dict[str, Memo | None], now_ms: int
+) -> tuple[dict[str, Aggregate], dict[str, Memo | None]]:
+    """Each provider's reading of today, its memo advanced, and its forecast."""
+    day = _at(now_ms).date()
+    windows: dict[str, Aggregate] = {}
+    out = dict(memos)
+    for r in await conn.fetch(_READINGS, day):
+        provider = r["provider"]
+        memo = advance(memos.get(provider), int(r["remaining"]), _ms(r["remaining_at"]))
+        out[provider] = memo
+        reset = _ms(r["latest_reset"]) if r["latest_reset"] is not None else None
+        windows[provider] = Aggregate(minutes_left=minutes_left(memo, now_ms, reset))
+    return windows, out
 
 
 async def _silences(
