@@ -29,3 +29,23 @@ CREATE TABLE alert_changes (
 );
 CREATE INDEX alert_changes_rule ON alert_changes (rule, group_key, at DESC);
 CREATE INDEX alert_changes_at ON alert_changes (at DESC);
+
+-- A change made while its rule and group were silenced is kept, and notifies no one.
+ALTER TABLE alert_changes ADD COLUMN silenced boolean NOT NULL DEFAULT false;
+
+-- Silences: a rule (and one group of it, or every group) notifies no one until `until`
+-- (POST /api/alerts/silences). Its alerts still change state.
+CREATE TABLE alert_silences (
+    id          bigserial   PRIMARY KEY,
+    rule        text        NOT NULL,
+    group_key   text,
+    until       timestamptz NOT NULL,
+    comment     text        NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    ended_at    timestamptz
+);
+CREATE INDEX alert_silences_rule ON alert_silences (rule, until);
+
+-- Acknowledgements (POST /api/alerts/{id}/ack): who took it, when.
+ALTER TABLE critical_alerts ADD COLUMN acked_at timestamptz;
+ALTER TABLE critical_alerts ADD COLUMN acked_by text;

@@ -16,7 +16,8 @@ evaluator's clock, given to `evaluate`, so a test drives it.
 A notification is an alert of the outbox, keyed by `rule:script` (PagerDuty and Opsgenie take
 the key as their dedup key, so firing and resolved meet there), its window the time it fired
 (firing) or was resolved (resolved): two rows of `critical_alerts` per episode, published
-once each. `details.state` says which.
+once each. `details.state` says which. A silenced rule and group (`alert_silences`) changes
+state all the same, and its changes are kept marked `silenced`, but it notifies no one.
 """
 
 from __future__ import annotations
@@ -83,8 +84,12 @@ ON CONFLICT (rule, group_key) DO UPDATE SET
     value = excluded.value, memo = excluded.memo, updated_at = now()
 """
 _CHANGE = """
-INSERT INTO alert_changes (rule, group_key, before, after, at, notify, value)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO alert_changes (rule, group_key, before, after, at, notify, value, silenced)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+_SILENCED = """
+SELECT coalesce(group_key, '') AS group_key FROM alert_silences
+WHERE rule = $1 AND until > $2 AND ended_at IS NULL
 """
 
 
@@ -119,6 +124,7 @@ async def _condition(conn: asyncpg.Connection, c: Condition, now_ms: int) -> Cou
     if c.metric == "silence_minutes":
         windows = await _silences(conn, windows, _at(hour - c.window_h * HOUR_MS), _at(hour),
                                   now_ms)  # fmt: skip
+    silenced = {r["group_key"] for r in await conn.fetch(_SILENCED, c.name, _at(now_ms))}
     found: Candidates = {}
     made: Counter[str] = Counter()
     for script in sorted(windows.keys() | states.keys()):
@@ -136,10 +142,11 @@ async def _condition(conn: asyncpg.Connection, c: Condition, now_ms: int) -> Cou
         await conn.execute(
             _SAVE, c.name, script, after.status, _at(after.since_ms), fired_at, value, memo_json
         )
+        quiet = "" in silenced or script in silenced
         for change in changes:
             await conn.execute(_CHANGE, c.name, script, change.before, change.after,
-                               _at(change.at_ms), change.notify, value)  # fmt: skip
-            if change.notify is not None:
+                               _at(change.at_ms), change.notify, value, quiet)  # fmt: skip
+            if change.notify is not None and not quiet:
                 fired = after.fired_ms if after.fired_ms is not None else before.fired_ms
                 candidate = _notification(c, script, change, fired or change.at_ms, value)
                 found[(candidate.dedup_key, candidate.window_ms)] = candidate

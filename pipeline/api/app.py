@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 from pipeline import __version__
 from pipeline.api import (
     activity,
+    alerts,
     auth,
     cursor,
     error_groups,
@@ -112,7 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.tokens = tokens
     app.state.cursor_key = cursor.key_for(settings.api_read_tokens + settings.api_write_tokens)
-    for module in (logs, error_groups, performance, activity, invocations, traces):
+    for module in (logs, error_groups, performance, activity, invocations, traces, alerts):
         app.include_router(module.router, dependencies=_DEPENDENCIES, responses=_PROBLEMS)
 
     @app.exception_handler(RequestValidationError)

@@ -243,6 +243,59 @@ class Alerts(BaseModel):
     alerts: list[Alert]
 
 
+class AlertStateRow(BaseModel):
+    rule: str
+    group_key: str = Field(description="the script (or provider) the alert is about")
+    status: Literal["normal", "pending", "firing", "resolving"]
+    since: datetime
+    fired_at: datetime | None
+    value: float | None
+
+
+class AlertChange(BaseModel):
+    rule: str
+    group_key: str
+    before: str
+    after: str
+    at: datetime
+    notify: Literal["firing", "resolved"] | None
+    value: float | None
+    silenced: bool
+
+
+class Silence(BaseModel):
+    id: int
+    rule: str
+    group_key: str | None = Field(description="null: every group of the rule")
+    until: datetime
+    comment: str
+    created_at: datetime
+
+
+class SilenceRequest(BaseModel):
+    rule: str = Field(min_length=1, max_length=64)
+    group: str | None = Field(None, max_length=255, description="null: every group")
+    until: datetime
+    comment: str = Field("", max_length=1000)
+
+
+class AlertStates(BaseModel):
+    since: datetime
+    states: list[AlertStateRow]
+    changes: list[AlertChange] = Field(description="newest first, at most 5,000")
+    silences: list[Silence] = Field(description="in force")
+
+
+class AckRequest(BaseModel):
+    by: str = Field("", max_length=100, description="who takes it")
+
+
+class Ack(BaseModel):
+    id: str
+    acked_at: datetime
+    acked_by: str | None
+
+
 class InvocationOrigin(BaseModel):
     topic: str
     partition: int
