@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import smtplib
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -31,8 +32,12 @@ from typing import Any
 
 import httpx
 
+from pipeline.alerts import email
 from pipeline.alerts.destinations import Destination
 from pipeline.backoff import Backoff
+
+_DROPPED = "dropped"
+"""What a refused delivery gives back: no retry."""
 
 log = logging.getLogger("tailpipe.forward")
 
@@ -86,6 +91,8 @@ class Forwarder:
         self.backoff = backoff or Backoff(0.5, 30.0)
         self.tally = Tally()
         self._limits = {d.name: RateLimit(d.per_minute) for d in destinations}
+        self.timeout_s = 10.0
+        """Each email's SMTP conversation (requests take the client's timeout)."""
 
     async def forward(self, alert: dict[str, Any]) -> None:
         """Deliver one alert to every destination that wants it (at the same time)."""
@@ -99,24 +106,12 @@ class Forwarder:
         """POST `alert` until the destination takes it, refuses it, or `max_attempts` fail."""
         for attempt in range(1, self.max_attempts + 1):
             await self._limits[destination.name].wait()
-            body, headers = destination.request(alert, int(time.time()))
-            retry_after: float | None = None
-            try:
-                url = destination.target(alert)
-                response = await self.client.post(url, content=body, headers=headers)
-                status = response.status_code
-                if status < 300:
-                    self.tally.delivered += 1
-                    return
-                if 400 <= status < 500 and status != 429:
-                    log.error("%s refused alert %s: HTTP %d; dropped", destination.name,
-                              alert.get("id"), status)  # fmt: skip
-                    self.tally.dropped += 1
-                    return
-                retry_after = _seconds(response.headers.get("retry-after"))
-                problem = f"HTTP {status}"
-            except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+            if destination.kind == "email":
+                problem, retry_after = await self._mail(destination, alert), None
+            else:
+                problem, retry_after = await self._post(destination, alert)
+            if problem is None or problem == _DROPPED:
+                return
             if attempt == self.max_attempts:
                 break
             self.tally.retries += 1
@@ -126,6 +121,41 @@ class Forwarder:
         log.error("%s: alert %s given up after %d attempts; dropped", destination.name,
                   alert.get("id"), self.max_attempts)  # fmt: skip
         self.tally.dropped += 1
+
+    async def _mail(self, destination: Destination, alert: dict[str, Any]) -> str | None:
+        """One email; None when sent, `_DROPPED` when refused for good, else the problem."""
+        try:
+            await asyncio.to_thread(email.send, destination, alert, self.timeout_s)
+        except email.Refused as exc:
+            log.error("%s refused alert %s: %s; dropped", destination.name, alert.get("id"), exc)
+            self.tally.dropped += 1
+            return _DROPPED
+        except (OSError, smtplib.SMTPException) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        self.tally.delivered += 1
+        return None
+
+    async def _post(
+        self, destination: Destination, alert: dict[str, Any]
+    ) -> tuple[str | None, float | None]:
+        """One request: (None when taken, `_DROPPED` when refused for good, else the problem;
+        the wait its `Retry-After` asked for)."""
+        body, headers = destination.request(alert, int(time.time()))
+        try:
+            url = destination.target(alert)
+            response = await self.client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}", None
+        status = response.status_code
+        if status < 300:
+            self.tally.delivered += 1
+            return None, None
+        if 400 <= status < 500 and status != 429:
+            log.error("%s refused alert %s: HTTP %d; dropped", destination.name,
+                      alert.get("id"), status)  # fmt: skip
+            self.tally.dropped += 1
+            return _DROPPED, None
+        return f"HTTP {status}", _seconds(response.headers.get("retry-after"))
 
 
 def _seconds(raw: str | None) -> float | None:

@@ -1,5 +1,5 @@
 """Where alerts are forwarded: Slack and Discord incoming webhooks, generic HTTPS webhooks,
-PagerDuty (Events API v2) and Opsgenie.
+PagerDuty (Events API v2), Opsgenie and email (SMTP, `email.py`).
 
 Destinations come from a TOML file (`TAILPIPE_ALERT_DESTINATIONS`)::
 
@@ -15,6 +15,7 @@ Destinations come from a TOML file (`TAILPIPE_ALERT_DESTINATIONS`)::
                                  # whose secret is "whsec_<base64>"
     routing_key = "..."          # pagerduty: the integration's routing key
     api_key = "..."              # opsgenie: the API integration's key
+    # email: url = "smtp://host:587", from, to, username, password, ca_file (`alerts/email.py`)
 
 An alert with a state (`details.state`, from a condition: `alerts/evaluator.py`) is "firing" or
 "resolved"; one without is firing. Every destination says which: Slack and Discord in the text,
@@ -36,17 +37,18 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import orjson
 
 from pipeline import datafile, parse
 from pipeline.errors import SettingsError
 
-KINDS = ("slack", "discord", "webhook", "pagerduty", "opsgenie")
+KINDS = ("slack", "discord", "webhook", "pagerduty", "opsgenie", "email")
 SEVERITIES = ("critical", "warning")
 KEYS = ("name", "kind", "url", "severities", "scripts", "per_minute", "secret", "signing",
-        "routing_key", "api_key")  # fmt: skip
+        "routing_key", "api_key", "from", "to", "username", "password", "ca_file",
+        "starttls")  # fmt: skip
 SIGNINGS = ("tailpipe", "standard")
 DEFAULT_URLS = {
     "pagerduty": "https://events.pagerduty.com/v2/enqueue",
@@ -70,12 +72,20 @@ class Destination:
     signing: str = "tailpipe"
     routing_key: str = ""
     api_key: str = ""
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    username: str = ""
+    password: str = ""
+    ca_file: str = ""
+    starttls: bool = True
 
     def __post_init__(self) -> None:
         where = f"alert destination {self.name}"
         if self.kind not in KINDS:
             raise SettingsError(f"{where}: kind", " or ".join(KINDS), self.kind)
-        if not self.url or parse.http_url(f"{where}: url", self.url) != self.url:
+        if self.kind == "email":
+            _check_email(where, self)
+        elif not self.url or parse.http_url(f"{where}: url", self.url) != self.url:
             raise SettingsError(f"{where}: url", "an http:// or https:// URL", self.url)
         if not self.severities <= {"critical", "warning"}:
             raise SettingsError(f"{where}: severities", "critical and/or warning", self.severities)
@@ -173,6 +183,18 @@ def opsgenie(alert: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _check_email(where: str, d: Destination) -> None:
+    parts = urlsplit(d.url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise SettingsError(f"{where}: url", "smtp://host[:port] or smtps://host[:port]", d.url)
+    if "@" not in d.sender:
+        raise SettingsError(f"{where}: from", "an email address", d.sender)
+    if not d.recipients or not all("@" in r for r in d.recipients):
+        raise SettingsError(f"{where}: to", "a list of email addresses", list(d.recipients))
+    if bool(d.username) != bool(d.password):
+        raise SettingsError(f"{where}: password", "both username and password, or neither", "")
+
+
 def _alias(alert: dict[str, Any]) -> str:
     """What PagerDuty and Opsgenie know the alert by: its dedup key (its id without one)."""
     return str(alert.get("dedup_key") or alert.get("id") or "tailpipe")[:255]
@@ -251,9 +273,15 @@ def _destination(label: str, n: int, table: object) -> Destination:
     kind = table.get("kind", "")
     if kind not in KINDS:
         raise SettingsError(f"{where}: kind", " or ".join(KINDS), kind)
-    url = parse.http_url(f"{where}: url", table.get("url", DEFAULT_URLS.get(kind, "")))
+    if kind == "email":
+        url = parse.text(f"{where}: url", table.get("url", ""))
+    else:
+        url = parse.http_url(f"{where}: url", table.get("url", DEFAULT_URLS.get(kind, "")))
     if not url:
         raise SettingsError(f"{where}: url", "an http:// or https:// URL", url)
+    starttls = table.get("starttls", True)
+    if not isinstance(starttls, bool):
+        raise SettingsError(f"{where}: starttls", "true or false", starttls)
     severities = _strings(f"{where}: severities", table.get("severities", list(SEVERITIES)))
     if not set(severities) <= set(SEVERITIES):
         raise SettingsError(f"{where}: severities", "critical and/or warning", severities)
@@ -275,6 +303,12 @@ def _destination(label: str, n: int, table: object) -> Destination:
         signing=parse.text(f"{where}: signing", table.get("signing", "tailpipe")),
         routing_key=parse.text(f"{where}: routing_key", table.get("routing_key", "")),
         api_key=parse.text(f"{where}: api_key", table.get("api_key", "")),
+        sender=parse.text(f"{where}: from", table.get("from", "")),
+        recipients=_strings(f"{where}: to", table.get("to", [])),
+        username=parse.text(f"{where}: username", table.get("username", "")),
+        password=parse.text(f"{where}: password", table.get("password", "")),
+        ca_file=parse.text(f"{where}: ca_file", table.get("ca_file", "")),
+        starttls=starttls,
     )
 
 
