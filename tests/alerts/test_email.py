@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
@@ -30,10 +31,12 @@ from tests.conftest import free_port
 class Inbox:
     messages: list[Message] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope.content, bytes)
         self.messages.append(email.message_from_bytes(envelope.content))
+        self.times.append(time.time())
         return "250 OK"
 
     def authenticate(

@@ -180,8 +180,9 @@ async def test_ensure_creates_exactly_the_missing_ones(
     # index is not one of them, it is built per day once the day has ended (0009). tail_events
     # keeps its primary key and the BRIN on ts (0010 dropped the two no query read).
     # tail_spans: its primary key, trace_id and the BRIN on ts (0014); tail_events also the
-    # partial indexes of OTLP invocation ids (0015) and of those awaiting a root span (0016).
-    expected = {"tail_events": 4, "tail_logs": 3, "tail_spans": 3}
+    # partial indexes of OTLP invocation ids (0015), of those awaiting a root span (0016) and of
+    # streamed invocation ids (0018), and tail_logs the partial one of streamed lines (0018).
+    expected = {"tail_events": 5, "tail_logs": 4, "tail_spans": 3}
     for table in PARTITIONED_TABLES:
         parent = await db.fetchval(
             "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass", table

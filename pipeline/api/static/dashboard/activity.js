@@ -1,6 +1,6 @@
 // API usage and cost, scan activity and critical alerts: small rollups, shown as they come.
 
-import { get } from "./api.js";
+import { get, post, remove } from "./api.js";
 import { hours as everyHour, lineChart, perHour } from "./charts.js";
 import { count, empty, h, section, stat, table, usd, when } from "./dom.js";
 
@@ -93,17 +93,61 @@ export async function scans({ hours, script, signal }) {
 }
 
 export async function alerts({ hours, script, signal }) {
-  const body = await get("/api/logs/critical-alerts", { hours, script, limit: 200 }, signal);
-  if (!body.alerts.length) return [empty("No alerts in this range.")];
+  const [body, states] = await Promise.all([
+    get("/api/logs/critical-alerts", { hours, script, limit: 200 }, signal),
+    get("/api/alerts/states", { days: 30 }, signal),
+  ]);
+  const note = h("p", { class: "hint", "data-role": "alert-action", "aria-live": "polite" });
+  const act = (promise, done) => promise.then(() => { note.textContent = done; })
+    .catch((error) => { note.textContent = error.status === 403
+      ? "This token may only read: acknowledging and silencing need a read-write token."
+      : `Not done: ${error.message}`; });
   const rows = body.alerts.map((a) => h("tr", { "data-alert": a.id, "data-rule": a.rule },
     h("td", {}, h("span", { class: `badge ${a.severity}` }, a.severity)),
     h("td", {}, a.rule), h("td", {}, a.script ?? "–"), h("td", { class: "message" }, a.summary),
     h("td", { class: "num" }, count(a.occurrences)),
-    h("td", { class: "nowrap" }, when(a.last_at))));
+    h("td", { class: "nowrap" }, when(a.last_at)),
+    h("td", {}, h("button", { type: "button", class: "quiet", "data-action": "ack",
+      onclick: () => act(post(`/api/alerts/${a.id}/ack`, {}), `Acknowledged ${a.rule}.`) },
+      "Acknowledge"))));
+  const stateRows = states.states.map((s) => h("tr",
+    { "data-state": `${s.rule}:${s.group_key}`, "data-status": s.status },
+    h("td", {}, s.rule), h("td", {}, s.group_key),
+    h("td", {}, h("span", { class: `badge ${s.status}` }, s.status)),
+    h("td", { class: "nowrap" }, when(s.since)),
+    h("td", {}, h("button", { type: "button", class: "quiet", "data-action": "silence",
+      onclick: () => act(post("/api/alerts/silences", { rule: s.rule, group: s.group_key,
+        until: new Date(Date.now() + 3600_000).toISOString(), comment: "from the dashboard" }),
+      `Silenced ${s.rule} for ${s.group_key} for an hour.`) }, "Silence 1h"))));
+  const changeRows = states.changes.map((c) => h("tr",
+    { "data-change": `${c.rule}:${c.group_key}`, "data-after": c.after },
+    h("td", { class: "nowrap" }, when(c.at)), h("td", {}, c.rule), h("td", {}, c.group_key),
+    h("td", {}, `${c.before} → ${c.after}`),
+    h("td", {}, c.notify ? (c.silenced ? `${c.notify} (silenced)` : c.notify) : "–")));
+  const silences = states.silences.map((s) => h("tr", { "data-silence": s.id },
+    h("td", {}, s.rule), h("td", {}, s.group_key ?? "every group"),
+    h("td", { class: "nowrap" }, when(s.until)), h("td", {}, s.comment),
+    h("td", {}, h("button", { type: "button", class: "quiet", "data-action": "unsilence",
+      onclick: () => act(remove(`/api/alerts/silences/${s.id}`), "Silence ended.") },
+      "End"))));
   return [
     h("div", { class: "stats" }, stat("alerts", "Alerts", body.alerts.length,
-      count(body.alerts.length))),
-    table(["Severity", "Rule", "Script", "Summary", "Occurrences", "Last"], rows,
-      { "data-table": "alerts" }),
+      count(body.alerts.length)),
+      stat("firing", "Firing", states.states.filter((s) => s.status === "firing").length,
+        count(states.states.filter((s) => s.status === "firing").length))),
+    note,
+    section("Conditions", stateRows.length
+      ? table(["Rule", "Group", "State", "Since", ""], stateRows, { "data-table": "states" })
+      : empty("No condition has a state yet.")),
+    section("Changes in the last 30 days", changeRows.length
+      ? table(["When", "Rule", "Group", "Change", "Notified"], changeRows,
+        { "data-table": "changes" })
+      : empty("No changes.")),
+    silences.length ? section("Silences", table(["Rule", "Group", "Until", "Comment", ""],
+      silences, { "data-table": "silences" })) : null,
+    section("Alerts", rows.length
+      ? table(["Severity", "Rule", "Script", "Summary", "Occurrences", "Last", ""], rows,
+        { "data-table": "alerts" })
+      : empty("No alerts in this range.")),
   ];
 }

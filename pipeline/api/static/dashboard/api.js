@@ -32,6 +32,7 @@ async function call(method, path, { params = {}, body, signal } = {}) {
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, "the API cannot be reached");
   }
+  if (response.status === 204) return null;
   if (response.ok) return response.json();
   let message = `HTTP ${response.status}`;
   try {
@@ -44,3 +45,5 @@ async function call(method, path, { params = {}, body, signal } = {}) {
 
 export const get = (path, params, signal) => call("GET", path, { params, signal });
 export const patch = (path, body) => call("PATCH", path, { body });
+export const post = (path, body) => call("POST", path, { body });
+export const remove = (path) => call("DELETE", path);
