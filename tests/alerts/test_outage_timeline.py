@@ -1,9 +1,9 @@
 """A scripted outage, end to end (issue 23's "done when"): `checkout` starts failing at 30%, then
-recovers. A real replica stores the events and evaluates the condition; its outbox publishes to
-the real alerts topic; a real `tailpipe alerts forward` delivers to a webhook, Slack, PagerDuty
-and Opsgenie (local HTTP receivers that check their documented shapes) and email (a real SMTP
-server with STARTTLS and AUTH). Every destination gets exactly one "firing" and one "resolved",
-no sooner than `for` and `resolve_after` allow. The timeline goes to
+recovers. Two real replicas store the events and both evaluate the condition; their outboxes
+publish to the real alerts topic; a real `tailpipe alerts forward` delivers to a webhook, Slack,
+PagerDuty and Opsgenie (local HTTP receivers that check their documented shapes) and email (a
+real SMTP server with STARTTLS and AUTH). Every destination gets exactly one "firing" and one
+"resolved", no sooner than `for` and `resolve_after` allow. The timeline goes to
 .local/alert-outage/timeline.json."""
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ async def test_an_outage_fires_once_and_resolves_once_at_every_destination(
     await clients.ensure_topics(settings, {settings.topic: 2, settings.alerts_topic: 1})
     env = {"TAILPIPE_ALERT_RULES": str(rules), "TAILPIPE_ALERT_EVALUATE_INTERVAL": "0.25",
            "TAILPIPE_ALERTS_TOPIC": settings.alerts_topic}  # fmt: skip
-    replicas.append(Replica(settings, **env))
+    # Two replicas, each evaluating the condition: one notification per change all the same.
+    replicas += [Replica(settings, **env), Replica(settings, **env)]
     forward_env = {**os.environ, **env_of(settings), **env,
                    "TAILPIPE_ALERT_DESTINATIONS": str(targets)}  # fmt: skip
     forward = Process("forward", [sys.executable, "-m", "pipeline", "alerts", "forward"],
@@ -247,7 +248,7 @@ async def test_an_outage_fires_once_and_resolves_once_at_every_destination(
         forward.stop()
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / "timeline.json").write_text(json.dumps(timeline, indent=2, default=str))
-    assert replicas[0].terminate() == 0
+    assert [r.terminate() for r in replicas] == [0, 0]
 
 
 def _state(got: tuple[float, str, dict[str, str], Any]) -> str:
