@@ -37,7 +37,7 @@ MAX_COUNT = 2**31 - 1
 """The largest count a rule takes (`min_requests`, `below`): what PostgreSQL's int holds."""
 METRICS = (
     "error_rate", "requests", "outcome_count", "p95_wall_ms", "p99_wall_ms", "p95_cpu_ms",
-    "p99_cpu_ms", "silence_minutes", "rate_limit_minutes",
+    "p99_cpu_ms", "silence_minutes", "rate_limit_minutes", "rate_limit_remaining",
 )  # fmt: skip
 """`error_rate`: non-ok outcomes over requests; `outcome_count`: invocations that ended with
 `outcome`; the percentiles: of wall or CPU time, from the rollups' sketches; `silence_minutes`:
@@ -45,7 +45,9 @@ minutes since the script's last event (the group `*`: since the pipeline last st
 counted only when its usual rate over the window would have sent at least `EXPECTED` events in
 that time, so a script that sends twice a day is not missed after an hour;
 `rate_limit_minutes`: per provider (its group; `scripts` then lists providers), the minutes
-until its rate limit runs out at the current rate (`alerts.forecast`), with `below`."""
+until its rate limit runs out at the current rate (`alerts.forecast`), with `below`;
+`rate_limit_remaining`: per provider, the remaining count its newest reading of the day said,
+with `below`."""
 EXPECTED = 3.0
 """Events a script's usual rate must predict in its silence before the silence counts."""
 _KEYS = ("name", "metric", "above", "below", "window", "for", "resolve_after", "min_requests",
@@ -67,6 +69,8 @@ class Aggregate:
     """Minutes since its last event (None: none in the window)."""
     minutes_left: float | None = None
     """A provider's forecast: minutes until its rate limit runs out (None: not running out)."""
+    remaining: float | None = None
+    """A provider's newest reading of its remaining count."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,8 @@ class Condition:
         metric = self.metric
         if metric == "rate_limit_minutes":
             return agg.minutes_left
+        if metric == "rate_limit_remaining":
+            return agg.remaining
         if agg.requests < self.min_requests or agg.requests == 0:
             return None
         if metric == "error_rate":
@@ -146,7 +152,7 @@ def _condition(where: str, table: dict[str, Any]) -> Condition:
     key = "above" if "above" in table else "below"
     if metric == "silence_minutes" and key == "below":
         raise SettingsError(f"{where} above", "above: the minutes of silence", "below")
-    if metric == "rate_limit_minutes" and key == "above":
+    if metric.startswith("rate_limit") and key == "above":
         raise SettingsError(f"{where} below", "below: the minutes left", "above")
     threshold = parse.number(f"{where} {key}", table[key], "a number")
     outcome = table.get("outcome")

@@ -116,7 +116,7 @@ async def _condition(conn: asyncpg.Connection, c: Condition, now_ms: int) -> Cou
     }  # fmt: skip
     memos = {r["group_key"]: Memo.from_json(orjson.loads(r["memo"] or "null")) for r in stored}
     kept = dict(memos)
-    if c.metric == "rate_limit_minutes":
+    if c.metric.startswith("rate_limit"):
         windows, memos = await _forecasts(conn, memos, now_ms)
     else:
         rows = await conn.fetch(_WINDOW, _at(hour - c.window_h * HOUR_MS), _at(hour))
@@ -164,6 +164,8 @@ def _notification(
     if c.metric == "rate_limit_minutes":
         told = (f"rate limit: 0 in about {value:.0f} min at the current rate"
                 if value is not None else "rate limit no longer running out")  # fmt: skip
+    elif c.metric == "rate_limit_remaining":
+        told = f"rate limit: {shown} left (below {c.threshold:g})"
     if change.notify == "firing":
         summary = f"{script}: {c.name} firing: {told}"
     else:
@@ -192,7 +194,9 @@ async def _forecasts(
         memo = advance(memos.get(provider), int(r["remaining"]), _ms(r["remaining_at"]))
         out[provider] = memo
         reset = _ms(r["latest_reset"]) if r["latest_reset"] is not None else None
-        windows[provider] = Aggregate(minutes_left=minutes_left(memo, now_ms, reset))
+        windows[provider] = Aggregate(
+            minutes_left=minutes_left(memo, now_ms, reset), remaining=float(r["remaining"])
+        )
     return windows, out
 
 

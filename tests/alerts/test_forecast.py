@@ -94,3 +94,17 @@ async def test_a_forecast_warns_once_before_the_limit_runs_out(
     summary = await db.fetchval("SELECT summary FROM critical_alerts")
     assert summary.startswith("github: github-running-out firing: rate limit: 0 in about ")
     assert summary.endswith(" min at the current rate")
+
+
+async def test_a_reading_below_its_threshold_fires_and_a_reset_resolves(
+    migrated: Settings, db: asyncpg.Connection
+) -> None:
+    low = Condition("github-low", "rate_limit_remaining", 100, False)
+    await reading(db, T0, 4000)
+    assert await evaluate(db, (low,), T0) == {}
+    await reading(db, T0 + MINUTE, 60)
+    assert await evaluate(db, (low,), T0 + MINUTE) == {"firing": 1}
+    await reading(db, T0 + 2 * MINUTE, 5000)  # the window reset
+    assert await evaluate(db, (low,), T0 + 2 * MINUTE) == {"resolved": 1}
+    summaries = await db.fetch("SELECT summary FROM critical_alerts ORDER BY last_at")
+    assert summaries[0]["summary"] == ("github: github-low firing: rate limit: 60 left (below 100)")
