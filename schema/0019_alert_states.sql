@@ -49,3 +49,12 @@ CREATE INDEX alert_silences_rule ON alert_silences (rule, until);
 -- Acknowledgements (POST /api/alerts/{id}/ack): who took it, when.
 ALTER TABLE critical_alerts ADD COLUMN acked_at timestamptz;
 ALTER TABLE critical_alerts ADD COLUMN acked_by text;
+
+-- What priced calls (LLM usage) cost per hour and script: the cost condition reads a window of
+-- hours (api_calls_daily keeps the day's by model). Merged by each flush like the other rollups.
+CREATE TABLE cost_hourly (
+    hour      timestamptz NOT NULL,
+    script    text        NOT NULL,
+    cost_usd  numeric     NOT NULL,
+    PRIMARY KEY (hour, script)
+);

@@ -38,6 +38,7 @@ MAX_COUNT = 2**31 - 1
 METRICS = (
     "error_rate", "requests", "outcome_count", "p95_wall_ms", "p99_wall_ms", "p95_cpu_ms",
     "p99_cpu_ms", "silence_minutes", "rate_limit_minutes", "rate_limit_remaining",
+    "cost_per_hour",
 )  # fmt: skip
 """`error_rate`: non-ok outcomes over requests; `outcome_count`: invocations that ended with
 `outcome`; the percentiles: of wall or CPU time, from the rollups' sketches; `silence_minutes`:
@@ -47,7 +48,8 @@ that time, so a script that sends twice a day is not missed after an hour;
 `rate_limit_minutes`: per provider (its group; `scripts` then lists providers), the minutes
 until its rate limit runs out at the current rate (`alerts.forecast`), with `below`;
 `rate_limit_remaining`: per provider, the remaining count its newest reading of the day said,
-with `below`."""
+with `below`; `cost_per_hour`: what a script's priced calls (LLM usage) cost over the window,
+per hour, in USD."""
 EXPECTED = 3.0
 """Events a script's usual rate must predict in its silence before the silence counts."""
 _KEYS = ("name", "metric", "above", "below", "window", "for", "resolve_after", "min_requests",
@@ -71,6 +73,8 @@ class Aggregate:
     """A provider's forecast: minutes until its rate limit runs out (None: not running out)."""
     remaining: float | None = None
     """A provider's newest reading of its remaining count."""
+    cost_usd: float | None = None
+    """What its priced calls cost over the window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,8 @@ class Condition:
             return agg.minutes_left
         if metric == "rate_limit_remaining":
             return agg.remaining
+        if metric == "cost_per_hour":
+            return None if agg.cost_usd is None else agg.cost_usd / self.window_h
         if agg.requests < self.min_requests or agg.requests == 0:
             return None
         if metric == "error_rate":

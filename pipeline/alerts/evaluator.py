@@ -73,6 +73,10 @@ _READINGS = """
 SELECT provider, remaining, remaining_at, latest_reset FROM rate_limit_readings_daily
 WHERE day = $1 AND remaining IS NOT NULL
 """
+_COSTS = """
+SELECT script, sum(cost_usd)::float8 AS cost FROM cost_hourly
+WHERE hour > $1 AND hour <= $2 GROUP BY script
+"""
 _STATES = """
 SELECT group_key, status, since, fired_at, memo::text AS memo FROM alert_states WHERE rule = $1
 """
@@ -118,6 +122,9 @@ async def _condition(conn: asyncpg.Connection, c: Condition, now_ms: int) -> Cou
     kept = dict(memos)
     if c.metric.startswith("rate_limit"):
         windows, memos = await _forecasts(conn, memos, now_ms)
+    elif c.metric == "cost_per_hour":
+        rows = await conn.fetch(_COSTS, _at(hour - c.window_h * HOUR_MS), _at(hour))
+        windows = {r["script"]: Aggregate(cost_usd=r["cost"]) for r in rows}
     else:
         rows = await conn.fetch(_WINDOW, _at(hour - c.window_h * HOUR_MS), _at(hour))
         windows = {r["script"]: _aggregate(r, c.metric) for r in rows}
@@ -166,6 +173,8 @@ def _notification(
                 if value is not None else "rate limit no longer running out")  # fmt: skip
     elif c.metric == "rate_limit_remaining":
         told = f"rate limit: {shown} left (below {c.threshold:g})"
+    elif c.metric == "cost_per_hour" and value is not None:
+        told = f"${value:.2f} an hour over the last {c.window_h}h ({side} ${c.threshold:g})"
     if change.notify == "firing":
         summary = f"{script}: {c.name} firing: {told}"
     else:

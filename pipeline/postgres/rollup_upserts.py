@@ -158,6 +158,13 @@ def _js(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+_COSTS = """
+INSERT INTO cost_hourly AS c (hour, script, cost_usd)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::numeric[])
+ON CONFLICT (hour, script) DO UPDATE SET cost_usd = c.cost_usd + excluded.cost_usd
+"""
+
+
 async def _rollups(conn: asyncpg.Connection, r: Rollups) -> list[Any]:
     """Upsert every rollup; returns the error_summary rows it touched (for the alert rules)."""
     changed: list[Any] = []
@@ -185,6 +192,12 @@ async def _rollups(conn: asyncpg.Connection, r: Rollups) -> list[Any]:
             [x.tokens_in for x in a], [x.tokens_out for x in a],
             [x.cache_read for x in a], [x.cache_write for x in a],
             [x.cost for x in a], [x.unpriced for x in a],
+        )  # fmt: skip
+    if r.costs:
+        keys_c = sorted(r.costs)
+        await conn.execute(
+            _COSTS, [_ts(k[0]) for k in keys_c], [k[1] for k in keys_c],
+            [r.costs[k] for k in keys_c],
         )  # fmt: skip
     if r.rate_limits:
         keys_l = sorted(r.rate_limits)

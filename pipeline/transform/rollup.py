@@ -214,10 +214,13 @@ class Rollups:
     """Spans per (hour, script, operation)."""
     alerts: Candidates = field(default_factory=dict)
     """Alert conditions seen in the events, by (dedup key, cooldown window)."""
+    costs: dict[tuple[int, str], Decimal] = field(default_factory=dict)
+    """What priced calls cost, per (hour, script): `cost_hourly`, read by the cost condition."""
 
     def __bool__(self) -> bool:
         return bool(
             self.hourly
+            or self.costs
             or self.api
             or self.rate_limits
             or self.errors
@@ -262,6 +265,8 @@ class Rollups:
                 out.scans.setdefault(scan_key, ScanActivity()).add(s)
             for op_key, o in part.operations.items():
                 out.operations.setdefault(op_key, Operation()).add(o)
+            for cost_key, cost in part.costs.items():
+                out.costs[cost_key] = out.costs.get(cost_key, Decimal(0)) + cost
         return out
 
 
@@ -365,6 +370,8 @@ def count_extracted(rollups: Rollups, found: Extracted, ts_ms: int, script: str)
         usage.cache_write += call.cache_write_tokens or 0
         if call.cost_usd is not None:
             usage.cost = (usage.cost or 0) + call.cost_usd
+            cost_key = (at - at % HOUR_MS, script)
+            rollups.costs[cost_key] = rollups.costs.get(cost_key, Decimal(0)) + call.cost_usd
         elif call.model is not None:
             usage.unpriced += 1
     for scan in found.scans:

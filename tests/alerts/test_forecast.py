@@ -108,3 +108,19 @@ async def test_a_reading_below_its_threshold_fires_and_a_reset_resolves(
     assert await evaluate(db, (low,), T0 + 2 * MINUTE) == {"resolved": 1}
     summaries = await db.fetch("SELECT summary FROM critical_alerts ORDER BY last_at")
     assert summaries[0]["summary"] == ("github: github-low firing: rate limit: 60 left (below 100)")
+
+
+async def test_cost_per_hour_over_its_window(migrated: Settings, db: asyncpg.Connection) -> None:
+    """What LLM calls cost per hour, from the flushes' `cost_hourly`, over a 2-hour window."""
+    spend = Condition("llm-spend", "cost_per_hour", 5, True, 2)
+    hour = T0 - T0 % 3_600_000
+    await db.execute(
+        "INSERT INTO cost_hourly VALUES ($1, 'chat', 4.0), ($2, 'chat', 4.5), ($2, 'docs', 0.2)",
+        _at(hour - 3_600_000), _at(hour),
+    )  # fmt: skip
+    assert await evaluate(db, (spend,), T0) == {}  # 8.5 over 2 hours: 4.25 an hour
+    await db.execute("UPDATE cost_hourly SET cost_usd = 7 WHERE script = 'chat' AND hour = $1",
+                     _at(hour))  # fmt: skip
+    assert await evaluate(db, (spend,), T0 + MINUTE) == {"firing": 1}
+    summary = await db.fetchval("SELECT summary FROM critical_alerts")
+    assert summary == "chat: llm-spend firing: $5.50 an hour over the last 2h (above $5)"

@@ -156,6 +156,10 @@ async def test_cache_tokens_and_rate_limit_details_are_stored(
         4102,
     )
     assert claude["cost_usd"] == Decimal("0.044274")
+    # The same cost per hour and script, for the cost condition (`cost_hourly`).
+    hourly = await db.fetch("SELECT hour, script, cost_usd FROM cost_hourly")
+    assert [r["cost_usd"] for r in hourly] == [Decimal("0.0442731")]  # unrounded
+    assert hourly[0]["hour"] == datetime.fromtimestamp((TS - TS % 3_600_000) / 1000, UTC)
 
 
 async def test_no_log_line_can_make_the_merge_fail(
