@@ -7,6 +7,8 @@ named with their module::
     TailpipeError                      base: caught by the CLI, printed as one line (exit 1)
     ├── SettingsError                  a setting is missing or malformed (exit 2)
     ├── MigrationError                 a migration cannot be applied, or was edited after it was
+    ├── alerts.email.Refused           an SMTP server refused an alert for good (5xx, a failed
+    │                                  login, no STARTTLS): dropped, not retried
     ├── DependencyError                Kafka, PostgreSQL or S3 did not answer: retried, never
     │   │                              the data's fault
     │   ├── deadletters.store.StoreUnavailable  the dead-letter store did not take or give an

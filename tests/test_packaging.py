@@ -35,6 +35,7 @@ action the installed `tailpipe --help` lists; all but the first four run at once
     tailpipe topics create | produce FILE | loadgen --count 1   -> 1, Kafka did not answer
     tailpipe alerts forward                                     -> 2, no destinations file
     TAILPIPE_ALERT_DESTINATIONS=F tailpipe alerts forward       -> 1, Kafka unreachable
+    TAILPIPE_ALERT_DESTINATIONS=F tailpipe alerts test outcome  -> 1, not delivered
     tailpipe inspect FILE                                       -> 0, the rows of a message
     tailpipe probe ready --port P                               -> 1, unreachable
     tailpipe api --host 127.0.0.1         (serving: /healthz 200) then SIGTERM -> clean exit
@@ -419,6 +420,16 @@ def commands(closed: int, work: Path) -> list[Command]:
             1,
             f"127.0.0.1:{closed}",
             (("TAILPIPE_ALERT_DESTINATIONS", str(destinations)),),
+        ),
+        # A test notification to a destination nobody listens at: tried once, not delivered.
+        Command(
+            ("alerts", "test", "outcome"),
+            1,
+            "ops: not delivered",
+            (
+                ("TAILPIPE_ALERT_DESTINATIONS", str(destinations)),
+                ("TAILPIPE_ALERT_FORWARD_ATTEMPTS", "1"),
+            ),
         ),
     ]
 

@@ -33,9 +33,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.alerts.destinations import Destination, state, text
+from pipeline.errors import TailpipeError
 
 
-class Refused(Exception):
+class Refused(TailpipeError):
     """The server refused the message, the sender, every recipient or the login: permanent."""
 
 
