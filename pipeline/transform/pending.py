@@ -16,7 +16,7 @@ import orjson
 
 from pipeline.formats.invocation import JSON, Invocation
 from pipeline.formats.tail_stream import StreamEvent
-from pipeline.transform.redact.engine import redact_json_text, redact_text
+from pipeline.transform.redact.engine import redact_json, redact_json_text, redact_text
 
 Row = tuple[Any, ...]
 State = dict[str, Any]
@@ -68,12 +68,15 @@ class Pending:
         elif kind == "return":
             self.status = ev.status
         elif kind == "spanOpen" and ev.opened is not None:
-            self.opened[ev.opened] = [ev.name, ev.span_id, ev.timestamp_ms * 1000,
-                                      ev.attributes or {}]  # fmt: skip
+            # Redacted as they come, like the lines: they wait in the stored state.
+            name = redact_text(ev.name, counts) if ev.name else ev.name
+            attributes = redact_json(ev.attributes, counts) if ev.attributes else {}
+            self.opened[ev.opened] = [name, ev.span_id, ev.timestamp_ms * 1000, attributes]
         elif kind == "spanClose" and ev.span_id is not None:
             self.ends[ev.span_id] = [ev.timestamp_ms * 1000, ev.outcome or "unknown", ev.sequence]
         elif kind == "attributes" and ev.attributes:
-            self.attributes.append([ev.sequence, ev.span_id, ev.attributes])
+            redacted = redact_json(ev.attributes, counts)
+            self.attributes.append([ev.sequence, ev.span_id, redacted])
         elif kind == "streamDiagnostic":
             self.dropped += ev.dropped
         self.truncated = self.truncated or ev.truncated

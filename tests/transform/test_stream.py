@@ -158,3 +158,45 @@ def test_what_an_invocation_holds_is_bounded() -> None:
         else:
             assert len(part.events) == 1
     assert spans == MAX_HELD
+
+
+def test_attributes_and_span_names_are_redacted_before_anything_is_kept() -> None:
+    """An `attributes` event and a span carry what a Worker put in them: redacted as they
+    arrive, so neither the state stored while the invocation is open nor its rows hold a
+    secret."""
+    trace, root, child = "3" * 32, "4" * 16, "5" * 16
+    secret = "Bearer abcdefghijklmnop"
+
+    def envelope(seq: int, event: dict[str, Any], span: str = root) -> dict[str, Any]:
+        return {"invocationId": "leaky", "spanContext": {"traceId": trace, "spanId": span},
+                "timestamp": 1_764_930_036_440 + seq, "sequence": seq, "event": event}  # fmt: skip
+
+    first = [
+        envelope(0, {"type": "onset", "spanId": root, "info": {"type": "fetch"}}),
+        envelope(1, {"type": "attributes", "info": [{"name": "authorization", "value": secret}]}),
+        envelope(2, {"type": "spanOpen", "name": "GET /cb?token=abcdef1234567890abcd",
+                     "spanId": child, "info": {"type": "attributes",
+                                               "info": [{"name": "cookie", "value": secret}]}}),
+        envelope(3, {"type": "attributes", "info": [{"name": "authorization", "value": secret}]},
+                 child),
+    ]  # fmt: skip
+    rest = [envelope(4, {"type": "spanClose", "outcome": "ok"}, child),
+            envelope(5, {"type": "outcome", "outcome": "ok"})]  # fmt: skip
+    batch = Batch()
+    TRANSFORMER.add(batch, "t", 0, 0, 0, None, json.dumps({"tailStream": first}).encode())
+    part = batch.parts[("t", 0)]
+    held = settle(part, "t", 0, {}).states["leaky"]
+    assert held is not None
+    kept = json.dumps(held)
+    assert "abcdefghijklmnop" not in kept
+    assert "abcdef1234567890abcd" not in kept
+    assert part.redactions
+    later = Batch()
+    TRANSFORMER.add(later, "t", 0, 1, 0, None, json.dumps({"tailStream": rest}).encode())
+    part = later.parts[("t", 0)]
+    settle(part, "t", 0, {"leaky": held})
+    (row,) = part.events
+    (span,) = part.spans
+    for stored in (repr(row), repr(span)):
+        assert "abcdefghijklmnop" not in stored
+        assert "abcdef1234567890abcd" not in stored
