@@ -106,10 +106,8 @@ class Forwarder:
         """POST `alert` until the destination takes it, refuses it, or `max_attempts` fail."""
         for attempt in range(1, self.max_attempts + 1):
             await self._limits[destination.name].wait()
-            if destination.kind == "email":
-                problem, retry_after = await self._mail(destination, alert), None
-            else:
-                problem, retry_after = await self._post(destination, alert)
+            send = self._mail if destination.kind == "email" else self._post
+            problem, retry_after = await send(destination, alert)
             if problem is None or problem == _DROPPED:
                 return
             if attempt == self.max_attempts:
@@ -122,18 +120,20 @@ class Forwarder:
                   alert.get("id"), self.max_attempts)  # fmt: skip
         self.tally.dropped += 1
 
-    async def _mail(self, destination: Destination, alert: dict[str, Any]) -> str | None:
-        """One email; None when sent, `_DROPPED` when refused for good, else the problem."""
+    async def _mail(
+        self, destination: Destination, alert: dict[str, Any]
+    ) -> tuple[str | None, float | None]:
+        """One email, answered as `_post` answers (SMTP has no `Retry-After`)."""
         try:
             await asyncio.to_thread(email.send, destination, alert, self.timeout_s)
         except email.Refused as exc:
             log.error("%s refused alert %s: %s; dropped", destination.name, alert.get("id"), exc)
             self.tally.dropped += 1
-            return _DROPPED
+            return _DROPPED, None
         except (OSError, smtplib.SMTPException) as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {exc}", None
         self.tally.delivered += 1
-        return None
+        return None, None
 
     async def _post(
         self, destination: Destination, alert: dict[str, Any]

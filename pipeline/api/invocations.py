@@ -208,19 +208,18 @@ LIMIT 1
 _TRACE_SPANS = """
 SELECT count(*) FROM tail_spans WHERE trace_id = decode($1, 'hex') AND ts >= $2 AND ts <= $3
 """
-_STREAM_LINES = """
+_SELECT_LINES = """
 SELECT ts, level, message, data::text AS data, kind, exception_name, stack, fingerprint, seq
 FROM tail_logs
-WHERE invocation_id = $1 AND ts >= $2 AND ts <= $3
-ORDER BY seq
 """
-_LINES = """
-SELECT ts, level, message, data::text AS data, kind, exception_name, stack, fingerprint, seq
-FROM tail_logs
-WHERE script = $1 AND ts >= $2 AND ts <= $3
+_STREAM_LINES = _SELECT_LINES + "WHERE invocation_id = $1 AND ts >= $2 AND ts <= $3\nORDER BY seq\n"
+_LINES = (
+    _SELECT_LINES
+    + """WHERE script = $1 AND ts >= $2 AND ts <= $3
   AND kafka_offset = $4 AND kafka_partition = $5 AND item = $6 AND topic = $7
 ORDER BY seq
 """
+)
 
 
 @router.get(

@@ -36,10 +36,7 @@ def log_line(entry: JSON, prefix: str) -> LogLine:
     if type(entry) is not dict:
         expected(prefix, "", "an object", entry)
     get = entry.get
-    raw_level = get("level")
-    level = _LEVELS.get(raw_level) if type(raw_level) is str else None
-    if level is None:
-        level = _level(raw_level, prefix)
+    level = log_level(get("level"), prefix)
     timestamp = get("timestamp")
     if not (type(timestamp) is int and MIN_MS <= timestamp < MAX_MS):
         timestamp = epoch_ms(timestamp, prefix, "timestamp")
@@ -97,9 +94,12 @@ def exception(
     return ExceptionInfo(timestamp_ms, class_name, message, frames, name)
 
 
-def _level(raw: JSON, prefix: str) -> str:
+def log_level(raw: JSON, prefix: str) -> str:
+    """A log entry's `level` at `prefix`, as stored (`LOG_LEVELS`)."""
     if type(raw) is str:
-        level = _LEVELS.get(raw.lower())
+        level = _LEVELS.get(raw)  # the usual case: one lookup
+        if level is None:
+            level = _LEVELS.get(raw.lower())
         if level is not None:
             return level
     expected(prefix, "level", f"one of {_LEVEL_LIST}", raw)

@@ -34,7 +34,7 @@ from datetime import datetime
 
 from pipeline.errors import DecodeError
 from pipeline.formats.console import render
-from pipeline.formats.entries import exception, log_line
+from pipeline.formats.entries import exception, log_level, log_line
 from pipeline.formats.fields import (
     MAX_MS,
     MIN_MS,
@@ -157,9 +157,12 @@ def _fill(out: StreamEvent, kind: str, event: dict[str, JSON], prefix: str) -> N
         message = get("message")
         if get("truncated") is True and type(message) is str:
             out.truncated = True
-            out.line = LogLine(ts, _level(event, prefix), message, {"truncated": True})
+            out.line = LogLine(ts, log_level(get("level"), prefix), message, {"truncated": True})
             return
-        line = log_line({k: v for k, v in event.items() if k != "timestamp"}, prefix)
+        # The time is the envelope's: an event's own `timestamp` (none today) is not read.
+        entry = event if "timestamp" not in event else {k: v for k, v in event.items()
+                                                        if k != "timestamp"}  # fmt: skip
+        line = log_line(entry, prefix)
         line.timestamp_ms = ts
         out.line = line
     elif kind == "exception":
@@ -314,7 +317,3 @@ def _ms(value: JSON, prefix: str, name: str) -> int | None:
     if (type(value) is int or type(value) is float) and 0 <= value <= 2**31 - 1:
         return round(value)
     raise DecodeError(at(prefix, name), f"expected milliseconds 0..{2**31 - 1}, got {value!r}")
-
-
-def _level(event: dict[str, JSON], prefix: str) -> str:
-    return log_line({"level": event.get("level"), "message": None}, prefix).level

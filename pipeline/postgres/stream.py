@@ -16,7 +16,6 @@ both as they were.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,20 +36,18 @@ _READ = f"""
 SELECT invocation_id, state::text AS state FROM {TABLE}
 WHERE invocation_id = ANY($1::text[]) FOR UPDATE
 """
-_STORE = f"""
+_ROWS = f"""
 INSERT INTO {TABLE} (invocation_id, topic, kafka_partition, state, closed, touched_at)
 SELECT i, t, p, s::jsonb, c, now()
 FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bool[]) AS u(i, t, p, s, c)
-ON CONFLICT (invocation_id) DO UPDATE
+"""
+_STORE = (
+    _ROWS
+    + """ON CONFLICT (invocation_id) DO UPDATE
 SET state = EXCLUDED.state, closed = EXCLUDED.closed, touched_at = now()
 """
-_INSERT = f"""
-INSERT INTO {TABLE} (invocation_id, topic, kafka_partition, state, closed, touched_at)
-SELECT i, t, p, s::jsonb, c, now()
-FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bool[]) AS u(i, t, p, s, c)
-ON CONFLICT (invocation_id) DO NOTHING
-RETURNING invocation_id
-"""
+)
+_INSERT = _ROWS + "ON CONFLICT (invocation_id) DO NOTHING RETURNING invocation_id\n"
 _FORGET = f"DELETE FROM {TABLE} WHERE invocation_id = ANY($1::text[])"
 _IDLE = f"""
 SELECT invocation_id, state::text AS state, closed FROM {TABLE}
@@ -162,11 +159,11 @@ async def close_idle(
             tomb = close(state, now_ms, closed, r["invocation_id"])
             tombstones.append((r["invocation_id"], topic, state["origin"][1], tomb))
             out.timed_out += 1
-            out.dropped += state["dropped"]
         if tombstones:
-            await _store(conn, tombstones, closed=True)
+            await _store(conn, tombstones)
         if gone:
             await conn.execute(_FORGET, gone)
+    out.dropped += closed.stream_dropped
     if closed.events:
         await copy_stream.copy_rows(conn, "tail_events", EVENT_COLUMNS, closed.events)
     if closed.spans:
@@ -174,17 +171,15 @@ async def close_idle(
     return closed.rollups
 
 
-async def _store(
-    conn: asyncpg.Connection, rows: Iterable[tuple[str, str, int, State]], closed: bool = False
-) -> None:
-    await conn.execute(_STORE, *_arrays(list(rows), closed))
+async def _store(conn: asyncpg.Connection, rows: list[tuple[str, str, int, State]]) -> None:
+    await conn.execute(_STORE, *_arrays(rows))
 
 
 def _arrays(
-    rows: list[tuple[str, str, int, State]], closed: bool = False
+    rows: list[tuple[str, str, int, State]],
 ) -> tuple[list[str], list[str], list[int], list[str], list[bool]]:
+    """The rows as `_ROWS`' arrays; a state is closed when it says so (a tombstone)."""
     return (
         [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-        [orjson.dumps(r[3]).decode() for r in rows],
-        [closed or bool(r[3].get("closed")) for r in rows],
+        [orjson.dumps(r[3]).decode() for r in rows], [bool(r[3].get("closed")) for r in rows],
     )  # fmt: skip

@@ -32,7 +32,7 @@ import orjson
 
 from pipeline.formats.invocation import JSON, UNNAMED, Invocation, Span
 from pipeline.transform.batch import Part
-from pipeline.transform.pending import Pending, Row, Settled, State
+from pipeline.transform.pending import Pending, Settled, State
 from pipeline.transform.rollup import HOUR_MS, HourlyMetrics, Rollups, count_invocation
 from pipeline.transform.spans import add_spans
 
@@ -145,9 +145,7 @@ def close(state: State, now_ms: int, part: Part, invocation_id: str) -> State:
     return tomb
 
 
-def _finish(
-    state: State, invocation_id: str | None = None
-) -> tuple[dict[str, JSON], list[tuple[Span, int]]]:
+def _finish(state: State, invocation_id: str) -> tuple[dict[str, JSON], list[tuple[Span, int]]]:
     """A whole invocation's attributes, and its closed spans with their spanClose's sequence:
     each `attributes` event goes to the span it was told in, else to the invocation, in the
     order the runtime numbered them."""
@@ -188,17 +186,20 @@ def invocation_of(state: State) -> Invocation:
     )  # fmt: skip
 
 
-def event_row(state: State, origin: tuple[str, int, int, int], invocation_id: str) -> Row:
-    """The invocation's `tail_events` row (`transformer.EVENT_COLUMNS`)."""
+def _row(part: Part, state: State, origin: tuple[str, int, int, int], inv_id: str) -> None:
+    """The whole invocation's `tail_events` row (`transformer.EVENT_COLUMNS`) and its spans'
+    rows, counted in the rollups. Every row has the origin of the event that made it whole (in
+    this batch, so that a row PostgreSQL refuses names a message of the batch), a span the
+    sequence of its close."""
     inv = invocation_of(state)
+    attributes, spans = _finish(state, inv_id)
     onset = state.get("onset") or {}
-    extra: dict[str, JSON] = {**(onset.get("extra") or {}), "invocationId": invocation_id}
-    attributes = _finish(state)[0]
+    extra: dict[str, JSON] = {**(onset.get("extra") or {}), "invocationId": inv_id}
     if attributes:
         extra["attributes"] = attributes
     if state["dropped"]:
         extra["droppedEvents"] = state["dropped"]
-    return (
+    part.events.append((
         _ts(inv.timestamp_ms or 0), inv.script or UNNAMED, inv.event_type, inv.outcome,
         inv.method, inv.url, inv.status, inv.cpu_ms, inv.wall_ms, state["logs"],
         state["exceptions"], inv.truncated, inv.script_version, inv.entrypoint,
@@ -206,18 +207,12 @@ def event_row(state: State, origin: tuple[str, int, int, int], invocation_id: st
         orjson.dumps(extra).decode(), *origin,
         bytes.fromhex(inv.trace_id) if inv.trace_id else None,
         bytes.fromhex(inv.span_id) if inv.span_id else None,
-    )  # fmt: skip
-
-
-def _row(part: Part, state: State, origin: tuple[str, int, int, int], inv_id: str) -> None:
-    """The whole invocation's `tail_events` row and its spans' rows, counted in the rollups.
-    Every row has the origin of the event that made it whole (in this batch, so that a row
-    PostgreSQL refuses names a message of the batch), a span the sequence of its close."""
-    part.events.append(event_row(state, origin, inv_id))
-    topic, partition, offset, _ = origin
-    for span, sequence in _finish(state, inv_id)[1]:
-        add_spans(part, [span], (topic, partition, offset), Counter(), items=[sequence])
-    count_invocation(part.rollups, invocation_of(state), state["ts_ms"], state["script"])
+    ))  # fmt: skip
+    if spans:
+        topic, partition, offset, _ = origin
+        add_spans(part, [span for span, _ in spans], (topic, partition, offset), part.redactions,
+                  items=[sequence for _, sequence in spans])  # fmt: skip
+    count_invocation(part.rollups, inv, state["ts_ms"], state["script"])
     part.stream_dropped += state["dropped"]
 
 

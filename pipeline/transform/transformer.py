@@ -259,9 +259,7 @@ class Transformer:
                 said.setdefault(ev.invocation_id, []).append(line)
                 search = self._error_search
                 if search is not None and line.level == "error" and search(text):
-                    note(part.rollups.alerts, self._error_rule, f"error_log:{script}",
-                         script, ev.timestamp_ms, f"{script}: {text}",
-                         {"script": script, "level": "error"})  # fmt: skip
+                    self._error_line(part, script, ev.timestamp_ms, text)
             elif exc is not None:
                 message = redact_text(exc.message, counts)
                 stack = redact_text(exc.stack, counts) if exc.stack else None
@@ -387,14 +385,17 @@ class Transformer:
                 # The rule reads what is stored: the text after redaction.
                 text = line.text if texts is None else texts[i]
                 if error_search(text):
-                    labels = {"script": script, "level": "error"}
-                    note(part.rollups.alerts, self._error_rule, f"error_log:{script}", script,
-                         ts_ms, f"{script}: {text}", labels)  # fmt: skip
+                    self._error_line(part, script, ts_ms, text)
         if inv.exceptions:
             levels["exception"] += len(inv.exceptions)
         count_extracted(part.rollups, self._extract(inv), ts_ms, script)
         if self._rules is not None:
             _outcome_alert(part, self._rules, inv, ts_ms, script)
+
+    def _error_line(self, part: Part, script: str, ts_ms: int, text: str) -> None:
+        """An error line the error-line rule matched (its text as stored: redacted)."""
+        note(part.rollups.alerts, self._error_rule, f"error_log:{script}", script, ts_ms,
+             f"{script}: {text}", {"script": script, "level": "error"})  # fmt: skip
 
 
 def _identify(
